@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# deps.sh - install what chcp needs to build (and, with --tools, to test and
+# benchmark) on Debian 12. Idempotent: when everything is present it only
+# checks and returns in well under a second.
+#
+#   scripts/deps.sh            build dependencies (Debian packages)
+#   scripts/deps.sh --tools    also test/bench tools: Go (connectconformance,
+#                              jaeger later), npm (buf, connect-es), pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOOLS=0
+for a in "$@"; do
+    case "$a" in
+    --tools) TOOLS=1 ;;
+    *) echo "deps.sh: unknown argument $a" >&2; exit 2 ;;
+    esac
+done
+
+BUILD_PKGS=(
+    build-essential pkg-config git
+    libuv1-dev libnghttp2-dev libhttp-parser-dev
+    libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev
+    libjansson-dev zlib1g-dev libsqlite3-dev libsystemd-dev
+)
+TEST_PKGS=(
+    libcmocka-dev clang clang-tidy clang-format cppcheck libclang-rt-14-dev
+    nghttp2-client curl jq python3-pytest wrk procps iproute2 psmisc
+)
+
+missing=()
+want=("${BUILD_PKGS[@]}")
+[ "$TOOLS" = 1 ] && want+=("${TEST_PKGS[@]}")
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "deps.sh: installing ${missing[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[ "$TOOLS" = 1 ] || exit 0
+
+# ---- tools from language registries, pinned, into .tools/ -----------------
+TOOLS_DIR="$PWD/.tools"
+mkdir -p "$TOOLS_DIR/bin"
+export GOBIN="$TOOLS_DIR/bin"
+export PATH="/usr/local/go/bin:$PATH"
+
+CONFORMANCE_VERSION=v1.0.5
+if [ ! -x "$GOBIN/connectconformance" ] || [ "$(cat "$TOOLS_DIR/connectconformance.version" 2>/dev/null)" != "$CONFORMANCE_VERSION" ]; then
+    echo "deps.sh: go install connectconformance@$CONFORMANCE_VERSION" >&2
+    go install "connectrpc.com/conformance/cmd/connectconformance@$CONFORMANCE_VERSION"
+    echo "$CONFORMANCE_VERSION" > "$TOOLS_DIR/connectconformance.version"
+fi
+# The conformance .proto files come from the same Go module, never committed.
+if [ ! -d "$TOOLS_DIR/conformance-proto" ]; then
+    moddir=$(cd "$TOOLS_DIR" && go mod download -json "connectrpc.com/conformance@$CONFORMANCE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    cp -r "$moddir/proto" "$TOOLS_DIR/conformance-proto"
+    chmod -R u+w "$TOOLS_DIR/conformance-proto"
+fi
+
+# npm tools (buf, connect-es) live in tests/integration/node_modules.
+if [ -f tests/integration/package.json ] && [ ! -d tests/integration/node_modules ]; then
+    echo "deps.sh: npm ci in tests/integration" >&2
+    (cd tests/integration && npm ci --no-audit --no-fund --loglevel=error)
+fi
+exit 0

@@ -1,0 +1,172 @@
+/*
+ * core.h - the small toolbox every chcp module shares: growable byte buffers,
+ * error objects, cleanup helpers, JSON-lines logging and monotonic time.
+ *
+ * Errors travel as objects (crun style): a function that can fail takes a
+ * `chcp_error **err` last, returns -1 (or NULL) and fills *err; only the top
+ * of a call chain decides whether to log, answer a client or exit. Nothing in
+ * the lower layers prints.
+ */
+#ifndef CHCP_CORE_H
+#define CHCP_CORE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* ---- cleanup helpers --------------------------------------------------- */
+
+static inline void chcp_freep(void *p)
+{
+    free(*(void **)p);
+}
+static inline void chcp_closep(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+}
+#define cleanup_free __attribute__((cleanup(chcp_freep)))
+#define cleanup_close __attribute__((cleanup(chcp_closep)))
+
+/* Hand ownership out of a cleanup_* variable. */
+#define steal_pointer(pp)                                                                          \
+    ({                                                                                             \
+        __typeof__(*(pp)) _p = *(pp);                                                              \
+        *(pp) = NULL;                                                                              \
+        _p;                                                                                        \
+    })
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define UNUSED __attribute__((unused))
+
+/* Allocation that cannot fail: out of memory aborts (a daemon that cannot
+ * allocate a few bytes cannot answer anyone sensibly anyway). */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- byte buffers ------------------------------------------------------ */
+
+typedef struct chcp_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} chcp_buf;
+
+#define CHCP_BUF_INIT {NULL, 0, 0}
+
+void buf_reserve(chcp_buf *b, size_t extra);
+void buf_append(chcp_buf *b, const void *data, size_t len);
+void buf_append_str(chcp_buf *b, const char *s);
+void buf_append_byte(chcp_buf *b, uint8_t c);
+void buf_printf(chcp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_vprintf(chcp_buf *b, const char *fmt, va_list ap);
+/* Drop the first n bytes (used by readers that consume from the front). */
+void buf_consume(chcp_buf *b, size_t n);
+void buf_reset(chcp_buf *b);
+void buf_free(chcp_buf *b);
+/* Take the bytes out as a NUL-terminated string; the buffer is left empty. */
+char *buf_steal_str(chcp_buf *b);
+
+/* ---- errors ------------------------------------------------------------ */
+
+/*
+ * Error codes are the Connect/gRPC codes, so an error raised anywhere can be
+ * answered to a client without translation tables in between.
+ */
+typedef enum chcp_code {
+    CHCP_OK = 0,
+    CHCP_CANCELED = 1,
+    CHCP_UNKNOWN = 2,
+    CHCP_INVALID_ARGUMENT = 3,
+    CHCP_DEADLINE_EXCEEDED = 4,
+    CHCP_NOT_FOUND = 5,
+    CHCP_ALREADY_EXISTS = 6,
+    CHCP_PERMISSION_DENIED = 7,
+    CHCP_RESOURCE_EXHAUSTED = 8,
+    CHCP_FAILED_PRECONDITION = 9,
+    CHCP_ABORTED = 10,
+    CHCP_OUT_OF_RANGE = 11,
+    CHCP_UNIMPLEMENTED = 12,
+    CHCP_INTERNAL = 13,
+    CHCP_UNAVAILABLE = 14,
+    CHCP_DATA_LOSS = 15,
+    CHCP_UNAUTHENTICATED = 16,
+} chcp_code;
+
+typedef struct chcp_error {
+    chcp_code code;
+    int errno_value; /* 0 when not from a system call */
+    char *message;
+} chcp_error;
+
+/* Fill *err (if err is non-NULL and *err is still NULL); always returns -1. */
+int error_set(chcp_error **err, chcp_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Same, appending ": strerror(errno_value)". */
+int error_set_errno(chcp_error **err, chcp_code code, int errno_value, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Prefix an existing error's message with context ("loading config: ..."). */
+void error_prefix(chcp_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void error_free(chcp_error *err);
+static inline void chcp_error_freep(chcp_error **e)
+{
+    error_free(*e);
+}
+#define cleanup_error __attribute__((cleanup(chcp_error_freep)))
+
+/* Lower-case names as the Connect protocol spells them ("invalid_argument"). */
+const char *code_name(chcp_code code);
+/* Parse a Connect code name; returns -1 if unknown. */
+int code_from_name(const char *name);
+
+/* ---- logging ----------------------------------------------------------- */
+
+typedef enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR } log_level;
+
+void log_set_level(log_level min);
+int log_level_from_name(const char *name); /* -1 when unknown */
+/* Hooks for telemetry: when set, fills trace/span ids (hex) for the current
+ * request so log lines can be joined with traces. */
+typedef bool (*log_context_fn)(char trace_id[33], char span_id[17]);
+void log_set_context_fn(log_context_fn fn);
+
+/*
+ * One JSON object per line on stdout:
+ *   {"time":"...","level":"info","msg":"...","vm_id":"..."}
+ * Extra string fields come as NULL-terminated key/value pairs in `kv`.
+ */
+void log_write(log_level level, const char *vm_id, const char *const *kv, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#define log_debug(...) log_write(LOG_DEBUG, NULL, NULL, __VA_ARGS__)
+#define log_info(...) log_write(LOG_INFO, NULL, NULL, __VA_ARGS__)
+#define log_warn(...) log_write(LOG_WARN, NULL, NULL, __VA_ARGS__)
+#define log_error(...) log_write(LOG_ERROR, NULL, NULL, __VA_ARGS__)
+#define log_vm(level, vm_id, ...) log_write(level, vm_id, NULL, __VA_ARGS__)
+
+/* ---- time -------------------------------------------------------------- */
+
+uint64_t time_mono_ns(void);
+uint64_t time_real_ns(void);
+
+/* ---- strings ----------------------------------------------------------- */
+
+bool str_ieq(const char *a, const char *b);
+bool str_has_prefix(const char *s, const char *prefix);
+/* Parse a whole decimal string into [min,max]; false on any junk. */
+bool str_to_u64(const char *s, uint64_t max, uint64_t *out);
+
+/* ---- base64 (standard and URL-safe; decoding accepts both, padded or not) */
+
+void base64_encode(chcp_buf *out, const uint8_t *data, size_t len, bool url, bool pad);
+/* Returns 0, or -1 on invalid input. Accepts '+/' and '-_' and optional '='. */
+int base64_decode(chcp_buf *out, const char *text, size_t len);
+
+#endif

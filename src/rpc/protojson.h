@@ -1,0 +1,74 @@
+/*
+ * protojson.h - the proto3 JSON mapping over protobuf-c descriptors, and the
+ * "protometa" side tables that give it what protobuf-c does not record.
+ *
+ * protobuf-c's descriptors lack json_name, the map-entry flag and method
+ * options (idempotency_level, needed for Connect GET). A build-time tool
+ * (tools/protometa-gen.c) reads `protoc --descriptor_set_out` and emits a
+ * protometa_table for every message and method compiled into a binary; the
+ * binary registers its table(s) at start with protometa_register().
+ *
+ * Part of the rpc module's interface (rpc.h includes it).
+ */
+#ifndef CHCP_PROTOJSON_H
+#define CHCP_PROTOJSON_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/core.h"
+
+typedef struct protometa_message {
+    const ProtobufCMessageDescriptor *descriptor;
+    /* json_name of each field, in the order of descriptor->fields. */
+    const char *const *json_names;
+    bool map_entry; /* a synthetic map<K,V> entry message */
+} protometa_message;
+
+typedef enum protometa_idempotency {
+    PROTOMETA_IDEMPOTENCY_UNKNOWN = 0,
+    PROTOMETA_NO_SIDE_EFFECTS = 1,
+    PROTOMETA_IDEMPOTENT = 2,
+} protometa_idempotency;
+
+typedef struct protometa_method {
+    const char *service; /* "cloudhypervisor.v1.VmService" */
+    const char *method;  /* "GetVmInfo" */
+    protometa_idempotency idempotency;
+} protometa_method;
+
+typedef struct protometa_table {
+    const protometa_message *messages;
+    size_t n_messages;
+    const protometa_method *methods;
+    size_t n_methods;
+} protometa_table;
+
+/* Register a generated table (idempotent; tables are static data). */
+void protometa_register(const protometa_table *table);
+const protometa_message *protometa_find_message(const ProtobufCMessageDescriptor *desc);
+/* Lookup by full name without leading dot ("google.protobuf.Duration"), for Any. */
+const ProtobufCMessageDescriptor *protometa_find_by_name(const char *full_name);
+protometa_idempotency protometa_method_idempotency(const char *service, const char *method);
+
+/*
+ * Encode as connect-go's protojson.Marshal does: lowerCamelCase json names,
+ * fields with default values omitted, 64-bit integers as strings, enums as
+ * names, bytes as padded standard base64, well-known types in their special
+ * forms. Appends to `out`.
+ */
+int protojson_encode(const ProtobufCMessage *msg, chcp_buf *out, chcp_error **err);
+
+/*
+ * Decode (DiscardUnknown semantics: unknown fields ignored). Accepts json_name
+ * and the original field name, numbers as strings, strings as numbers where
+ * the mapping allows, standard or URL-safe base64 with or without padding,
+ * null as default, NaN/Infinity/-Infinity. The result is allocated with the
+ * default allocator: free it with protobuf_c_message_free_unpacked(msg, NULL).
+ * Errors are CHCP_INVALID_ARGUMENT with a message naming the field.
+ */
+ProtobufCMessage *protojson_decode(const ProtobufCMessageDescriptor *desc, const char *json,
+                                   size_t len, chcp_error **err);
+
+#endif

@@ -1,0 +1,111 @@
+/*
+ * transport.h - listeners and HTTP connections (HTTP/1.1 and h2c) on one
+ * libuv loop, behind a single request abstraction.
+ *
+ * A connection sniffs the HTTP/2 client preface: h2c (prior knowledge) goes to
+ * nghttp2, everything else to http-parser. Either way the layer above sees the
+ * same thing: a complete `http_request` (headers plus the whole body, bounded
+ * by the body limit) and answers it, later and exactly once, with
+ * `http_respond`. The transport owns the request memory until then.
+ *
+ * Output is batched: responses are queued on the connection and written with
+ * one write per loop pass; TCP_NODELAY is set on TCP sockets.
+ */
+#ifndef CHCP_TRANSPORT_H
+#define CHCP_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/core.h"
+
+typedef struct http_header {
+    const char *name; /* lower-case, NUL-terminated */
+    const char *value; /* NUL-terminated (values with NULs are refused) */
+    size_t name_len;
+    size_t value_len;
+} http_header;
+
+typedef struct http_request {
+    int http_major;     /* 1 or 2 */
+    const char *method; /* "POST", "GET", ... */
+    const char *path;   /* the path only, percent-decoding NOT applied */
+    const char *query;  /* text after '?', or NULL */
+    const http_header *headers;
+    size_t n_headers;
+    const uint8_t *body;
+    size_t body_len;
+    /* The body was larger than the configured limit: `body` holds nothing
+     * useful. The layer above answers (resource_exhausted in its protocol);
+     * the transport then closes the connection (HTTP/1.1) or resets the stream
+     * (HTTP/2) because the rest of the body will not be read. */
+    bool body_too_large;
+    const char *peer; /* "127.0.0.1:5555", "unix", ... for logs */
+    uint64_t received_ns; /* monotonic time the request headers were complete */
+    void *user;           /* free for the layer above */
+} http_request;
+
+typedef struct http_response {
+    int status;
+    const http_header *headers; /* names in lower case; transport adds
+                                   content-length (h1), date is not sent */
+    size_t n_headers;
+    const uint8_t *body;
+    size_t body_len;
+    /* HTTP/2 trailers (gRPC). Must be empty for HTTP/1.1. With trailers and
+     * an empty body, HTTP/2 still sends headers, no DATA, then trailers. */
+    const http_header *trailers;
+    size_t n_trailers;
+} http_response;
+
+/* Called when a request is complete. The callee must eventually call
+ * http_respond(req, ...) exactly once, from the loop thread. */
+typedef void (*http_request_fn)(http_request *req, void *ud);
+/* The peer went away (connection closed, stream reset) before the response
+ * was sent. The callee must still call http_respond(); its output is dropped
+ * and that call frees the request. Optional (may be NULL). */
+typedef void (*http_cancel_fn)(http_request *req, void *ud);
+
+typedef struct transport_limits {
+    size_t max_body_bytes;        /* default 4 MiB */
+    size_t max_header_bytes;      /* default 64 KiB, whole header block */
+    uint64_t idle_timeout_ms;     /* no request in flight, no bytes: close (default 60 s) */
+    uint64_t read_timeout_ms;     /* a started request must complete within (default 30 s) */
+    unsigned max_connections;     /* default 1024; beyond: accept then close at once */
+    uint32_t h2_max_concurrent_streams; /* default 100 */
+    uint32_t h2_reset_rate_burst;       /* nghttp2 stream reset rate limit (default 1000) */
+    uint32_t h2_reset_rate_per_sec;     /* default 33 */
+    uint32_t h2_max_continuations;      /* default 8 */
+} transport_limits;
+
+void transport_limits_default(transport_limits *l);
+
+typedef struct transport transport;
+
+transport *transport_new(uv_loop_t *loop, const transport_limits *limits, http_request_fn on_request,
+                         http_cancel_fn on_cancel, void *ud);
+
+/* Listen on TCP host:port (IPv4 or IPv6 literal, or "localhost"). port 0 picks
+ * one; transport_tcp_port() tells which. */
+int transport_listen_tcp(transport *t, const char *host, uint16_t port, chcp_error **err);
+uint16_t transport_tcp_port(const transport *t);
+/* Listen on a Unix socket path (an existing socket file is replaced). */
+int transport_listen_unix(transport *t, const char *path, chcp_error **err);
+
+void http_respond(http_request *req, const http_response *resp);
+
+/* Case-insensitive header lookup (first match), NULL if absent. */
+const char *http_request_header(const http_request *req, const char *name);
+
+/* Graceful stop: close listeners, let in-flight requests finish, close idle
+ * connections. `transport_active_requests` tells when it is done. */
+void transport_stop_accepting(transport *t);
+size_t transport_active_requests(const transport *t);
+size_t transport_connection_count(const transport *t);
+/* Close everything at once and free; callbacks for outstanding requests get
+ * on_cancel. Call after the loop no longer needs the transport. */
+void transport_close(transport *t, void (*done)(void *ud), void *ud);
+
+#endif
