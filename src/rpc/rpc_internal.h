@@ -38,11 +38,16 @@ typedef enum rpc_compression {
 /* ---- response metadata lists ----------------------------------------- */
 
 /* Headers we build for a response. Entries either point at static strings
- * or own one allocation holding "name\0value\0". */
+ * or own one allocation holding "name\0value\0". The first RPC_HDRS_INLINE
+ * entries live in the struct itself (no allocation on the common path), so
+ * an rpc_hdrs must not be copied or moved once used. */
+#define RPC_HDRS_INLINE 8
 typedef struct rpc_hdrs {
     http_header *v;
     uint8_t *owned;
     size_t n, cap;
+    http_header inl[RPC_HDRS_INLINE];
+    uint8_t inl_owned[RPC_HDRS_INLINE];
 } rpc_hdrs;
 
 void rpc_hdrs_add_static(rpc_hdrs *h, const char *name, const char *value);

@@ -15,10 +15,22 @@
 
 static http_header *hdrs_slot(rpc_hdrs *h, bool owned)
 {
-    if (h->n == h->cap) {
-        h->cap = h->cap ? h->cap * 2 : 8;
-        h->v = xrealloc(h->v, h->cap * sizeof(*h->v));
-        h->owned = xrealloc(h->owned, h->cap);
+    if (h->cap == 0) {
+        h->v = h->inl;
+        h->owned = h->inl_owned;
+        h->cap = RPC_HDRS_INLINE;
+    } else if (h->n == h->cap) {
+        size_t cap = h->cap * 2;
+        if (h->v == h->inl) {
+            h->v = xmalloc(cap * sizeof(*h->v));
+            h->owned = xmalloc(cap);
+            memcpy(h->v, h->inl, sizeof(h->inl));
+            memcpy(h->owned, h->inl_owned, sizeof(h->inl_owned));
+        } else {
+            h->v = xrealloc(h->v, cap * sizeof(*h->v));
+            h->owned = xrealloc(h->owned, cap);
+        }
+        h->cap = cap;
     }
     h->owned[h->n] = owned;
     return &h->v[h->n++];
@@ -56,9 +68,13 @@ void rpc_hdrs_free(rpc_hdrs *h)
     for (size_t i = 0; i < h->n; i++)
         if (h->owned[i])
             free((void *)h->v[i].name);
-    free(h->v);
-    free(h->owned);
-    *h = (rpc_hdrs){0};
+    if (h->v != h->inl) {
+        free(h->v);
+        free(h->owned);
+    }
+    h->v = NULL;
+    h->owned = NULL;
+    h->n = h->cap = 0;
 }
 
 const http_header *rpc_header(const http_request *req, const char *name)

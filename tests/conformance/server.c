@@ -66,8 +66,8 @@ static Connectrpc__Conformance__V1__ServerCompatRequest *read_request(void)
     uint8_t len_be[4];
     if (read_full(0, len_be, 4) < 0)
         return NULL;
-    size_t len = (size_t)len_be[0] << 24 | (size_t)len_be[1] << 16 | (size_t)len_be[2] << 8 |
-                 len_be[3];
+    size_t len =
+        (size_t)len_be[0] << 24 | (size_t)len_be[1] << 16 | (size_t)len_be[2] << 8 | len_be[3];
     if (len > 16u << 20)
         return NULL;
     cleanup_free uint8_t *data = xmalloc(len);
@@ -217,15 +217,16 @@ static void answer(pending *p)
         for (size_t i = 0; i < e->n_details; i++)
             details[i] = &e->details[i]->base;
         details[n - 1] = &pack_any(&a, &info->base)->base;
-        const char *msg =
-            e->_message_case == CONNECTRPC__CONFORMANCE__V1__ERROR___MESSAGE_MESSAGE ? e->message
-                                                                                    : "";
+        const char *msg = e->_message_case == CONNECTRPC__CONFORMANCE__V1__ERROR___MESSAGE_MESSAGE
+                              ? e->message
+                              : "";
         rpc_call_fail_details(call, (chcp_code)e->code, msg, details, n);
     } else {
         Payload payload = CONNECTRPC__CONFORMANCE__V1__CONFORMANCE_PAYLOAD__INIT;
         payload.request_info = info;
-        if (def && def->response_case ==
-                       CONNECTRPC__CONFORMANCE__V1__UNARY_RESPONSE_DEFINITION__RESPONSE_RESPONSE_DATA)
+        if (def &&
+            def->response_case ==
+                CONNECTRPC__CONFORMANCE__V1__UNARY_RESPONSE_DEFINITION__RESPONSE_RESPONSE_DATA)
             payload.data = def->response_data;
         if (p->idempotent) {
             Connectrpc__Conformance__V1__IdempotentUnaryResponse r =
@@ -277,10 +278,11 @@ static void handle(rpc_call *call, const ProtobufCMessage *request, bool idempot
     p->call = call;
     p->request = request;
     p->idempotent = idempotent;
-    p->def = idempotent
-                 ? ((const Connectrpc__Conformance__V1__IdempotentUnaryRequest *)request)
-                       ->response_definition
-                 : ((const Connectrpc__Conformance__V1__UnaryRequest *)request)->response_definition;
+    p->def =
+        idempotent
+            ? ((const Connectrpc__Conformance__V1__IdempotentUnaryRequest *)request)
+                  ->response_definition
+            : ((const Connectrpc__Conformance__V1__UnaryRequest *)request)->response_definition;
     if (p->def) {
         add_metadata(call, p->def->response_headers, p->def->n_response_headers, false);
         add_metadata(call, p->def->response_trailers, p->def->n_response_trailers, true);
@@ -336,8 +338,7 @@ int main(void)
     }
     protometa_register(&conformance_protometa);
     uv_loop_t *loop = uv_default_loop();
-    rpc_limits lim = {.max_message_bytes = req->message_receive_limit,
-                      .compress_min_bytes = 1024};
+    rpc_limits lim = {.max_message_bytes = req->message_receive_limit, .compress_min_bytes = 1024};
     protobuf_c_message_free_unpacked(&req->base, NULL);
     rpc_server *rpc = rpc_server_new(loop, &lim);
     static const rpc_method_impl impls[] = {

@@ -26,8 +26,14 @@ static const ProtobufCMethodDescriptor methods[] = {
 };
 static const unsigned method_index[] = {0, 1, 2};
 static const ProtobufCServiceDescriptor service = {
-    PROTOBUF_C__SERVICE_DESCRIPTOR_MAGIC, "fuzz.v1.Svc", "Svc", "Fuzz__V1__Svc", "fuzz.v1", 3,
-    methods, method_index,
+    PROTOBUF_C__SERVICE_DESCRIPTOR_MAGIC,
+    "fuzz.v1.Svc",
+    "Svc",
+    "Fuzz__V1__Svc",
+    "fuzz.v1",
+    3,
+    methods,
+    method_index,
 };
 static const protometa_method meta_methods[] = {{"fuzz.v1.Svc", "Get", PROTOMETA_NO_SIDE_EFFECTS}};
 static const protometa_table meta = {NULL, 0, meta_methods, 1};
@@ -134,7 +140,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     answers = 0;
     rpc_server_on_request(&req, srv);
     if (answers != 1)
-        abort(); /* handlers here answer at once: exactly one response */
+        abort();                  /* handlers here answer at once: exactly one response */
     uv_run(&loop, UV_RUN_NOWAIT); /* close deadline timers */
     if (rpc_server_active_calls(srv) != 0)
         abort();
