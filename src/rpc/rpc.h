@@ -39,8 +39,9 @@ typedef struct rpc_method_impl {
 } rpc_method_impl;
 
 typedef struct rpc_limits {
-    /* Largest request message after decompression; 0 = same as the transport
-     * body limit. Larger messages get resource_exhausted. */
+    /* Largest request message, on the wire and after decompression; 0 means
+     * 4 MiB (the transport's default body limit). Larger messages get
+     * resource_exhausted. */
     size_t max_message_bytes;
     /* Responses smaller than this are not compressed even when the client
      * accepts gzip (connect-go's default is 1 KiB). */
@@ -102,7 +103,8 @@ int64_t rpc_call_timeout_ms(const rpc_call *call);
 uint64_t rpc_call_deadline_ns(const rpc_call *call);
 bool rpc_call_canceled(const rpc_call *call);
 /* Called once if the call is cancelled (deadline or client gone) before the
- * handler finished it. The handler must still finish the call. */
+ * handler finished it; at once if that already happened. The handler must
+ * still finish the call (its answer is dropped). */
 void rpc_call_on_cancel(rpc_call *call, void (*fn)(rpc_call *call, void *ud), void *ud);
 /* Per-call slot for the handler/telemetry. */
 void rpc_call_set_user(rpc_call *call, void *user);

@@ -35,6 +35,10 @@ typedef enum rpc_compression {
  * "unknown compression" errors (identity is implied, as in connect-go). */
 #define RPC_SUPPORTED_ENCODINGS "gzip"
 
+/* Receive limit when rpc_limits.max_message_bytes is 0 (the transport's
+ * default body limit). */
+#define RPC_DEFAULT_MAX_MESSAGE ((size_t)4 << 20)
+
 /* ---- response metadata lists ----------------------------------------- */
 
 /* Headers we build for a response. Entries either point at static strings

@@ -78,6 +78,9 @@ rpc_server *rpc_server_new(uv_loop_t *loop, const rpc_limits *limits)
         s->limits = *limits;
     else
         s->limits = (rpc_limits){.max_message_bytes = 0, .compress_min_bytes = 1024};
+    /* Always bounded: gzip could otherwise inflate a body 1000-fold. */
+    if (s->limits.max_message_bytes == 0)
+        s->limits.max_message_bytes = RPC_DEFAULT_MAX_MESSAGE;
     s->respond = http_respond;
     return s;
 }
@@ -370,6 +373,10 @@ size_t rpc_call_query(const rpc_call *call, const http_header **params)
 
 void rpc_call_on_cancel(rpc_call *call, void (*fn)(rpc_call *call, void *ud), void *ud)
 {
+    if (call->canceled && !call->finished) {
+        fn(call, ud); /* cancelled before the hook was set: tell it now */
+        return;
+    }
     call->cancel_fn = fn;
     call->cancel_ud = ud;
 }

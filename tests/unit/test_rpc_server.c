@@ -471,6 +471,29 @@ static void test_limits(void **state)
     assert_int_equal(got.status, 429);
     treq_free(&t);
     buf_free(&plain);
+
+    /* Without a configured limit the default (4 MiB) still bounds gzip. */
+    rpc_server_free(srv);
+    srv = rpc_server_new(&loop, NULL);
+    rpc_server_set_responder(srv, capture);
+    assert_int_equal(rpc_server_register(srv, &service, impls, ARRAY_SIZE(impls), NULL, NULL), 0);
+    size_t huge_len = (5u << 20) + 1;
+    char *huge = xmalloc(huge_len);
+    memset(huge, 'x', huge_len - 1);
+    huge[huge_len - 1] = 0;
+    string_value(&plain, huge);
+    free(huge);
+    treq_init(&t, 1, "POST", "/test.v1.Svc/Echo");
+    treq_hdr(&t, "content-type", "application/proto");
+    treq_hdr(&t, "content-encoding", "gzip");
+    zs = NULL;
+    assert_int_equal(rpc_gzip_compress(&zs, plain.data, plain.len, &t.body, NULL), 0);
+    rpc_gzip_cache_free(&zs);
+    assert_true(t.body.len < 64u << 10);
+    treq_send(&t);
+    assert_int_equal(got.status, 429);
+    treq_free(&t);
+    buf_free(&plain);
 }
 
 static void test_connect_get(void **state)
@@ -526,6 +549,56 @@ static void test_connect_get(void **state)
     treq_free(&t);
     buf_free(&msg);
     buf_free(&b64);
+}
+
+static void test_json_codec(void **state)
+{
+    treq t;
+    treq_init(&t, 1, "POST", "/test.v1.Svc/Echo");
+    treq_hdr(&t, "content-type", "application/json; charset=UTF-8");
+    buf_append_str(&t.body, "\"hi\"");
+    treq_send(&t);
+    assert_int_equal(got.status, 200);
+    assert_string_equal(HDR("content-type"), "application/json; charset=utf-8");
+    assert_string_equal((char *)got.body.data, "\"hi!\"");
+    treq_free(&t);
+
+    /* Invalid JSON is invalid_argument naming the problem. */
+    treq_init(&t, 1, "POST", "/test.v1.Svc/Echo");
+    treq_hdr(&t, "content-type", "application/json");
+    buf_append_str(&t.body, "{nope");
+    treq_send(&t);
+    assert_int_equal(got.status, 400);
+    assert_non_null(strstr((char *)got.body.data, "unmarshal message"));
+    treq_free(&t);
+
+    /* An empty JSON body is not a message. */
+    treq_init(&t, 1, "POST", "/test.v1.Svc/Echo");
+    treq_hdr(&t, "content-type", "application/json");
+    treq_send(&t);
+    assert_int_equal(got.status, 400);
+
+    /* GET with percent-encoded JSON, no base64. */
+    treq_init(&t, 1, "GET", "/test.v1.Svc/Get");
+    t.req.query = "message=%22x%22&encoding=json";
+    treq_send(&t);
+    assert_int_equal(got.status, 200);
+    assert_string_equal(HDR("content-type"), "application/json");
+    assert_string_equal((char *)got.body.data, "\"2:x\"");
+
+    /* gRPC-Web with the JSON codec. */
+    treq_init(&t, 1, "POST", "/test.v1.Svc/Echo");
+    treq_hdr(&t, "content-type", "application/grpc-web+json");
+    uint8_t p[5];
+    rpc_envelope_prefix(p, 0, 4);
+    buf_append(&t.body, p, 5);
+    buf_append_str(&t.body, "\"js\"");
+    treq_send(&t);
+    assert_int_equal(got.status, 200);
+    assert_string_equal(HDR("content-type"), "application/grpc-web+json");
+    assert_int_equal(got.body.data[4], 5);
+    assert_memory_equal(got.body.data + 5, "\"js!\"", 5);
+    treq_free(&t);
 }
 
 /* ---- gRPC and gRPC-Web ---------------------------------------------------------- */
@@ -750,6 +823,9 @@ static void test_deadline(void **state)
     assert_non_null(strstr((char *)got.body.data, "deadline_exceeded"));
     assert_int_equal(cancel_hook_runs, 1);
     assert_int_equal(rpc_server_active_calls(srv), 1); /* handler still owns it */
+    /* A hook set after the cancellation runs at once. */
+    rpc_call_on_cancel(slow_call, on_slow_cancel, NULL);
+    assert_int_equal(cancel_hook_runs, 2);
     finish_slow_late();
 
     /* gRPC: deadline_exceeded as grpc-status 4. */
@@ -809,6 +885,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connect_gzip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_json_codec, setup, teardown),
         cmocka_unit_test_setup_teardown(test_grpc_success, setup, teardown),
         cmocka_unit_test_setup_teardown(test_grpc_gzip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_grpc_errors, setup, teardown),
