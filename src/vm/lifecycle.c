@@ -77,8 +77,7 @@ static void fail_precondition(vm_op *op, const char *what)
  * that happened meanwhile. */
 static void apply_pending_shutdown(vm_entry *e)
 {
-    if (e->pending_guest_shutdown &&
-        (e->rec.state == VM_RUNNING || e->rec.state == VM_PAUSED)) {
+    if (e->pending_guest_shutdown && (e->rec.state == VM_RUNNING || e->rec.state == VM_PAUSED)) {
         vm_set_state(e, VM_SHUTDOWN, "guest powered off");
     }
     e->pending_guest_shutdown = false;
@@ -668,8 +667,8 @@ static void on_vmm_exit(void *ud, int exit_code, int sig, const char *detail)
     }
     chcp_buf b = CHCP_BUF_INIT;
     if (sig)
-        buf_printf(&b, "VMM killed by signal %d (%s)", sig, sigabbrev_np(sig) ? sigabbrev_np(sig)
-                                                                                 : "?");
+        buf_printf(&b, "VMM killed by signal %d (%s)", sig,
+                   sigabbrev_np(sig) ? sigabbrev_np(sig) : "?");
     else
         buf_printf(&b, "VMM exited with code %d", exit_code);
     if (detail && detail[0])

@@ -17,7 +17,7 @@
 #include "vm/vm_internal.h"
 
 static const char *const state_names[] = {
-    "UNSPECIFIED", "CREATING",      "CREATED",  "BOOTING", "RUNNING", "PAUSED",
+    "UNSPECIFIED",   "CREATING", "CREATED",  "BOOTING", "RUNNING", "PAUSED",
     "SHUTTING_DOWN", "SHUTDOWN", "DELETING", "FAILED",  "CRASHED",
 };
 
@@ -272,8 +272,7 @@ static void op_deadline_cb(uv_timer_t *t)
     queue_unlink(op->vm, op);
     chcp_error *err = NULL;
     error_set(&err, CHCP_DEADLINE_EXCEEDED,
-              "deadline exceeded while waiting for an earlier operation on VM %s",
-              op->vm->rec.id);
+              "deadline exceeded while waiting for an earlier operation on VM %s", op->vm->rec.id);
     op_complete_later(op, err);
 }
 
@@ -388,8 +387,7 @@ static vm_op *create_existing(vm_manager *m, vm_entry *e, const uint8_t *pb, siz
         return NULL;
     }
     if (e->q_len >= m->cfg.max_queue) {
-        error_set(err, CHCP_RESOURCE_EXHAUSTED, "too many operations waiting on VM %s",
-                  e->rec.id);
+        error_set(err, CHCP_RESOURCE_EXHAUSTED, "too many operations waiting on VM %s", e->rec.id);
         return NULL;
     }
     vm_op *op = op_new(m, e, VM_OP_CREATE_JOIN, p, done, ud);
@@ -414,12 +412,13 @@ vm_op *vm_op_create(vm_manager *m, const char *id, const Cloudhypervisor__V1__Vm
         return NULL;
     }
     vm_label *sorted = xcalloc(n_labels ? n_labels : 1, sizeof(*sorted));
-    memcpy(sorted, labels, n_labels * sizeof(*sorted));
+    if (n_labels)
+        memcpy(sorted, labels, n_labels * sizeof(*sorted));
     qsort(sorted, n_labels, sizeof(*sorted), label_cmp);
     for (size_t i = 1; i < n_labels; i++)
         if (strcmp(sorted[i - 1].key, sorted[i].key) == 0) {
-            free(sorted);
             error_set(err, CHCP_INVALID_ARGUMENT, "labels: duplicate key %s", sorted[i].key);
+            free(sorted);
             return NULL;
         }
     size_t pb_len = protobuf_c_message_get_packed_size(&config->base);
@@ -501,7 +500,7 @@ vm_op *vm_op_submit(vm_manager *m, vm_op_kind kind, const char *id, const vm_op_
         error_set(err, CHCP_NOT_FOUND, "VM %s not found", id);
         return NULL;
     }
-    if (m->shutting_down && kind != VM_OP_INFO) {
+    if (m->shutting_down && kind != VM_OP_INFO && kind != VM_OP_DELETE) {
         error_set(err, CHCP_UNAVAILABLE, "the daemon is shutting down");
         return NULL;
     }
@@ -600,8 +599,8 @@ static int mkdir_private(const char *path, chcp_error **err)
     return 0;
 }
 
-vm_manager *vm_manager_new(uv_loop_t *loop, const vm_manager_config *cfg,
-                           const vm_backend_ops *ops, void *backend, chcp_error **err)
+vm_manager *vm_manager_new(uv_loop_t *loop, const vm_manager_config *cfg, const vm_backend_ops *ops,
+                           void *backend, chcp_error **err)
 {
     vm_manager *m = xcalloc(1, sizeof(*m));
     m->loop = loop;
@@ -668,7 +667,7 @@ void vm_manager_shutdown(vm_manager *m, void (*done)(void *ud), void *ud)
     }
     /* Copy the ids: deletions may complete while we iterate. */
     size_t n = m->n_vms;
-    char (*ids)[VM_ID_MAX + 1] = xcalloc(n, sizeof(*ids));
+    char(*ids)[VM_ID_MAX + 1] = xcalloc(n, sizeof(*ids));
     for (size_t i = 0; i < n; i++)
         memcpy(ids[i], m->vms[i]->rec.id, sizeof(ids[i]));
     for (size_t i = 0; i < n; i++) {

@@ -59,9 +59,11 @@ static bool text_ok(const char *s, size_t max)
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
         unsigned c = *p;
-        int extra = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
-                                                       : (c & 0xf8) == 0xf0   ? 3
-                                                                              : -1;
+        int extra = c < 0x80             ? 0
+                    : (c & 0xe0) == 0xc0 ? 1
+                    : (c & 0xf0) == 0xe0 ? 2
+                    : (c & 0xf8) == 0xf0 ? 3
+                                         : -1;
         if (extra < 0 || (c < 0x80 && (c < 0x20 || c == 0x7f)))
             return false;
         if (extra == 1 && c < 0xc2)
@@ -77,8 +79,7 @@ static bool text_ok(const char *s, size_t max)
 int vm_validate_labels(const vm_label *labels, size_t n, const char *field, chcp_error **err)
 {
     if (n > VM_MAX_LABELS)
-        return error_set(err, CHCP_INVALID_ARGUMENT, "%s: at most %d labels", field,
-                         VM_MAX_LABELS);
+        return error_set(err, CHCP_INVALID_ARGUMENT, "%s: at most %d labels", field, VM_MAX_LABELS);
     for (size_t i = 0; i < n; i++) {
         const char *k = labels[i].key;
         if (!k[0] || !text_ok(k, VM_LABEL_KEY_MAX))
@@ -228,9 +229,8 @@ static int build_payload(const vm_limits *lim, const Cloudhypervisor__V1__Payloa
         return FAIL("config.payload.cmdline: at most %d printable bytes", MAX_CMDLINE);
     json_t *o = json_object();
     json_object_set_new(root, "payload", o);
-    const char *fields[][2] = {{"kernel", p->kernel},
-                               {"firmware", p->firmware},
-                               {"initramfs", p->initramfs}};
+    const char *fields[][2] = {
+        {"kernel", p->kernel}, {"firmware", p->firmware}, {"initramfs", p->initramfs}};
     for (size_t i = 0; i < ARRAY_SIZE(fields); i++) {
         if (!fields[i][1][0])
             continue;
@@ -259,15 +259,15 @@ static int build_cpus(const vm_limits *lim, const Cloudhypervisor__V1__CpusConfi
         return FAIL("config.cpus: %u vCPUs exceed this host's limit of %u (CHCP_MAX_VCPUS)", max,
                     lim->max_vcpus);
     *max_out = max;
-    json_t *o = json_pack("{s:I,s:I}", "boot_vcpus", (json_int_t)boot, "max_vcpus",
-                          (json_int_t)max);
+    json_t *o =
+        json_pack("{s:I,s:I}", "boot_vcpus", (json_int_t)boot, "max_vcpus", (json_int_t)max);
     json_object_set_new(root, "cpus", o);
     if (!c)
         return 0;
     if (c->topology) {
         const Cloudhypervisor__V1__CpuTopology *t = c->topology;
-        uint64_t prod = (uint64_t)t->threads_per_core * t->cores_per_die * t->dies_per_package *
-                        t->packages;
+        uint64_t prod =
+            (uint64_t)t->threads_per_core * t->cores_per_die * t->dies_per_package * t->packages;
         if (!t->threads_per_core || !t->cores_per_die || !t->dies_per_package || !t->packages ||
             t->threads_per_core > 255 || t->cores_per_die > 255 || t->dies_per_package > 255 ||
             t->packages > 255)
@@ -275,12 +275,11 @@ static int build_cpus(const vm_limits *lim, const Cloudhypervisor__V1__CpusConfi
         if (prod != max)
             return FAIL("config.cpus.topology: %llu vCPUs in the topology, max_vcpus is %u",
                         (unsigned long long)prod, max);
-        json_object_set_new(o, "topology",
-                            json_pack("{s:I,s:I,s:I,s:I}", "threads_per_core",
-                                      (json_int_t)t->threads_per_core, "cores_per_die",
-                                      (json_int_t)t->cores_per_die, "dies_per_package",
-                                      (json_int_t)t->dies_per_package, "packages",
-                                      (json_int_t)t->packages));
+        json_object_set_new(
+            o, "topology",
+            json_pack("{s:I,s:I,s:I,s:I}", "threads_per_core", (json_int_t)t->threads_per_core,
+                      "cores_per_die", (json_int_t)t->cores_per_die, "dies_per_package",
+                      (json_int_t)t->dies_per_package, "packages", (json_int_t)t->packages));
     }
     if (c->kvm_hyperv)
         json_object_set_new(o, "kvm_hyperv", json_true());
@@ -370,8 +369,8 @@ static int build_disks(const vm_limits *lim, const Cloudhypervisor__V1__VmConfig
             return FAIL("%s.serial: at most 20 printable bytes", f);
         if ((unsigned)d->image_type >= ARRAY_SIZE(types))
             return FAIL("%s.image_type: unknown value %d", f, (int)d->image_type);
-        json_t *o = json_pack("{s:s,s:b,s:b}", "path", real, "readonly", d->readonly, "direct",
-                              d->direct);
+        json_t *o =
+            json_pack("{s:s,s:b,s:b}", "path", real, "readonly", d->readonly, "direct", d->direct);
         if (d->num_queues)
             json_object_set_new(o, "num_queues", json_integer(d->num_queues));
         if (d->queue_size)
@@ -399,8 +398,7 @@ static int build_net(const Cloudhypervisor__V1__VmConfig *c, json_t *root, chcp_
         const Cloudhypervisor__V1__NetConfig *n = c->net[i];
         cleanup_free char *f = xasprintf("config.net[%zu]", i);
         if (!name_ok(n->tap, 15))
-            return FAIL("%s.tap: an interface name of up to 15 letters, digits, '_', '-', '.'",
-                        f);
+            return FAIL("%s.tap: an interface name of up to 15 letters, digits, '_', '-', '.'", f);
         if ((n->ip[0] && !ipv4_ok(n->ip)) || (n->mask[0] && !ipv4_ok(n->mask)))
             return FAIL("%s: ip and mask must be IPv4 addresses", f);
         if ((n->mac[0] && !mac_ok(n->mac)) || (n->host_mac[0] && !mac_ok(n->host_mac)))
@@ -414,9 +412,9 @@ static int build_net(const Cloudhypervisor__V1__VmConfig *c, json_t *root, chcp_
         if (!name_ok(n->id, 63))
             return FAIL("%s.id: up to 63 letters, digits, '_', '-', '.'", f);
         json_t *o = json_object();
-        const char *strs[][2] = {{"tap", n->tap},   {"ip", n->ip},     {"mask", n->mask},
-                                 {"mac", n->mac},   {"host_mac", n->host_mac},
-                                 {"id", n->id}};
+        const char *strs[][2] = {{"tap", n->tap},           {"ip", n->ip},
+                                 {"mask", n->mask},         {"mac", n->mac},
+                                 {"host_mac", n->host_mac}, {"id", n->id}};
         for (size_t k = 0; k < ARRAY_SIZE(strs); k++)
             if (strs[k][1][0])
                 json_object_set_new(o, strs[k][0], json_string(strs[k][1]));
@@ -463,8 +461,8 @@ static int build_console(const Cloudhypervisor__V1__ConsoleConfig *cc, const cha
         cleanup_free char *p = xasprintf("%s/%s.sock", vm_dir, name);
         if (!sun_path_fits(p))
             return error_set(err, CHCP_FAILED_PRECONDITION,
-                             "config.%s: socket path %s is too long (shorten CHCP_STATE_DIR)",
-                             name, p);
+                             "config.%s: socket path %s is too long (shorten CHCP_STATE_DIR)", name,
+                             p);
         json_object_set_new(o, "socket", json_string(p));
     }
     return 0;
@@ -519,8 +517,8 @@ static int build_misc(const Cloudhypervisor__V1__VmConfig *c, const char *vm_dir
                 if (!text_ok(p->oem_strings[i], MAX_TEXT)) {
                     json_decref(a);
                     json_decref(o);
-                    return FAIL("config.platform.oem_strings[%zu]: at most %d printable bytes",
-                                i, MAX_TEXT);
+                    return FAIL("config.platform.oem_strings[%zu]: at most %d printable bytes", i,
+                                MAX_TEXT);
                 }
                 json_array_append_new(a, json_string(p->oem_strings[i]));
             }

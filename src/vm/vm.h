@@ -58,7 +58,7 @@ typedef struct vm_label {
 typedef struct vm_record {
     char id[VM_ID_MAX + 1];
     vm_state state;
-    char *state_reason; /* never NULL ("" when none) */
+    char *state_reason;  /* never NULL ("" when none) */
     uint64_t generation; /* bumped on every change */
 
     /* Configuration as the client sent it (packed cloudhypervisor.v1.VmConfig,
@@ -73,14 +73,14 @@ typedef struct vm_record {
     char *dir;
 
     /* The VMM process (spawn mode) or endpoint (attach mode). */
-    int vmm_pid;                /* 0 when none runs */
-    uint64_t vmm_start_time;    /* /proc start time (clock ticks) to guard pid reuse */
-    uint64_t event_offset;      /* bytes of the event stream consumed */
-    bool has_exit;              /* the VMM process ended */
-    int exit_code;              /* when it exited */
-    int exit_signal;            /* when killed by a signal */
-    uint64_t exited_at_ns;      /* wall clock */
-    char *vmm_state;            /* CH's vm.info state, "" when unknown */
+    int vmm_pid;             /* 0 when none runs */
+    uint64_t vmm_start_time; /* /proc start time (clock ticks) to guard pid reuse */
+    uint64_t event_offset;   /* bytes of the event stream consumed */
+    bool has_exit;           /* the VMM process ended */
+    int exit_code;           /* when it exited */
+    int exit_signal;         /* when killed by a signal */
+    uint64_t exited_at_ns;   /* wall clock */
+    char *vmm_state;         /* CH's vm.info state, "" when unknown */
     uint64_t memory_actual_size;
 
     uint64_t created_at_ns;       /* wall clock */
@@ -174,8 +174,8 @@ typedef struct vm_manager_config {
 } vm_manager_config;
 
 /* The manager takes ownership of `backend` (freed with ops->free). */
-vm_manager *vm_manager_new(uv_loop_t *loop, const vm_manager_config *cfg,
-                           const vm_backend_ops *ops, void *backend, chcp_error **err);
+vm_manager *vm_manager_new(uv_loop_t *loop, const vm_manager_config *cfg, const vm_backend_ops *ops,
+                           void *backend, chcp_error **err);
 /* Stop every VMM and remove every VM directory (there is no durable store
  * yet, so VMs cannot outlive the daemon); `done` fires when all are gone. */
 void vm_manager_shutdown(vm_manager *m, void (*done)(void *ud), void *ud);
@@ -210,10 +210,10 @@ typedef enum vm_op_kind {
 } vm_op_kind;
 
 typedef struct vm_op_params {
-    uint64_t deadline_ns;     /* monotonic; 0 = none. Bounds the wait in the queue */
-    bool force;               /* ShutdownVm */
-    uint64_t graceful_ms;     /* ShutdownVm; 0 = default 30 s */
-    bool graceful_ms_set;     /* graceful_ms given (0 allowed) */
+    uint64_t deadline_ns; /* monotonic; 0 = none. Bounds the wait in the queue */
+    bool force;           /* ShutdownVm */
+    uint64_t graceful_ms; /* ShutdownVm; 0 = default 30 s */
+    bool graceful_ms_set; /* graceful_ms given (0 allowed) */
 } vm_op_params;
 
 /* CreateVm: validates synchronously (returns NULL with *err on bad input),
@@ -255,7 +255,7 @@ typedef struct vm_backend_ch_config {
     const char *attach_path; /* attach mode: the CH API socket; NULL = spawn */
 } vm_backend_ch_config;
 
-int vm_backend_ch_new(uv_loop_t *loop, const vm_backend_ch_config *cfg,
-                      const vm_backend_ops **ops, void **backend, chcp_error **err);
+int vm_backend_ch_new(uv_loop_t *loop, const vm_backend_ch_config *cfg, const vm_backend_ops **ops,
+                      void **backend, chcp_error **err);
 
 #endif

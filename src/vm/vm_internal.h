@@ -33,7 +33,6 @@ int vm_dir_remove(const char *dir, chcp_error **err);
 
 typedef struct vm_entry vm_entry;
 
-
 struct vm_op {
     vm_manager *m;
     vm_entry *vm;
@@ -41,7 +40,7 @@ struct vm_op {
     vm_op_params p;
     vm_op_done_fn done;
     void *ud;
-    vm_op *next; /* queue / waiter list link */
+    vm_op *next;      /* queue / waiter list link */
     uv_timer_t timer; /* queue deadline, shutdown grace, deferred completion */
     bool running;
     bool queued;
@@ -55,21 +54,21 @@ struct vm_op {
 struct vm_entry {
     vm_record rec;
     vm_manager *m;
-    void *vmm;               /* backend handle, NULL when none */
-    vm_op *current;          /* the running queued operation */
-    vm_op *q_head, *q_tail;  /* waiting operations */
+    void *vmm;              /* backend handle, NULL when none */
+    vm_op *current;         /* the running queued operation */
+    vm_op *q_head, *q_tail; /* waiting operations */
     size_t q_len;
-    vm_op *delete_ops;       /* DeleteVm calls waiting for the removal */
-    vm_op *create_op;        /* a failed CreateVm, answered after the removal */
-    vm_op *info_ops;         /* GetVmInfo calls waiting for one vm.info */
+    vm_op *delete_ops; /* DeleteVm calls waiting for the removal */
+    vm_op *create_op;  /* a failed CreateVm, answered after the removal */
+    vm_op *info_ops;   /* GetVmInfo calls waiting for one vm.info */
     bool info_inflight;
-    bool deleting;           /* removal started */
+    bool deleting; /* removal started */
     bool removing_started;
     bool stop_done;
     int inflight;            /* backend completions outstanding */
     chcp_error *removal_err; /* why a failed CreateVm removed the VM */
     bool pending_guest_shutdown;
-    bool shutdown_event;     /* vm/shutdown seen during ShutdownVm */
+    bool shutdown_event; /* vm/shutdown seen during ShutdownVm */
     int expect_shutdown_events;
     int expect_reboot_events;
     bool unresponsive;
@@ -109,10 +108,10 @@ void vm_op_complete_now(vm_op *op, chcp_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* lifecycle.c */
-void vm_lifecycle_run(vm_op *op);            /* a queued op reached the head */
-void vm_lifecycle_delete(vm_op *op);         /* DeleteVm, outside the queue */
-void vm_lifecycle_info(vm_op *op);           /* GetVmInfo, outside the queue */
-void vm_lifecycle_grace_expired(vm_op *op);  /* ShutdownVm grace timer */
-bool vm_lifecycle_try_remove(vm_entry *e);   /* finish a removal when idle */
+void vm_lifecycle_run(vm_op *op);           /* a queued op reached the head */
+void vm_lifecycle_delete(vm_op *op);        /* DeleteVm, outside the queue */
+void vm_lifecycle_info(vm_op *op);          /* GetVmInfo, outside the queue */
+void vm_lifecycle_grace_expired(vm_op *op); /* ShutdownVm grace timer */
+bool vm_lifecycle_try_remove(vm_entry *e);  /* finish a removal when idle */
 
 #endif
