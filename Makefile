@@ -124,7 +124,12 @@ format:
 	clang-format -i $(FORMAT_FILES)
 
 lint: deps generate
-	@bash scripts/lint.sh
+	@bash scripts/deps.sh --tools
+	@B=$(B) bash scripts/lint.sh
+
+# The README's test command; CI (.ci/run) calls it.
+test:
+	@bash scripts/test.sh
 
 clean:
 	rm -rf $(B)

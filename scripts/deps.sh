@@ -63,9 +63,21 @@ if [ ! -d "$TOOLS_DIR/conformance-proto" ]; then
     chmod -R u+w "$TOOLS_DIR/conformance-proto"
 fi
 
-# npm tools (buf, connect-es) live in tests/integration/node_modules.
-if [ -f tests/integration/package.json ] && [ ! -d tests/integration/node_modules ]; then
-    echo "deps.sh: npm ci in tests/integration" >&2
-    (cd tests/integration && npm ci --no-audit --no-fund --loglevel=error)
+# buf (for `buf lint`) from npm, pinned.
+BUF_VERSION=1.75.0
+if [ "$(cat "$TOOLS_DIR/buf.version" 2>/dev/null)" != "$BUF_VERSION" ]; then
+    echo "deps.sh: npm install @bufbuild/buf@$BUF_VERSION" >&2
+    npm install --silent --no-audit --no-fund --prefix "$TOOLS_DIR" "@bufbuild/buf@$BUF_VERSION" >/dev/null
+    echo "$BUF_VERSION" > "$TOOLS_DIR/buf.version"
 fi
+
+# npm test clients (connect-es, buf for the suites) live next to their suites.
+for pj in tests/*/package.json bench/*/package.json; do
+    [ -f "$pj" ] || continue
+    d=$(dirname "$pj")
+    if [ ! -d "$d/node_modules" ] || [ "$d/package-lock.json" -nt "$d/node_modules/.package-lock.json" ]; then
+        echo "deps.sh: npm ci in $d" >&2
+        (cd "$d" && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi)
+    fi
+done
 exit 0

@@ -59,7 +59,10 @@ typedef struct chcp_buf {
     size_t cap;
 } chcp_buf;
 
-#define CHCP_BUF_INIT {NULL, 0, 0}
+#define CHCP_BUF_INIT                                                                              \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 void buf_reserve(chcp_buf *b, size_t extra);
 void buf_append(chcp_buf *b, const void *data, size_t len);

@@ -8,10 +8,23 @@
 #include <string.h>
 
 static const char *const code_names[] = {
-    "ok",        "canceled",          "unknown",        "invalid_argument", "deadline_exceeded",
-    "not_found", "already_exists",    "permission_denied", "resource_exhausted",
-    "failed_precondition", "aborted", "out_of_range",   "unimplemented",    "internal",
-    "unavailable", "data_loss",       "unauthenticated",
+    "ok",
+    "canceled",
+    "unknown",
+    "invalid_argument",
+    "deadline_exceeded",
+    "not_found",
+    "already_exists",
+    "permission_denied",
+    "resource_exhausted",
+    "failed_precondition",
+    "aborted",
+    "out_of_range",
+    "unimplemented",
+    "internal",
+    "unavailable",
+    "data_loss",
+    "unauthenticated",
 };
 
 const char *code_name(chcp_code code)

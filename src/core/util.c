@@ -108,7 +108,7 @@ int base64_decode(chcp_buf *out, const char *text, size_t len)
             buf_append_byte(out, (uint8_t)(acc >> bits));
         }
     }
-    /* Leftover bits must be zero for a canonical encoding; be lenient like Go's
-     * decoders are not: reject non-zero padding bits only in strict mode. */
+    /* Non-zero leftover bits (a non-canonical last character) are accepted,
+     * as Go's lenient decoders used by connect-go accept them. */
     return 0;
 }

@@ -1,0 +1,115 @@
+/*
+ * daemon.h - the chcp-api process shell: configuration (environment and
+ * command line), and running the daemon (loop, listeners, signals, health).
+ *
+ * The configuration parser is pure: it reads settings through a getenv-like
+ * callback and an argv, touches nothing else, and reports the first bad
+ * setting as a chcp_error naming the variable or flag. That keeps it testable
+ * without starting anything (tests/unit/test_config.c) and lets main() map
+ * "bad configuration" to exit code 2 in one place. docs/config.md is the
+ * operator-facing description of every setting below; keep them in step.
+ */
+#ifndef CHCP_DAEMON_H
+#define CHCP_DAEMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/core.h"
+#include "transport/transport.h"
+
+/* Exit codes of chcp-api (documented in docs/config.md). */
+enum {
+    CHCP_EXIT_OK = 0,
+    CHCP_EXIT_FAILURE = 1, /* could not start: listen failed, state dir unusable */
+    CHCP_EXIT_CONFIG = 2,  /* invalid configuration (variable or flag named) */
+    /* A second SIGINT/SIGTERM during graceful shutdown exits at once with
+     * 128 + signal number: 130 (SIGINT) or 143 (SIGTERM). */
+};
+
+typedef enum chcp_backend {
+    CHCP_BACKEND_CLOUD_HYPERVISOR = 0,
+} chcp_backend;
+
+typedef struct chcp_otel_config {
+    bool enabled;             /* UNKEY_CHCP_OTEL_ENABLED, default false */
+    char *endpoint;           /* OTLP/HTTP endpoint, default "localhost:4318" */
+    double sampling_rate;     /* 0..1, default 1.0 */
+    char *service_name;       /* default "chcp" */
+    char *service_version;    /* default CHCP_VERSION */
+    bool prometheus_enabled;  /* default false */
+    uint16_t prometheus_port; /* default 9464 */
+} chcp_otel_config;
+
+typedef struct chcp_config {
+    /* API listeners */
+    char *address;     /* CHCP_ADDRESS, default "0.0.0.0" */
+    uint16_t port;     /* CHCP_PORT, default 8080; 0 picks a free port */
+    char *unix_socket; /* CHCP_UNIX_SOCKET, NULL when not listening on one */
+
+    /* VMM backend */
+    chcp_backend backend;   /* CHCP_BACKEND */
+    char *ch_endpoint;      /* CHCP_CH_ENDPOINT as given ("unix:///x"), NULL = spawn mode */
+    char *ch_endpoint_path; /* the socket path inside ch_endpoint, NULL = spawn mode */
+    char *ch_binary;        /* CHCP_CH_BINARY; absolute when found (see ch_binary_found) */
+    bool ch_binary_found;   /* false: default name not found on PATH (spawn will fail) */
+    char *state_dir;        /* CHCP_STATE_DIR, absolute, default /var/lib/chcp */
+    char **image_dirs;      /* CHCP_IMAGE_DIRS, absolute paths, NULL-terminated */
+    size_t n_image_dirs;
+
+    /* Resource limits for VMs */
+    uint32_t max_vcpus;             /* CHCP_MAX_VCPUS, per VM */
+    uint64_t max_memory_mib;        /* CHCP_MAX_MEMORY_MIB, per VM */
+    uint32_t max_concurrent_starts; /* CHCP_MAX_CONCURRENT_STARTS */
+
+    log_level log_level; /* CHCP_LOG_LEVEL, default info */
+    /* CHCP_MAX_BODY_BYTES, ...: fields left 0 mean the transport's default
+     * (transport_limits_default); config_transport_limits() merges them. */
+    transport_limits limits;
+    uint64_t shutdown_timeout_ms; /* CHCP_SHUTDOWN_TIMEOUT_MS, default 10000 */
+    bool test_hooks;              /* CHCP_TEST_HOOKS: test-only endpoints */
+
+    chcp_otel_config otel;
+} chcp_config;
+
+typedef enum config_action {
+    CONFIG_RUN,     /* start the daemon */
+    CONFIG_HELP,    /* --help: print config_usage() and exit 0 */
+    CONFIG_VERSION, /* --version: print config_version() and exit 0 */
+} config_action;
+
+/* getenv() or a test's fake; returns NULL when the variable is unset. */
+typedef const char *(*config_getenv_fn)(const char *name, void *ud);
+
+/*
+ * Fill *cfg from defaults, then the environment, then command-line flags
+ * (a flag overrides its variable only when given). On an invalid value,
+ * an unknown flag or a stray argument returns -1 with a CHCP_INVALID_ARGUMENT
+ * error whose message starts with the variable or flag name. *cfg is always
+ * safe to config_free() afterwards. argv is not modified.
+ */
+int config_load(chcp_config *cfg, int argc, char *const *argv, config_getenv_fn get, void *ud,
+                config_action *action, chcp_error **err);
+void config_free(chcp_config *cfg);
+
+/* getenv() adapter for config_load. */
+const char *config_process_env(const char *name, void *ud);
+
+/* The effective transport limits: `defaults` (transport_limits_default())
+ * overridden by what the configuration set. */
+void config_transport_limits(const chcp_config *cfg, const transport_limits *defaults,
+                             transport_limits *out);
+
+void config_usage(FILE *out, const char *argv0);
+void config_version(FILE *out);
+
+/*
+ * Run the daemon until SIGINT/SIGTERM: listen, serve, drain, exit. Returns
+ * the process exit code (0 after a clean shutdown, 1 when startup fails,
+ * with *err describing why).
+ */
+int daemon_run(const chcp_config *cfg, chcp_error **err);
+
+#endif

@@ -1,0 +1,242 @@
+"""harness.py - start and stop a real chcp-api process for end-to-end tests.
+
+A Daemon is the binary named by $CHCP_BIN (default build/asan/chcp-api),
+started with a temporary state directory and Unix socket, listening on
+127.0.0.1 port 0 (the kernel picks a free port; the daemon's startup log line
+says which). Its stdout and stderr go to a file so a chatty daemon can never
+block on a full pipe, and so every test can check the output afterwards for
+sanitizer reports. stop() sends SIGTERM and checks for a clean exit 0.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import http.client
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+INTEGRATION_DIR = os.path.dirname(os.path.abspath(__file__))
+NODE_BIN = os.path.join(INTEGRATION_DIR, "node_modules", ".bin")
+
+# Anything a sanitizer prints when it finds a bug.
+SANITIZER_MARKERS = (
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "runtime error:",
+    "UndefinedBehaviorSanitizer",
+    "ThreadSanitizer",
+)
+
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 20.0
+
+
+def chcp_bin():
+    path = os.environ.get("CHCP_BIN", os.path.join(REPO, "build", "asan", "chcp-api"))
+    if not os.path.isabs(path):
+        path = os.path.join(REPO, path)
+    return path
+
+
+def base_env(extra=None):
+    """A clean environment for the daemon: PATH and sanitizer options only,
+    so variables from the developer's shell (a stray CHCP_PORT) never leak
+    into a test."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+        if k in os.environ:
+            env[k] = os.environ[k]
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    env.update(extra or {})
+    return env
+
+
+def run_binary(args, env=None, timeout=20):
+    """Run chcp-api to completion (for --help, --version, config errors)."""
+    return subprocess.run(
+        [chcp_bin()] + list(args),
+        env=base_env(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_no_sanitizer_reports(text):
+    for marker in SANITIZER_MARKERS:
+        assert marker not in text, "sanitizer report in daemon output:\n" + text[-8000:]
+
+
+class Daemon:
+    def __init__(self, env=None, args=None, unix_socket=True):
+        self.tmp = tempfile.TemporaryDirectory(prefix="chcp-it-")
+        self.state_dir = os.path.join(self.tmp.name, "state")
+        self.unix_socket = os.path.join(self.tmp.name, "api.sock") if unix_socket else None
+        self.log_path = os.path.join(self.tmp.name, "daemon.log")
+        self.env = {
+            "CHCP_ADDRESS": "127.0.0.1",
+            "CHCP_PORT": "0",
+            "CHCP_STATE_DIR": self.state_dir,
+            "CHCP_LOG_LEVEL": "debug",
+        }
+        if self.unix_socket:
+            self.env["CHCP_UNIX_SOCKET"] = self.unix_socket
+        self.env.update(env or {})
+        self.args = list(args or [])
+        self.proc = None
+        self.port = None
+        self.startup = None
+
+    # ---- lifecycle -------------------------------------------------------
+
+    def start(self):
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [chcp_bin()] + self.args,
+            env=base_env(self.env),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    "chcp-api exited with %d during start:\n%s" % (self.proc.returncode, self.output())
+                )
+            self.startup = self._find_startup_line()
+            if self.startup and self._health_ok():
+                return self
+            time.sleep(0.02)
+        self.kill()
+        raise AssertionError("chcp-api did not become healthy:\n" + self.output())
+
+    def _find_startup_line(self):
+        for rec in self.log_records():
+            if rec.get("msg", "").endswith(" listening") and "port" in rec:
+                self.port = int(rec["port"])
+                return rec
+        return None
+
+    def _health_ok(self):
+        try:
+            status, _, body = self.http("GET", "/health", timeout=2)
+            return status == 200 and body == b"ok"
+        except OSError:
+            return False
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout=STOP_TIMEOUT_S):
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self):
+        """SIGTERM, then require exit 0 and a clean log."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("chcp-api did not exit after SIGTERM:\n" + self.output())
+        out = self.output()
+        assert_no_sanitizer_reports(out)
+        assert rc == 0, "chcp-api exited %d after SIGTERM:\n%s" % (rc, out[-8000:])
+        return rc
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def cleanup(self):
+        self.kill()
+        if getattr(self, "_log", None):
+            self._log.close()
+        self.tmp.cleanup()
+
+    # ---- output ----------------------------------------------------------
+
+    def output(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_records(self):
+        """The JSON log lines (others, e.g. sanitizer output, are skipped)."""
+        recs = []
+        for line in self.output().splitlines():
+            if line.startswith("{"):
+                try:
+                    recs.append(json.loads(line))
+                except ValueError:
+                    pass
+        return recs
+
+    # ---- clients ---------------------------------------------------------
+
+    @property
+    def base_url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def connection(self, timeout=10):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def http(self, method, path, body=None, headers=None, timeout=10):
+        """One HTTP/1.1 request on a new connection: (status, headers, body)."""
+        conn = self.connection(timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+    def raw(self, data, timeout=5):
+        """Send raw bytes on a new TCP connection; return all bytes read
+        until the server closes or `timeout` passes."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(data)
+            chunks = []
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    chunk = s.recv(65536)
+                except socket.timeout:
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+
+def wait_for(pred, timeout, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()
+
+
+def connect_error(body):
+    """Parse a Connect unary error body: (code, message)."""
+    doc = json.loads(body)
+    return doc.get("code"), doc.get("message", "")
+
+
+STATUS_LINE = re.compile(rb"^HTTP/1\.[01] (\d{3}) ")
+
+
+def raw_status(data):
+    m = STATUS_LINE.match(data)
+    return int(m.group(1)) if m else None

@@ -1,0 +1,180 @@
+"""Graceful shutdown: in-flight requests finish, the deadline is kept, a
+second signal exits at once, systemd is told, nothing is left behind."""
+
+import http.client
+import os
+import signal
+import socket
+import threading
+import time
+
+from harness import wait_for
+
+
+def slow_get(daemon, ms, results):
+    """GET /_test/sleep?ms=N on its own connection, in a thread."""
+    def run():
+        try:
+            results.append(daemon.http("GET", "/_test/sleep?ms=%d" % ms, timeout=30))
+        except Exception as e:  # noqa: BLE001 - the test inspects it
+            results.append(e)
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def wait_in_flight(daemon, n=1):
+    """Wait until the daemon has started n slow requests (it logs each)."""
+    assert wait_for(
+        lambda: sum("test hook: sleeping" in r["msg"] for r in daemon.log_records()) >= n, 10
+    ), daemon.output()
+
+
+def test_sigterm_idle_exits_0_quickly(start_daemon):
+    d = start_daemon()
+    # Idle keep-alive connections must not hold shutdown up.
+    conns = []
+    for _ in range(3):
+        c = d.connection()
+        c.request("GET", "/health")
+        assert c.getresponse().read() == b"ok"
+        conns.append(c)
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.wait(timeout=10) == 0
+    assert time.monotonic() - t0 < 2.0
+    d.stop()  # checks exit 0 and no sanitizer report
+    for c in conns:
+        c.close()
+    msgs = [r["msg"] for r in d.log_records()]
+    assert any("shutting down" in m for m in msgs), msgs
+    assert msgs[-1] == "chcp-api stopped"
+
+
+def test_sigint_also_graceful(start_daemon):
+    d = start_daemon()
+    d.signal(signal.SIGINT)
+    assert d.wait(timeout=10) == 0
+
+
+def test_in_flight_request_completes(start_daemon):
+    d = start_daemon(env={"CHCP_TEST_HOOKS": "1", "CHCP_SHUTDOWN_TIMEOUT_MS": "10000"})
+    results = []
+    t = slow_get(d, 1500, results)
+    wait_in_flight(d)
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    # New connections are refused once shutdown has begun.
+    def refused():
+        try:
+            socket.create_connection(("127.0.0.1", d.port), timeout=1).close()
+            return False
+        except OSError:
+            return True
+    assert wait_for(refused, 2.0)
+    t.join(20)
+    assert results and not isinstance(results[0], Exception), results
+    status, _, body = results[0]
+    assert (status, body) == (200, b"slept")
+    assert d.wait(timeout=10) == 0
+    elapsed = time.monotonic() - t0
+    assert 0.8 < elapsed < 5.0, elapsed  # waited for the request, not for the timeout
+    d.stop()
+
+
+def test_shutdown_timeout_cuts_in_flight(start_daemon):
+    d = start_daemon(env={"CHCP_TEST_HOOKS": "1", "CHCP_SHUTDOWN_TIMEOUT_MS": "500"})
+    results = []
+    t = slow_get(d, 20000, results)
+    wait_in_flight(d)
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.wait(timeout=10) == 0
+    elapsed = time.monotonic() - t0
+    assert 0.4 < elapsed < 3.0, elapsed
+    t.join(10)
+    # The client saw its connection end without a 200.
+    assert results and (isinstance(results[0], Exception) or results[0][0] != 200), results
+    d.stop()
+    assert any(r["level"] == "warn" and "shutdown timeout" in r["msg"] for r in d.log_records())
+
+
+def test_health_503_while_draining(start_daemon):
+    d = start_daemon(env={"CHCP_TEST_HOOKS": "1"})
+    keep = d.connection()
+    keep.request("GET", "/health")
+    assert keep.getresponse().read() == b"ok"
+    results = []
+    t = slow_get(d, 1500, results)
+    wait_in_flight(d)
+    d.signal(signal.SIGTERM)
+    time.sleep(0.2)
+    # The keep-alive connection was idle, so the daemon may close it when
+    # draining starts; if it is still open, /health must say 503.
+    try:
+        keep.request("GET", "/health")
+        resp = keep.getresponse()
+        assert resp.status == 503
+        assert resp.read() == b"shutting down"
+    except (OSError, http.client.HTTPException):
+        pass
+    keep.close()
+    t.join(20)
+    assert results[0][0] == 200
+    assert d.wait(timeout=10) == 0
+    d.stop()
+
+
+def test_second_signal_exits_at_once(start_daemon):
+    for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        d = start_daemon(env={"CHCP_TEST_HOOKS": "1", "CHCP_SHUTDOWN_TIMEOUT_MS": "30000"})
+        results = []
+        t = slow_get(d, 20000, results)
+        wait_in_flight(d)
+        d.signal(sig)
+        assert wait_for(lambda: any("shutting down" in r["msg"] for r in d.log_records()), 5)
+        t0 = time.monotonic()
+        d.signal(sig)
+        assert d.wait(timeout=5) == code
+        assert time.monotonic() - t0 < 2.0
+        d.exit_checked = True
+        t.join(10)
+        assert any("exiting immediately" in r["msg"] for r in d.log_records())
+
+
+def test_sd_notify_ready_and_stopping(start_daemon, tmp_path):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(10)
+    try:
+        d = start_daemon(env={"NOTIFY_SOCKET": path})
+        assert b"READY=1" in sock.recv(4096)
+        d.signal(signal.SIGTERM)
+        assert b"STOPPING=1" in sock.recv(4096)
+        assert d.wait(timeout=10) == 0
+    finally:
+        sock.close()
+
+
+def test_unix_socket_removed_after_exit(start_daemon):
+    d = start_daemon()
+    assert os.path.exists(d.unix_socket)
+    d.stop()
+    assert not os.path.exists(d.unix_socket)
+    # A restart on the same path works (stale socket files never block it).
+    d2 = start_daemon(env={"CHCP_UNIX_SOCKET": d.unix_socket})
+    assert os.path.exists(d2.unix_socket)
+
+
+def test_sigpipe_ignored(start_daemon):
+    """Clients that vanish mid-response must not kill the daemon."""
+    d = start_daemon(env={"CHCP_TEST_HOOKS": "1"})
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", d.port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.sendall(b"GET /_test/sleep?ms=20 HTTP/1.1\r\nHost: x\r\n\r\n" * 5)
+        s.close()  # RST: the daemon's writes hit a dead socket
+    time.sleep(0.3)
+    assert d.proc.poll() is None
+    assert d.http("GET", "/health")[0] == 200
