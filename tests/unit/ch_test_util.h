@@ -58,8 +58,8 @@ static inline void tu_rmrf(const char *dir)
 {
     /* Only our own flat test directories: unlink entries, then the dir. */
     char cmd_path[512];
-    static const char *const names[] = {"api.sock",   "events.json", "vmm.log",
-                                        "stdout.log", "stderr.log",  "fake.sock"};
+    static const char *const names[] = {"api.sock",   "events.json", "vmm.log", "stdout.log",
+                                        "stderr.log", "fake.sock",   "notexec"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         snprintf(cmd_path, sizeof(cmd_path), "%s/%s", dir, names[i]);
         unlink(cmd_path);
