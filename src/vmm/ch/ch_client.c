@@ -124,6 +124,8 @@ static void conn_discard(ch_vmm *vmm)
 
 static void on_poll(uv_poll_t *h, int status, int events);
 static void client_timer_cb(uv_timer_t *t);
+static bool on_conn_lost(ch_vmm *vmm, int errno_value);
+static bool conn_lost_errno(int e);
 
 static void conn_set_events(ch_conn *c, int events)
 {
@@ -198,9 +200,9 @@ static bool fail_head(ch_vmm *vmm, chcp_code code, int errno_value, const char *
     va_end(ap);
     chcp_error *err = NULL;
     if (errno_value)
-        error_set_errno(&err, code, errno_value, "%s", (char *)b.data);
+        error_set_errno(&err, code, errno_value, "%.*s", (int)b.len, (char *)b.data);
     else
-        error_set(&err, code, "%s", (char *)b.data);
+        error_set(&err, code, "%.*s", (int)b.len, (char *)b.data);
     buf_free(&b);
     conn_discard(vmm);
     bool alive = finish_head(vmm, NULL, err);
@@ -214,7 +216,10 @@ static void finish_response(ch_vmm *vmm, bool extra_bytes)
 {
     ch_client *cl = &vmm->client;
     int status = cl->parser.status_code;
-    if (extra_bytes || !http_should_keep_alive(&cl->parser))
+    /* Reuse only a connection in a known state: the whole request went out
+     * (an early error answer may come while a big body is still being sent),
+     * nothing beyond the answer arrived, and the server keeps it open. */
+    if (extra_bytes || !http_should_keep_alive(&cl->parser) || cl->head->sent < cl->head->req.len)
         conn_discard(vmm);
     buf_append_byte(&cl->body, 0);
     cl->body.len--;
@@ -296,6 +301,8 @@ static bool conn_send(ch_vmm *vmm)
                 conn_set_events(c, UV_READABLE | UV_WRITABLE);
                 return true;
             }
+            if (conn_lost_errno(errno))
+                return on_conn_lost(vmm, errno);
             return fail_head(vmm, CHCP_UNAVAILABLE, errno, "%s: sending to the VMM",
                              call->endpoint);
         }
@@ -309,34 +316,41 @@ static bool conn_send(ch_vmm *vmm)
     return true;
 }
 
-static void on_eof(ch_vmm *vmm)
+/* The connection ended (EOF, reset, broken pipe) while the head call was
+ * out. Returns false when the vmm went away in a callback. */
+static bool on_conn_lost(ch_vmm *vmm, int errno_value)
 {
     ch_client *cl = &vmm->client;
     ch_call *call = cl->head;
-    http_parser_execute(&cl->parser, &parser_settings, NULL, 0);
-    if (cl->complete) {
-        finish_response(vmm, false);
-        return;
+    if (!errno_value) {
+        http_parser_execute(&cl->parser, &parser_settings, NULL, 0);
+        if (cl->complete) {
+            finish_response(vmm, false);
+            return !vmm->closing;
+        }
     }
     conn_discard(vmm);
     if (call->is_vmm_shutdown && call->sent == call->req.len) {
         /* CH answers 200 and exits; the answer may be lost to the exit. */
         ch_response r = {.status = 200, .body = "", .body_len = 0};
-        if (finish_head(vmm, &r, NULL))
-            client_kick(vmm);
-        return;
+        return finish_head(vmm, &r, NULL);
     }
     if (vmm->mode != CH_MODE_ATTACHED && vmm->alive) {
         /* Most likely the VMM is exiting: give the exit a moment to be seen so
-         * the error can name the reason. */
+         * the error can name the reason (see client_timer_cb). */
         call->eof = true;
         uv_timer_start(&cl->timer, client_timer_cb, CH_EOF_GRACE_MS, 0);
+        ch_vmm_ref(vmm);
         ch_vmm_check_exit(vmm);
-        return;
+        return ch_vmm_unref(vmm);
     }
-    if (fail_head(vmm, CHCP_UNAVAILABLE, 0, "%s: the VMM closed the connection before answering",
-                  call->endpoint))
-        client_kick(vmm);
+    return fail_head(vmm, CHCP_UNAVAILABLE, errno_value,
+                     "%s: the VMM closed the connection before answering", call->endpoint);
+}
+
+static bool conn_lost_errno(int e)
+{
+    return e == ECONNRESET || e == EPIPE || e == ENOTCONN;
 }
 
 static void conn_readable(ch_vmm *vmm)
@@ -354,14 +368,13 @@ static void conn_readable(ch_vmm *vmm)
             conn_discard(vmm);
             return;
         }
-        if (n < 0) {
-            if (fail_head(vmm, CHCP_UNAVAILABLE, errno, "%s: receiving from the VMM",
-                          cl->head->endpoint))
-                client_kick(vmm);
+        if (n == 0 || (n < 0 && conn_lost_errno(errno))) {
+            on_conn_lost(vmm, n < 0 ? errno : 0);
             return;
         }
-        if (n == 0) {
-            on_eof(vmm);
+        if (n < 0) {
+            fail_head(vmm, CHCP_UNAVAILABLE, errno, "%s: receiving from the VMM",
+                      cl->head->endpoint);
             return;
         }
         size_t used = http_parser_execute(&cl->parser, &parser_settings, buf, (size_t)n);
@@ -371,9 +384,8 @@ static void conn_readable(ch_vmm *vmm)
         }
         enum http_errno he = HTTP_PARSER_ERRNO(&cl->parser);
         if (he != HPE_OK) {
-            if (fail_head(vmm, CHCP_UNAVAILABLE, 0, "%s: malformed answer from the VMM: %s",
-                          cl->head->endpoint, http_errno_description(he)))
-                client_kick(vmm);
+            fail_head(vmm, CHCP_UNAVAILABLE, 0, "%s: malformed answer from the VMM: %s",
+                      cl->head->endpoint, http_errno_description(he));
             return;
         }
     }
@@ -393,6 +405,9 @@ static void on_poll(uv_poll_t *h, int status, int events)
         conn_send(vmm);
     if ((events & UV_READABLE) && vmm->client.conn == c && !vmm->closing)
         conn_readable(vmm);
+    /* Whatever finished above, start the next call. */
+    if (!vmm->closing)
+        client_kick(vmm);
     ch_vmm_unref(vmm);
 }
 

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "vmm/ch/ch_priv.h"
@@ -150,8 +151,14 @@ static __attribute__((noreturn)) void child_exec(const char *binary, char *const
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     struct sigaction dfl = {.sa_handler = SIG_DFL};
+    /* glibc refuses its internal real-time signals (32, 33), which may have
+     * been inherited as ignored: reset those with the raw system call (an
+     * all-zero kernel sigaction is SIG_DFL whatever the architecture's
+     * layout). */
+    static const char zero_ksa[64];
     for (int s = 1; s < NSIG; s++)
-        sigaction(s, &dfl, NULL);
+        if (sigaction(s, &dfl, NULL) < 0 && s != SIGKILL && s != SIGSTOP)
+            syscall(SYS_rt_sigaction, s, zero_ksa, NULL, (size_t)8);
     if (chdir(dir) < 0)
         _exit(126);
     execve(binary, argv, envp);

@@ -119,7 +119,7 @@ static void vmm_handle_exit(ch_vmm *v)
         buf_printf(&b, "the VMM %s before becoming ready", reason);
         ch_process_log_tails(v->dir, &b);
         chcp_error *err = NULL;
-        error_set(&err, CHCP_UNAVAILABLE, "%s", (char *)b.data);
+        error_set(&err, CHCP_UNAVAILABLE, "%.*s", (int)b.len, (char *)b.data);
         buf_free(&b);
         if (v->cbs.on_ready)
             v->cbs.on_ready(v, NULL, err, v->ud);
@@ -195,7 +195,7 @@ static void on_ready_ping(ch_vmm *v, const ch_response *resp, const chcp_error *
     buf_printf(&b, "the VMM did not become ready: %s", err->message);
     ch_process_log_tails(v->dir, &b);
     chcp_error *e = NULL;
-    error_set(&e, err->code, "%s", (char *)b.data);
+    error_set(&e, err->code, "%.*s", (int)b.len, (char *)b.data);
     buf_free(&b);
     kill_now(v);
     if (v->cbs.on_ready)
