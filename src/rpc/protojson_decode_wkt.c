@@ -194,7 +194,8 @@ static int dec_empty(pjd *d, json_t *j)
 
 int pjd_wkt(pjd *d, pj_wkt wkt, json_t *j, ProtobufCMessage *msg)
 {
-    const ProtobufCFieldDescriptor *f0 = &msg->descriptor->fields[0];
+    /* Struct, ListValue and the wrappers keep their one field at index 0. */
+    const ProtobufCFieldDescriptor *f0 = msg->descriptor->n_fields ? msg->descriptor->fields : NULL;
     bool skip = false;
     switch (wkt) {
     case PJ_WKT_ANY:
