@@ -75,6 +75,7 @@ typedef struct tu_step {
     const char *chunks[6]; /* response pieces, written with a pause between */
     bool close_after;      /* close the connection after the response */
     bool no_answer;        /* read the request, answer nothing, wait for the client to go */
+    bool early_answer;     /* answer after the headers, then drain until the client goes */
 } tu_step;
 
 typedef struct tu_server {
@@ -91,7 +92,7 @@ typedef struct tu_server {
     int connections;
 } tu_server;
 
-static int tu_read_request(int fd, char *out, size_t cap, int *fds, int *n_fds)
+static int tu_read_request(int fd, char *out, size_t cap, int *fds, int *n_fds, bool headers_only)
 {
     size_t len = 0;
     *n_fds = 0;
@@ -115,6 +116,8 @@ static int tu_read_request(int fd, char *out, size_t cap, int *fds, int *n_fds)
         char *hend = strstr(out, "\r\n\r\n");
         if (!hend)
             continue;
+        if (headers_only)
+            return 0;
         const char *cl = strcasestr(out, "content-length:");
         size_t want = cl ? strtoul(cl + 15, NULL, 10) : 0;
         if (len >= (size_t)(hend + 4 - out) + want)
@@ -138,11 +141,16 @@ static void *tu_server_main(void *arg)
             setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
             s->connections++;
         }
-        if (tu_read_request(cfd, s->reqs[i], sizeof(s->reqs[i]), s->fds[i], &s->n_fds[i]) < 0)
+        const tu_step *st = &s->steps[i];
+        if (tu_read_request(cfd, s->reqs[i], sizeof(s->reqs[i]), s->fds[i], &s->n_fds[i],
+                            st->early_answer) < 0)
             break;
         s->n_reqs++;
-        const tu_step *st = &s->steps[i];
-        if (st->no_answer) {
+        if (st->early_answer) {
+            ssize_t w = write(cfd, st->chunks[0], strlen(st->chunks[0]));
+            (void)w;
+        }
+        if (st->no_answer || st->early_answer) {
             char b[256];
             while (read(cfd, b, sizeof(b)) > 0) /* until the client gives up */
                 ;

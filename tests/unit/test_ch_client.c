@@ -264,6 +264,32 @@ static void test_queue_order_and_body(void **state)
     assert_int_equal(F->srv.connections, 1);
 }
 
+/* An error answer that comes while a big body is still being sent: the
+ * connection is in an unknown state and must not be reused. */
+static void test_early_answer_discards_connection(void **state)
+{
+    tu_step steps[] = {
+        {.chunks = {"HTTP/1.1 400 \r\nContent-Length: 11\r\n\r\n[\"too big\"]"},
+         .early_answer = true},
+        {.chunks = {"HTTP/1.1 204 \r\n\r\n"}},
+    };
+    start(steps, 2);
+    size_t n = 3u << 20;
+    char *big = malloc(n + 1);
+    memset(big, ' ', n);
+    big[0] = '{';
+    big[n - 1] = '}';
+    big[n] = 0;
+    CALL("vm.create", big, 0, 0);
+    free(big);
+    CALL("vm.boot", NULL, 1, 0);
+    wait_all(2);
+    assert_int_equal(F->res[0].status, 400);
+    assert_string_equal(F->res[0].msg, "too big");
+    assert_int_equal(F->res[1].status, 204);
+    assert_int_equal(F->srv.connections, 2);
+}
+
 /* TAP fds for vm.add-net travel with SCM_RIGHTS; verify on the server side
  * that the received descriptor is the same pipe. */
 static void test_fd_passing(void **state)
@@ -384,6 +410,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_continue_and_connection_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_order_and_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_early_answer_discards_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fd_passing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_cancels_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_inside_callback, setup, teardown),

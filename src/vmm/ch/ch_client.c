@@ -216,7 +216,10 @@ static void finish_response(ch_vmm *vmm, bool extra_bytes)
 {
     ch_client *cl = &vmm->client;
     int status = cl->parser.status_code;
-    if (extra_bytes || !http_should_keep_alive(&cl->parser))
+    /* Reuse only a connection in a known state: the whole request went out
+     * (an early error answer may come while a big body is still being sent),
+     * nothing beyond the answer arrived, and the server keeps it open. */
+    if (extra_bytes || !http_should_keep_alive(&cl->parser) || cl->head->sent < cl->head->req.len)
         conn_discard(vmm);
     buf_append_byte(&cl->body, 0);
     cl->body.len--;
