@@ -24,6 +24,10 @@ typedef struct protometa_message {
     /* json_name of each field, in the order of descriptor->fields. */
     const char *const *json_names;
     bool map_entry; /* a synthetic map<K,V> entry message */
+    /* Indexes into descriptor->fields in .proto declaration order, the order
+     * Go's protojson writes fields in; NULL when that is descriptor order
+     * (protobuf-c sorts fields by number). */
+    const unsigned *decl_order;
 } protometa_message;
 
 typedef enum protometa_idempotency {
@@ -45,7 +49,12 @@ typedef struct protometa_table {
     size_t n_methods;
 } protometa_table;
 
-/* Register a generated table (idempotent; tables are static data). */
+/*
+ * Register a generated table (idempotent; tables are static data). Register
+ * every table at start, before other threads use the codec: lookups are
+ * lock-free and assume the registry no longer changes. The well-known types
+ * compiled into libchcp are always known, registered or not.
+ */
 void protometa_register(const protometa_table *table);
 const protometa_message *protometa_find_message(const ProtobufCMessageDescriptor *desc);
 /* Lookup by full name without leading dot ("google.protobuf.Duration"), for Any. */
