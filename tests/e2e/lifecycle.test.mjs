@@ -119,11 +119,12 @@ describe("state x operation", () => {
   test("DeleteVm in the middle of CreateVm, BootVm and ShutdownVm", async () => {
     const d = ctx.d;
     // mid-create: vm.create never answers
-    const creating = d.createVm("mid-create", { directives: ["standin.hang_on=vm.create"] });
+    const creating = outcome(d.createVm("mid-create", { directives: ["standin.hang_on=vm.create"] }).then((vm) => ({ vm })));
     await waitFor(async () => (await outcome(d.client.getVmInfo({ vmId: "mid-create" }))).vm?.state === S.CREATING, 3000, "CREATING");
     await d.client.deleteVm({ vmId: "mid-create" });
-    const cr = await outcome(creating);
+    const cr = await creating;
     assert.equal(cr.ok, false);
+    assert.equal(Code[cr.code], Code[Code.Aborted], cr.message);
     // mid-boot: a slow boot, deleted twice concurrently
     await d.createVm("mid-boot", { directives: ["standin.boot_delay_ms=3000"] });
     const booting = outcome(d.client.bootVm({ vmId: "mid-boot" }));
