@@ -102,6 +102,7 @@ int si_faults_set(si_faults *f, const char *key, const char *val)
         {"panic_after_ms", offsetof(si_faults, panic_after_ms)},
         {"acpi_delay_ms", offsetof(si_faults, acpi_delay_ms)},
         {"activate_delay_ms", offsetof(si_faults, activate_delay_ms)},
+        {"event_delay_ms", offsetof(si_faults, event_delay_ms)},
         {"fail_boot_times", offsetof(si_faults, fail_boot_times)},
         {"start_delay_ms", offsetof(si_faults, start_delay_ms)},
     };

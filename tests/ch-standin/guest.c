@@ -168,31 +168,38 @@ char *si_next_device_name(json_t *cfg, const char *prefix)
     return si_xasprintf("%s%u", prefix, device_id_cnt++);
 }
 
+static void assign_list_ids(json_t *cfg, const char *list, const char *prefix)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(cfg, list), i, d)
+    {
+        if (json_is_string(json_object_get(d, "id")))
+            continue;
+        char *name = si_next_device_name(cfg, prefix);
+        json_object_set_new(d, "id", json_string(name));
+        free(name);
+    }
+}
+
+/* make_virtio_devices() order: block, net, (rng), fs, pmem, vsock, vdpa; then VFIO. */
 static void assign_ids(json_t *cfg)
 {
-    static const struct {
-        const char *list, *prefix;
-    } kinds[] = {{"disks", "_disk"}, {"net", "_net"},   {"fs", "_fs"},
-                 {"pmem", "_pmem"},  {"vdpa", "_vdpa"}, {"devices", "_vfio"}};
     device_id_cnt = 0;
-    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
-        size_t i;
-        json_t *d;
-        json_array_foreach(json_object_get(cfg, kinds[k].list), i, d)
-        {
-            if (json_is_string(json_object_get(d, "id")))
-                continue;
-            char *name = si_next_device_name(cfg, kinds[k].prefix);
-            json_object_set_new(d, "id", json_string(name));
-            free(name);
-        }
-    }
+    assign_list_ids(cfg, "disks", "_disk");
+    assign_list_ids(cfg, "net", "_net");
+    assign_list_ids(cfg, "generic_vhost_user", "_generic_vhost_user");
+    assign_list_ids(cfg, "fs", "_fs");
+    assign_list_ids(cfg, "pmem", "_pmem");
     json_t *vsock = json_object_get(cfg, "vsock");
     if (vsock && !json_is_string(json_object_get(vsock, "id"))) {
         char *name = si_next_device_name(cfg, "_vsock");
         json_object_set_new(vsock, "id", json_string(name));
         free(name);
     }
+    assign_list_ids(cfg, "vdpa", "_vdpa");
+    assign_list_ids(cfg, "devices", "_vfio");
+    assign_list_ids(cfg, "user_devices", "_vfio_user");
 }
 
 /* Devices the guest activates, in PCI order: console, disks, nets, rng, ... */
@@ -249,6 +256,44 @@ json_t *si_device_tree(void)
     }
     json_decref(ids);
     return tree;
+}
+
+/* ---- guest console output ------------------------------------------------------------- */
+
+/* What a guest prints lands where CH sends it: mode Tty -> CH's stdout, File ->
+ * the file (created at vm.create). Both the virtio console and the serial port
+ * get the text; Off/Null/Pty/Socket get nothing. */
+static void console_out(const char *text)
+{
+    const char *keys[] = {"console", "serial"};
+    for (int i = 0; i < 2; i++) {
+        json_t *c = json_object_get(g_vm.config, keys[i]);
+        const char *mode = mode_of(g_vm.config, keys[i], i ? "Null" : "Tty");
+        int fd = -1;
+        if (!strcmp(mode, "Tty"))
+            fd = STDOUT_FILENO;
+        else if (!strcmp(mode, "File") && json_is_string(json_object_get(c, "file")))
+            fd = open(json_string_value(json_object_get(c, "file")),
+                      O_WRONLY | O_APPEND | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t n = write(fd, text, strlen(text));
+        (void)n;
+        if (fd != STDOUT_FILENO)
+            close(fd);
+    }
+}
+
+static void console_boot_banner(void)
+{
+    const char *cmd =
+        json_string_value(json_object_get(json_object_get(g_vm.config, "payload"), "cmdline"));
+    char *t = si_xasprintf("[    0.000000] Linux version 6.16.9-standin (cloud-hypervisor "
+                           "stand-in)\n[    0.000000] Command line: %s\n[    0.100000] Run "
+                           "/init as init process\n",
+                           cmd ? cmd : "");
+    console_out(t);
+    free(t);
 }
 
 /* ---- boot ------------------------------------------------------------------------- */
@@ -347,10 +392,17 @@ static int vm_new(si_reply *r, const char *ctx)
             continue;
         bool ro = json_is_true(json_object_get(d, "readonly"));
         int fd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            /* make_virtio_block_devices() took the list out of the config
+             * and returns early: CH's stored config loses every disk. */
+            int e = errno;
+            json_object_del(cfg, "disks");
+            errno = e;
             return open_error(r, ctx, "Error from device manager", "Cannot open disk path");
+        }
         close(fd);
     }
+    assign_ids(cfg); /* DeviceManager::create_devices, before the initramfs is opened */
     const char *initramfs = json_string_value(json_object_get(payload, "initramfs"));
     if (initramfs) {
         int fd = open(initramfs, O_RDONLY | O_CLOEXEC);
@@ -394,7 +446,7 @@ static int vm_boot(si_reply *r, const char *ctx)
         return -1;
     }
     si_sleep_ms(g_vm.f.boot_delay_ms);
-    assign_ids(g_vm.config);
+    console_boot_banner();
     g_vm.state = SI_ST_RUNNING;
     g_vm.acpi_pending = false;
     arm(&g_vm.t_poweroff, g_vm.f.poweroff_after_ms);
@@ -523,6 +575,7 @@ void si_guest_poweroff(const char *why)
         return;
     }
     LOGI("VM guest exit event (%s)", why);
+    console_out("reboot: Power down\n");
     if (g_opts.no_shutdown) {
         si_guest_stop();
         si_event("vm", "shutdown", NULL);
@@ -538,6 +591,7 @@ void si_guest_reboot(const char *why)
         return;
     }
     LOGI("VM reset event (%s)", why);
+    console_out("reboot: Restarting system\n");
     si_event("vm", "rebooting", NULL);
     si_guest_stop();
     si_reply r = {0};
@@ -563,6 +617,7 @@ void si_guest_panic(const char *why)
         LOGI("standin: guest panic (%s) ignored: no running guest", why);
         return;
     }
+    console_out("Kernel panic - not syncing: standin\n");
     if (!json_is_true(json_object_get(g_vm.config, "pvpanic"))) {
         LOGI("standin: guest panicked (%s) but no pvpanic device: no event", why);
         return;

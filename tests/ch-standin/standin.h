@@ -67,6 +67,8 @@ void si_log(enum si_level lvl, const char *fmt, ...) __attribute__((format(print
 void si_events_init(int fd);
 /* properties: NULL or a "key", "value" list ending in NULL. */
 void si_event(const char *source, const char *event, ...);
+/* Write every queued event now (at exit). */
+void si_events_flush(void);
 
 /* ---- fault directives (faults.c) -------------------------------------------- */
 
@@ -80,6 +82,7 @@ typedef struct si_faults {
     long panic_after_ms;
     long acpi_delay_ms;     /* power button -> guest poweroff */
     long activate_delay_ms; /* boot -> virtio-device/activated */
+    long event_delay_ms;    /* events reach the monitor this much later */
     int fail_boot;          /* 0 no, 1 in Vm::new (no Vm kept), 2 in Vm::boot (Vm kept) */
     long fail_boot_times;   /* -1 = every time, else only the first N attempts */
     bool ignore_power_button;

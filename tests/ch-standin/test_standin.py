@@ -522,6 +522,37 @@ def test_missing_kernel_keeps_a_vm(tmp_path):
         assert si.put("vm.delete").status == 204
 
 
+def test_missing_disk_drops_all_disks_from_the_config(tmp_path):
+    """CH's make_virtio_block_devices() takes the list out of the config and
+    returns early on error: the stored config has no disks any more."""
+    with StandIn(tmp_path) as si:
+        good = tmp_path / "good.img"
+        good.write_bytes(b"\0" * 512)
+        cfg = minimal_config(tmp_path, disks=[{"path": str(good)},
+                                              {"path": str(tmp_path / "missing.img")}])
+        assert si.put("vm.create", cfg).status == 204
+        r = si.put("vm.boot")
+        assert r.status == 500
+        assert chain(r)[2:4] == ["Error from device manager", "Cannot open disk path"]
+        assert "disks" not in si.get("vm.info").json()["config"]
+        assert si.put("vm.boot").status == 204  # ... and boots without them
+
+
+def test_ids_assigned_before_a_late_failure(tmp_path):
+    with StandIn(tmp_path) as si:
+        img = tmp_path / "a.img"
+        img.write_bytes(b"\0" * 512)
+        cfg = minimal_config(tmp_path, disks=[{"path": str(img)}], net=[{"id": "mynet"}, {}],
+                             vsock={"cid": 3, "socket": str(tmp_path / "v.sock")})
+        cfg["payload"]["kernel"] = str(tmp_path / "missing-kernel")
+        assert si.put("vm.create", cfg).status == 204
+        assert si.put("vm.boot").status == 500
+        c = si.get("vm.info").json()["config"]
+        assert [d["id"] for d in c["disks"]] == ["_disk0"]
+        assert [n["id"] for n in c["net"]] == ["mynet", "_net1"]
+        assert c["vsock"]["id"] == "_vsock2"
+
+
 def test_firmware_drops_cmdline(tmp_path):
     with StandIn(tmp_path) as si:
         cfg = minimal_config(tmp_path)
@@ -603,6 +634,37 @@ def test_boot_without_config_still_emits_booting(tmp_path):
         assert si.put("vm.boot").status == 404
         assert si.put("vm.reboot").status == 404
         assert names(si.events()) == ["vmm/starting", "vm/booting", "vm/rebooting"]
+
+
+def test_event_delay_delivers_after_the_reply(tmp_path):
+    with StandIn(tmp_path) as si:
+        assert si.put("vm.create", minimal_config(
+            tmp_path, cmdline="standin.event_delay_ms=300")).status == 204
+        assert si.put("vm.boot").status == 204
+        assert "vm/booted" not in names(si.events())  # reply first, events later
+        evs = si.wait_event("vm/booted")
+        assert names(evs)[:3] == ["vmm/starting", "vm/booting", "vm/booted"]
+        si.signal(signal.SIGTERM)  # queued events are flushed at exit
+        assert si.wait_exit() == 0
+        assert names(si.events())[-1] == "vmm/shutdown"
+
+
+def test_guest_console_output(tmp_path):
+    con = tmp_path / "console.log"
+    with StandIn(tmp_path) as si:
+        booted(si, tmp_path, cmdline="console=hvc0 quiet",
+               console={"mode": "File", "file": str(con)})
+        text = con.read_text()
+        assert "Linux version" in text and "Command line: console=hvc0 quiet" in text
+        si.signal(signal.SIGUSR1)
+        assert si.wait_exit() == 0
+        assert con.read_text().endswith("reboot: Power down\n")
+    (tmp_path / "tty").mkdir()
+    with StandIn(tmp_path / "tty") as si:
+        booted(si, tmp_path, console={"mode": "Tty"})  # Tty: CH's own stdout
+        si.signal(signal.SIGTERM)
+        assert si.wait_exit() == 0
+        assert b"Linux version" in si.proc.stdout.read()
 
 
 # ---- process lifetime ---------------------------------------------------------------------
