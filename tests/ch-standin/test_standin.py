@@ -340,6 +340,35 @@ def test_half_close_drops_the_connection(tmp_path):
         assert si.get("vmm.ping").status == 200
 
 
+def test_garbage_input_never_kills_the_server(tmp_path):
+    import random
+    rng = random.Random(1234)
+    samples = [b"\x00" * 3000, b"GET", b"\r\n" * 500, b"GET / HTTP/1.1\r\n" + b"A" * 5000,
+               b"PUT /api/v1/vm.create HTTP/1.1\r\nContent-Length: 5\r\n\r\n\xff\xfe\x00{[",
+               b"PUT /api/v1/vm.create HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n",
+               b"GET /api/v1/vmm.ping HTTP/1.1\r\nNoColonHere\r\n\r\n",
+               b"PUT /api/v1/vm.create HTTP/1.1\r\nContent-Length: 12\r\n\r\n" + b'{"cpus":' +
+               b"[" * 4]
+    samples += [bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 3000))) for _ in range(40)]
+    nested = b"[" * 100000
+    samples.append(b"PUT /api/v1/vm.create HTTP/1.1\r\nContent-Length: %d\r\n\r\n"
+                   % len(nested) + nested)
+    with StandIn(tmp_path) as si:
+        for data in samples:
+            c = si.conn(timeout=2)
+            try:
+                c.send_raw(data)
+                c.sock.settimeout(0.05)
+                try:
+                    c.sock.recv(65536)
+                except (socket.timeout, ConnectionResetError):
+                    pass
+            finally:
+                c.close()
+            assert si.proc.poll() is None
+        assert si.get("vmm.ping").status == 200
+
+
 # ---- state machine ------------------------------------------------------------------------------
 
 STATES = ["none", "created", "running", "paused"]
@@ -791,6 +820,38 @@ def test_fault_panic_after(tmp_path):
     with StandIn(tmp_path) as si:
         booted(si, tmp_path, cmdline="standin.panic_after_ms=50", pvpanic=True)
         si.wait_event("guest/panic")
+
+
+@pytest.mark.parametrize("no_shutdown", [False, True])
+def test_fault_vcpu_error_exits_even_with_no_shutdown(tmp_path, no_shutdown):
+    with StandIn(tmp_path, no_shutdown=no_shutdown) as si:
+        booted(si, tmp_path, cmdline="standin.vcpu_error_after_ms=50")
+        assert si.wait_exit() == 0
+        assert names(si.events())[-3:] == ["vm/shutdown", "vm/deleted", "vmm/shutdown"]
+        assert not os.path.exists(si.sock_path)
+
+
+def test_fault_crash_after(tmp_path):
+    with StandIn(tmp_path) as si:
+        booted(si, tmp_path, cmdline="standin.crash_after_ms=100 standin.crash_signal=KILL")
+        assert si.put("vm.pause").status == 204  # a VMM crash does not wait for the guest
+        assert si.wait_exit() == -signal.SIGKILL
+        assert names(si.events())[-1] == "vm/paused"
+
+
+def test_call_racing_the_exit_gets_an_answer(tmp_path):
+    """A request posted while the control loop exits is answered, not stuck."""
+    with StandIn(tmp_path) as si:
+        booted(si, tmp_path, cmdline="standin.poweroff_after_ms=30")
+        statuses = []
+        deadline = time.monotonic() + 3
+        while si.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                statuses.append(si.get("vm.info").status)
+            except (OSError, EOFError):
+                break
+        assert si.wait_exit(5) == 0
+        assert all(s in (200, 500) for s in statuses)
 
 
 def test_fault_ignore_power_button(tmp_path):
