@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static int log_fd = -1;
@@ -79,10 +80,105 @@ void si_log(enum si_level lvl, const char *fmt, ...)
     free(msg);
 }
 
+/*
+ * Delivery. CH hands events to a monitor thread, so a reader may see an event
+ * after the HTTP reply of the call that caused it. By default the stand-in
+ * writes synchronously (before the reply: deterministic tests); with
+ * event_delay_ms > 0 a writer thread delivers each event that much later, in
+ * order, which exposes clients that assume events precede replies.
+ */
+typedef struct ev_item {
+    char *msg;
+    int64_t due;
+    struct ev_item *next;
+} ev_item;
+
+static pthread_mutex_t ev_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ev_cv = PTHREAD_COND_INITIALIZER;
+static ev_item *ev_head, *ev_tail;
+static bool ev_thread_started, ev_stop;
+static pthread_t ev_thread;
+
+static void ev_write(const char *msg)
+{
+    if (ev_fd < 0)
+        return;
+    /* Non-blocking: a full pipe drops (part of) the event, like CH. */
+    ssize_t n;
+    do {
+        n = write(ev_fd, msg, strlen(msg));
+    } while (n < 0 && errno == EINTR);
+}
+
+static void *ev_main(void *arg)
+{
+    (void)arg;
+    pthread_setname_np(pthread_self(), "event-monitor");
+    pthread_mutex_lock(&ev_lock);
+    for (;;) {
+        while (!ev_head && !ev_stop)
+            pthread_cond_wait(&ev_cv, &ev_lock);
+        if (!ev_head)
+            break;
+        int64_t now = si_now_ns();
+        if (ev_head->due > now && !ev_stop) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t wake = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + (ev_head->due - now);
+            ts.tv_sec = (time_t)(wake / 1000000000);
+            ts.tv_nsec = (long)(wake % 1000000000);
+            pthread_cond_timedwait(&ev_cv, &ev_lock, &ts);
+            continue;
+        }
+        ev_item *it = ev_head;
+        ev_head = it->next;
+        if (!ev_head)
+            ev_tail = NULL;
+        ev_write(it->msg);
+        free(it->msg);
+        free(it);
+    }
+    pthread_mutex_unlock(&ev_lock);
+    return NULL;
+}
+
 void si_events_init(int fd)
 {
     ev_fd = fd;
     ev_start = si_now_ns();
+}
+
+void si_events_flush(void)
+{
+    if (!ev_thread_started)
+        return;
+    pthread_mutex_lock(&ev_lock);
+    ev_stop = true;
+    pthread_cond_signal(&ev_cv);
+    pthread_mutex_unlock(&ev_lock);
+    pthread_join(ev_thread, NULL);
+    ev_thread_started = false;
+}
+
+static void deliver(char *msg, long delay_ms)
+{
+    pthread_mutex_lock(&ev_lock);
+    if (delay_ms <= 0 && !ev_head) {
+        ev_write(msg);
+        free(msg);
+    } else {
+        if (!ev_thread_started && !ev_stop && pthread_create(&ev_thread, NULL, ev_main, NULL) == 0)
+            ev_thread_started = true;
+        ev_item *it = si_xmalloc(sizeof(*it));
+        *it = (ev_item){msg, si_now_ns() + (int64_t)(delay_ms > 0 ? delay_ms : 0) * 1000000, NULL};
+        if (ev_tail)
+            ev_tail->next = it;
+        else
+            ev_head = it;
+        ev_tail = it;
+        pthread_cond_signal(&ev_cv);
+    }
+    pthread_mutex_unlock(&ev_lock);
 }
 
 void si_event(const char *source, const char *event, ...)
@@ -109,14 +205,7 @@ void si_event(const char *source, const char *event, ...)
                   "properties", props ? props : json_null());
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(o);
-    if (ev_fd >= 0 && s) {
-        char *msg = si_xasprintf("%s\n\n", s);
-        /* Non-blocking: a full pipe drops (part of) the event, like CH. */
-        ssize_t n;
-        do {
-            n = write(ev_fd, msg, strlen(msg));
-        } while (n < 0 && errno == EINTR);
-        free(msg);
-    }
+    if (s)
+        deliver(si_xasprintf("%s\n\n", s), g_vm.f.event_delay_ms);
     free(s);
 }

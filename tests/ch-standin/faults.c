@@ -25,6 +25,8 @@ void si_faults_defaults(si_faults *f)
     f->poweroff_after_ms = -1;
     f->reboot_after_ms = -1;
     f->panic_after_ms = -1;
+    f->vcpu_error_after_ms = -1;
+    f->crash_after_ms = -1;
     f->acpi_delay_ms = 50;
     f->activate_delay_ms = 5;
     f->fail_boot_times = -1;
@@ -100,8 +102,11 @@ int si_faults_set(si_faults *f, const char *key, const char *val)
         {"poweroff_after_ms", offsetof(si_faults, poweroff_after_ms)},
         {"reboot_after_ms", offsetof(si_faults, reboot_after_ms)},
         {"panic_after_ms", offsetof(si_faults, panic_after_ms)},
+        {"vcpu_error_after_ms", offsetof(si_faults, vcpu_error_after_ms)},
+        {"crash_after_ms", offsetof(si_faults, crash_after_ms)},
         {"acpi_delay_ms", offsetof(si_faults, acpi_delay_ms)},
         {"activate_delay_ms", offsetof(si_faults, activate_delay_ms)},
+        {"event_delay_ms", offsetof(si_faults, event_delay_ms)},
         {"fail_boot_times", offsetof(si_faults, fail_boot_times)},
         {"start_delay_ms", offsetof(si_faults, start_delay_ms)},
     };

@@ -168,31 +168,38 @@ char *si_next_device_name(json_t *cfg, const char *prefix)
     return si_xasprintf("%s%u", prefix, device_id_cnt++);
 }
 
+static void assign_list_ids(json_t *cfg, const char *list, const char *prefix)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(cfg, list), i, d)
+    {
+        if (json_is_string(json_object_get(d, "id")))
+            continue;
+        char *name = si_next_device_name(cfg, prefix);
+        json_object_set_new(d, "id", json_string(name));
+        free(name);
+    }
+}
+
+/* make_virtio_devices() order: block, net, (rng), fs, pmem, vsock, vdpa; then VFIO. */
 static void assign_ids(json_t *cfg)
 {
-    static const struct {
-        const char *list, *prefix;
-    } kinds[] = {{"disks", "_disk"}, {"net", "_net"},   {"fs", "_fs"},
-                 {"pmem", "_pmem"},  {"vdpa", "_vdpa"}, {"devices", "_vfio"}};
     device_id_cnt = 0;
-    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
-        size_t i;
-        json_t *d;
-        json_array_foreach(json_object_get(cfg, kinds[k].list), i, d)
-        {
-            if (json_is_string(json_object_get(d, "id")))
-                continue;
-            char *name = si_next_device_name(cfg, kinds[k].prefix);
-            json_object_set_new(d, "id", json_string(name));
-            free(name);
-        }
-    }
+    assign_list_ids(cfg, "disks", "_disk");
+    assign_list_ids(cfg, "net", "_net");
+    assign_list_ids(cfg, "generic_vhost_user", "_generic_vhost_user");
+    assign_list_ids(cfg, "fs", "_fs");
+    assign_list_ids(cfg, "pmem", "_pmem");
     json_t *vsock = json_object_get(cfg, "vsock");
     if (vsock && !json_is_string(json_object_get(vsock, "id"))) {
         char *name = si_next_device_name(cfg, "_vsock");
         json_object_set_new(vsock, "id", json_string(name));
         free(name);
     }
+    assign_list_ids(cfg, "vdpa", "_vdpa");
+    assign_list_ids(cfg, "devices", "_vfio");
+    assign_list_ids(cfg, "user_devices", "_vfio_user");
 }
 
 /* Devices the guest activates, in PCI order: console, disks, nets, rng, ... */
@@ -249,6 +256,44 @@ json_t *si_device_tree(void)
     }
     json_decref(ids);
     return tree;
+}
+
+/* ---- guest console output ------------------------------------------------------------- */
+
+/* What a guest prints lands where CH sends it: mode Tty -> CH's stdout, File ->
+ * the file (created at vm.create). Both the virtio console and the serial port
+ * get the text; Off/Null/Pty/Socket get nothing. */
+static void console_out(const char *text)
+{
+    const char *keys[] = {"console", "serial"};
+    for (int i = 0; i < 2; i++) {
+        json_t *c = json_object_get(g_vm.config, keys[i]);
+        const char *mode = mode_of(g_vm.config, keys[i], i ? "Null" : "Tty");
+        int fd = -1;
+        if (!strcmp(mode, "Tty"))
+            fd = STDOUT_FILENO;
+        else if (!strcmp(mode, "File") && json_is_string(json_object_get(c, "file")))
+            fd = open(json_string_value(json_object_get(c, "file")),
+                      O_WRONLY | O_APPEND | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t n = write(fd, text, strlen(text));
+        (void)n;
+        if (fd != STDOUT_FILENO)
+            close(fd);
+    }
+}
+
+static void console_boot_banner(void)
+{
+    const char *cmd =
+        json_string_value(json_object_get(json_object_get(g_vm.config, "payload"), "cmdline"));
+    char *t = si_xasprintf("[    0.000000] Linux version 6.16.9-standin (cloud-hypervisor "
+                           "stand-in)\n[    0.000000] Command line: %s\n[    0.100000] Run "
+                           "/init as init process\n",
+                           cmd ? cmd : "");
+    console_out(t);
+    free(t);
 }
 
 /* ---- boot ------------------------------------------------------------------------- */
@@ -347,10 +392,17 @@ static int vm_new(si_reply *r, const char *ctx)
             continue;
         bool ro = json_is_true(json_object_get(d, "readonly"));
         int fd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            /* make_virtio_block_devices() took the list out of the config
+             * and returns early: CH's stored config loses every disk. */
+            int e = errno;
+            json_object_del(cfg, "disks");
+            errno = e;
             return open_error(r, ctx, "Error from device manager", "Cannot open disk path");
+        }
         close(fd);
     }
+    assign_ids(cfg); /* DeviceManager::create_devices, before the initramfs is opened */
     const char *initramfs = json_string_value(json_object_get(payload, "initramfs"));
     if (initramfs) {
         int fd = open(initramfs, O_RDONLY | O_CLOEXEC);
@@ -394,7 +446,7 @@ static int vm_boot(si_reply *r, const char *ctx)
         return -1;
     }
     si_sleep_ms(g_vm.f.boot_delay_ms);
-    assign_ids(g_vm.config);
+    console_boot_banner();
     g_vm.state = SI_ST_RUNNING;
     g_vm.acpi_pending = false;
     arm(&g_vm.t_poweroff, g_vm.f.poweroff_after_ms);
@@ -402,6 +454,9 @@ static int vm_boot(si_reply *r, const char *ctx)
     arm(&g_vm.t_panic, g_vm.f.panic_after_ms);
     arm(&g_vm.t_acpi, -1);
     arm(&g_vm.t_activate, g_vm.f.activate_delay_ms);
+    arm(&g_vm.t_vcpu_error, g_vm.f.vcpu_error_after_ms);
+    if (g_vm.f.crash_after_ms >= 0 && !g_vm.crash_at)
+        g_vm.crash_at = si_now_ns() + (int64_t)g_vm.f.crash_after_ms * 1000000;
     return 0;
 }
 
@@ -418,16 +473,16 @@ void si_guest_stop(void)
     g_vm.exists = false;
     g_vm.state = SI_ST_CREATED;
     g_vm.acpi_pending = false;
-    si_gtimer *ts[] = {&g_vm.t_poweroff, &g_vm.t_reboot, &g_vm.t_panic, &g_vm.t_acpi,
-                       &g_vm.t_activate};
-    for (size_t i = 0; i < 5; i++)
+    si_gtimer *ts[] = {&g_vm.t_poweroff, &g_vm.t_reboot,   &g_vm.t_panic,
+                       &g_vm.t_acpi,     &g_vm.t_activate, &g_vm.t_vcpu_error};
+    for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
         *ts[i] = (si_gtimer){0, 0};
 }
 
 /* ---- the guest's clock stops while paused ----------------------------------------- */
 
-static si_gtimer *all_timers[] = {&g_vm.t_poweroff, &g_vm.t_reboot, &g_vm.t_panic, &g_vm.t_acpi,
-                                  &g_vm.t_activate};
+static si_gtimer *all_timers[] = {&g_vm.t_poweroff, &g_vm.t_reboot,   &g_vm.t_panic,
+                                  &g_vm.t_acpi,     &g_vm.t_activate, &g_vm.t_vcpu_error};
 #define NTIMERS (sizeof(all_timers) / sizeof(all_timers[0]))
 
 void si_guest_freeze(void)
@@ -479,6 +534,8 @@ int si_guest_next_timeout(void)
     for (size_t i = 0; i < NTIMERS; i++)
         if (all_timers[i]->deadline && (!best || all_timers[i]->deadline < best))
             best = all_timers[i]->deadline;
+    if (g_vm.crash_at && (!best || g_vm.crash_at < best))
+        best = g_vm.crash_at;
     if (!best)
         return -1;
     int64_t d = best - si_now_ns();
@@ -496,6 +553,14 @@ static bool due(si_gtimer *t, int64_t now)
 void si_guest_fire_due(void)
 {
     int64_t now = si_now_ns();
+    if (g_vm.crash_at && g_vm.crash_at <= now)
+        si_fault_crash("crash_after_ms");
+    if (due(&g_vm.t_vcpu_error, now)) {
+        /* vCPU run error: exit_evt -> vmm_shutdown(), whatever --no-shutdown says */
+        LOGE("standin: injected vCPU run error");
+        si_vmm_shutdown(0);
+        return;
+    }
     if (due(&g_vm.t_activate, now)) {
         json_t *ids = virtio_ids();
         size_t i;
@@ -523,6 +588,7 @@ void si_guest_poweroff(const char *why)
         return;
     }
     LOGI("VM guest exit event (%s)", why);
+    console_out("reboot: Power down\n");
     if (g_opts.no_shutdown) {
         si_guest_stop();
         si_event("vm", "shutdown", NULL);
@@ -538,6 +604,7 @@ void si_guest_reboot(const char *why)
         return;
     }
     LOGI("VM reset event (%s)", why);
+    console_out("reboot: Restarting system\n");
     si_event("vm", "rebooting", NULL);
     si_guest_stop();
     si_reply r = {0};
@@ -563,6 +630,7 @@ void si_guest_panic(const char *why)
         LOGI("standin: guest panic (%s) ignored: no running guest", why);
         return;
     }
+    console_out("Kernel panic - not syncing: standin\n");
     if (!json_is_true(json_object_get(g_vm.config, "pvpanic"))) {
         LOGI("standin: guest panicked (%s) but no pvpanic device: no event", why);
         return;

@@ -417,6 +417,7 @@ int main(int argc, char **argv)
 
     int code = si_vmm_run();
     si_http_stop();
+    si_events_flush();
     if (sock_path)
         unlink(sock_path);
     LOGI("Cloud Hypervisor exited %s", code ? "with an error" : "successfully");

@@ -340,6 +340,35 @@ def test_half_close_drops_the_connection(tmp_path):
         assert si.get("vmm.ping").status == 200
 
 
+def test_garbage_input_never_kills_the_server(tmp_path):
+    import random
+    rng = random.Random(1234)
+    samples = [b"\x00" * 3000, b"GET", b"\r\n" * 500, b"GET / HTTP/1.1\r\n" + b"A" * 5000,
+               b"PUT /api/v1/vm.create HTTP/1.1\r\nContent-Length: 5\r\n\r\n\xff\xfe\x00{[",
+               b"PUT /api/v1/vm.create HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n",
+               b"GET /api/v1/vmm.ping HTTP/1.1\r\nNoColonHere\r\n\r\n",
+               b"PUT /api/v1/vm.create HTTP/1.1\r\nContent-Length: 12\r\n\r\n" + b'{"cpus":' +
+               b"[" * 4]
+    samples += [bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 3000))) for _ in range(40)]
+    nested = b"[" * 100000
+    samples.append(b"PUT /api/v1/vm.create HTTP/1.1\r\nContent-Length: %d\r\n\r\n"
+                   % len(nested) + nested)
+    with StandIn(tmp_path) as si:
+        for data in samples:
+            c = si.conn(timeout=2)
+            try:
+                c.send_raw(data)
+                c.sock.settimeout(0.05)
+                try:
+                    c.sock.recv(65536)
+                except (socket.timeout, ConnectionResetError):
+                    pass
+            finally:
+                c.close()
+            assert si.proc.poll() is None
+        assert si.get("vmm.ping").status == 200
+
+
 # ---- state machine ------------------------------------------------------------------------------
 
 STATES = ["none", "created", "running", "paused"]
@@ -522,6 +551,37 @@ def test_missing_kernel_keeps_a_vm(tmp_path):
         assert si.put("vm.delete").status == 204
 
 
+def test_missing_disk_drops_all_disks_from_the_config(tmp_path):
+    """CH's make_virtio_block_devices() takes the list out of the config and
+    returns early on error: the stored config has no disks any more."""
+    with StandIn(tmp_path) as si:
+        good = tmp_path / "good.img"
+        good.write_bytes(b"\0" * 512)
+        cfg = minimal_config(tmp_path, disks=[{"path": str(good)},
+                                              {"path": str(tmp_path / "missing.img")}])
+        assert si.put("vm.create", cfg).status == 204
+        r = si.put("vm.boot")
+        assert r.status == 500
+        assert chain(r)[2:4] == ["Error from device manager", "Cannot open disk path"]
+        assert "disks" not in si.get("vm.info").json()["config"]
+        assert si.put("vm.boot").status == 204  # ... and boots without them
+
+
+def test_ids_assigned_before_a_late_failure(tmp_path):
+    with StandIn(tmp_path) as si:
+        img = tmp_path / "a.img"
+        img.write_bytes(b"\0" * 512)
+        cfg = minimal_config(tmp_path, disks=[{"path": str(img)}], net=[{"id": "mynet"}, {}],
+                             vsock={"cid": 3, "socket": str(tmp_path / "v.sock")})
+        cfg["payload"]["kernel"] = str(tmp_path / "missing-kernel")
+        assert si.put("vm.create", cfg).status == 204
+        assert si.put("vm.boot").status == 500
+        c = si.get("vm.info").json()["config"]
+        assert [d["id"] for d in c["disks"]] == ["_disk0"]
+        assert [n["id"] for n in c["net"]] == ["mynet", "_net1"]
+        assert c["vsock"]["id"] == "_vsock2"
+
+
 def test_firmware_drops_cmdline(tmp_path):
     with StandIn(tmp_path) as si:
         cfg = minimal_config(tmp_path)
@@ -603,6 +663,37 @@ def test_boot_without_config_still_emits_booting(tmp_path):
         assert si.put("vm.boot").status == 404
         assert si.put("vm.reboot").status == 404
         assert names(si.events()) == ["vmm/starting", "vm/booting", "vm/rebooting"]
+
+
+def test_event_delay_delivers_after_the_reply(tmp_path):
+    with StandIn(tmp_path) as si:
+        assert si.put("vm.create", minimal_config(
+            tmp_path, cmdline="standin.event_delay_ms=300")).status == 204
+        assert si.put("vm.boot").status == 204
+        assert "vm/booted" not in names(si.events())  # reply first, events later
+        evs = si.wait_event("vm/booted")
+        assert names(evs)[:3] == ["vmm/starting", "vm/booting", "vm/booted"]
+        si.signal(signal.SIGTERM)  # queued events are flushed at exit
+        assert si.wait_exit() == 0
+        assert names(si.events())[-1] == "vmm/shutdown"
+
+
+def test_guest_console_output(tmp_path):
+    con = tmp_path / "console.log"
+    with StandIn(tmp_path) as si:
+        booted(si, tmp_path, cmdline="console=hvc0 quiet",
+               console={"mode": "File", "file": str(con)})
+        text = con.read_text()
+        assert "Linux version" in text and "Command line: console=hvc0 quiet" in text
+        si.signal(signal.SIGUSR1)
+        assert si.wait_exit() == 0
+        assert con.read_text().endswith("reboot: Power down\n")
+    (tmp_path / "tty").mkdir()
+    with StandIn(tmp_path / "tty") as si:
+        booted(si, tmp_path, console={"mode": "Tty"})  # Tty: CH's own stdout
+        si.signal(signal.SIGTERM)
+        assert si.wait_exit() == 0
+        assert b"Linux version" in si.proc.stdout.read()
 
 
 # ---- process lifetime ---------------------------------------------------------------------
@@ -729,6 +820,38 @@ def test_fault_panic_after(tmp_path):
     with StandIn(tmp_path) as si:
         booted(si, tmp_path, cmdline="standin.panic_after_ms=50", pvpanic=True)
         si.wait_event("guest/panic")
+
+
+@pytest.mark.parametrize("no_shutdown", [False, True])
+def test_fault_vcpu_error_exits_even_with_no_shutdown(tmp_path, no_shutdown):
+    with StandIn(tmp_path, no_shutdown=no_shutdown) as si:
+        booted(si, tmp_path, cmdline="standin.vcpu_error_after_ms=50")
+        assert si.wait_exit() == 0
+        assert names(si.events())[-3:] == ["vm/shutdown", "vm/deleted", "vmm/shutdown"]
+        assert not os.path.exists(si.sock_path)
+
+
+def test_fault_crash_after(tmp_path):
+    with StandIn(tmp_path) as si:
+        booted(si, tmp_path, cmdline="standin.crash_after_ms=100 standin.crash_signal=KILL")
+        assert si.put("vm.pause").status == 204  # a VMM crash does not wait for the guest
+        assert si.wait_exit() == -signal.SIGKILL
+        assert names(si.events())[-1] == "vm/paused"
+
+
+def test_call_racing_the_exit_gets_an_answer(tmp_path):
+    """A request posted while the control loop exits is answered, not stuck."""
+    with StandIn(tmp_path) as si:
+        booted(si, tmp_path, cmdline="standin.poweroff_after_ms=30")
+        statuses = []
+        deadline = time.monotonic() + 3
+        while si.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                statuses.append(si.get("vm.info").status)
+            except (OSError, EOFError):
+                break
+        assert si.wait_exit(5) == 0
+        assert all(s in (200, 500) for s in statuses)
 
 
 def test_fault_ignore_power_button(tmp_path):

@@ -7,6 +7,7 @@
 #ifndef CH_TEST_UTIL_H
 #define CH_TEST_UTIL_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -56,14 +57,14 @@ static inline char *tu_mkdtemp(void)
 
 static inline void tu_rmrf(const char *dir)
 {
-    /* Only our own flat test directories: unlink entries, then the dir. */
-    char cmd_path[512];
-    static const char *const names[] = {"api.sock",   "events.json", "vmm.log", "stdout.log",
-                                        "stderr.log", "fake.sock",   "notexec"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        snprintf(cmd_path, sizeof(cmd_path), "%s/%s", dir, names[i]);
-        unlink(cmd_path);
-    }
+    /* Our own flat test directories only: unlink every entry, then the dir. */
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            unlinkat(dirfd(d), de->d_name, 0);
+    if (d)
+        closedir(d);
     rmdir(dir);
 }
 
