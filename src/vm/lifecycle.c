@@ -89,12 +89,20 @@ static void finish_ok(vm_op *op)
     vm_op_finish(op, NULL);
 }
 
-/* Parse vm.info's "state" (and memory) into the record; returns the state. */
-static const char *absorb_info(vm_entry *e, const vmb_reply *reply)
+/*
+ * Parse vm.info's "state" (and memory) into the record; returns the state.
+ * *kept (optional) tells whether CH holds a Vm object (it reports a device
+ * tree only then): "Created" without one means only the config is stored.
+ */
+static const char *absorb_info_kept(vm_entry *e, const vmb_reply *reply, bool *kept)
 {
+    if (kept)
+        *kept = false;
     if (!reply || !reply->body)
         return NULL;
     json_t *root = json_loadb(reply->body, reply->body_len, 0, NULL);
+    if (kept && root)
+        *kept = json_is_object(json_object_get(root, "device_tree"));
     const char *st = root ? json_string_value(json_object_get(root, "state")) : NULL;
     if (st) {
         free(e->rec.vmm_state);
@@ -105,6 +113,11 @@ static const char *absorb_info(vm_entry *e, const vmb_reply *reply)
         e->rec.memory_actual_size = (uint64_t)json_integer_value(mem);
     json_decref(root);
     return st ? e->rec.vmm_state : NULL;
+}
+
+static const char *absorb_info(vm_entry *e, const vmb_reply *reply)
+{
+    return absorb_info_kept(e, reply, NULL);
 }
 
 /* ---- CreateVm ------------------------------------------------------------ */
@@ -210,14 +223,16 @@ static void boot_info_done(void *ud, chcp_error *err, const vmb_reply *reply)
     e->inflight--;
     chcp_error *boot_err = steal_pointer(&op->result);
     if (!op_interrupted(op)) {
-        const char *st = err ? NULL : absorb_info(e, reply);
-        if (st && strcmp(st, "Created") == 0) {
+        bool kept = false;
+        const char *st = err ? NULL : absorb_info_kept(e, reply, &kept);
+        if (st && strcmp(st, "Created") == 0 && !kept) {
             /* Nothing was kept: the VM can be booted again. */
             vm_set_state(e, op->prev_state, NULL);
             vm_op_finish(op, boot_err);
         } else {
-            vm_set_state(e, VM_FAILED, "boot failed: %s%s%s", boot_err->message,
-                         st ? "; VMM state " : "", st ? st : "");
+            vm_set_state(e, VM_FAILED, "boot failed: %s%s%s%s", boot_err->message,
+                         st ? "; VMM state " : "", st ? st : "",
+                         kept ? " (a half-booted VM is kept)" : "");
             vm_op_finish(op, boot_err);
         }
     }

@@ -475,6 +475,8 @@ static int build_misc(const Cloudhypervisor__V1__VmConfig *c, const char *vm_dir
     if (strcmp(src, "/dev/urandom") != 0 && strcmp(src, "/dev/random") != 0)
         return FAIL("config.rng.src: only /dev/urandom and /dev/random are allowed");
     json_object_set_new(root, "rng", json_pack("{s:s}", "src", src));
+    /* pvpanic lets the VMM report guest kernel panics as events. */
+    json_object_set_new(root, "pvpanic", json_true());
     if (c->vsock) {
         const Cloudhypervisor__V1__VsockConfig *v = c->vsock;
         if (v->cid < 3 || v->cid >= 0xffffffffu)

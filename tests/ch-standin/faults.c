@@ -25,6 +25,8 @@ void si_faults_defaults(si_faults *f)
     f->poweroff_after_ms = -1;
     f->reboot_after_ms = -1;
     f->panic_after_ms = -1;
+    f->vcpu_error_after_ms = -1;
+    f->crash_after_ms = -1;
     f->acpi_delay_ms = 50;
     f->activate_delay_ms = 5;
     f->fail_boot_times = -1;
@@ -100,6 +102,8 @@ int si_faults_set(si_faults *f, const char *key, const char *val)
         {"poweroff_after_ms", offsetof(si_faults, poweroff_after_ms)},
         {"reboot_after_ms", offsetof(si_faults, reboot_after_ms)},
         {"panic_after_ms", offsetof(si_faults, panic_after_ms)},
+        {"vcpu_error_after_ms", offsetof(si_faults, vcpu_error_after_ms)},
+        {"crash_after_ms", offsetof(si_faults, crash_after_ms)},
         {"acpi_delay_ms", offsetof(si_faults, acpi_delay_ms)},
         {"activate_delay_ms", offsetof(si_faults, activate_delay_ms)},
         {"event_delay_ms", offsetof(si_faults, event_delay_ms)},
@@ -211,6 +215,7 @@ int si_faults_from_file(si_faults *f, const char *path)
     return 0;
 }
 
+/* The list is separated by ',' or '|' ("boot|pause" reads naturally in a cmdline). */
 bool si_action_in(const char *list, const char *action)
 {
     if (!list[0])
@@ -224,14 +229,13 @@ bool si_action_in(const char *list, const char *action)
         shortname = "ping";
     const char *p = list;
     while (*p) {
-        const char *e = strchr(p, ',');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
+        size_t n = strcspn(p, ",|");
         if ((strlen(action) == n && !strncmp(p, action, n)) ||
             (shortname && strlen(shortname) == n && !strncmp(p, shortname, n)))
             return true;
-        if (!e)
+        if (!p[n])
             break;
-        p = e + 1;
+        p += n + 1;
     }
     return false;
 }

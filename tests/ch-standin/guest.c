@@ -454,6 +454,9 @@ static int vm_boot(si_reply *r, const char *ctx)
     arm(&g_vm.t_panic, g_vm.f.panic_after_ms);
     arm(&g_vm.t_acpi, -1);
     arm(&g_vm.t_activate, g_vm.f.activate_delay_ms);
+    arm(&g_vm.t_vcpu_error, g_vm.f.vcpu_error_after_ms);
+    if (g_vm.f.crash_after_ms >= 0 && !g_vm.crash_at)
+        g_vm.crash_at = si_now_ns() + (int64_t)g_vm.f.crash_after_ms * 1000000;
     return 0;
 }
 
@@ -470,16 +473,16 @@ void si_guest_stop(void)
     g_vm.exists = false;
     g_vm.state = SI_ST_CREATED;
     g_vm.acpi_pending = false;
-    si_gtimer *ts[] = {&g_vm.t_poweroff, &g_vm.t_reboot, &g_vm.t_panic, &g_vm.t_acpi,
-                       &g_vm.t_activate};
-    for (size_t i = 0; i < 5; i++)
+    si_gtimer *ts[] = {&g_vm.t_poweroff, &g_vm.t_reboot,   &g_vm.t_panic,
+                       &g_vm.t_acpi,     &g_vm.t_activate, &g_vm.t_vcpu_error};
+    for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
         *ts[i] = (si_gtimer){0, 0};
 }
 
 /* ---- the guest's clock stops while paused ----------------------------------------- */
 
-static si_gtimer *all_timers[] = {&g_vm.t_poweroff, &g_vm.t_reboot, &g_vm.t_panic, &g_vm.t_acpi,
-                                  &g_vm.t_activate};
+static si_gtimer *all_timers[] = {&g_vm.t_poweroff, &g_vm.t_reboot,   &g_vm.t_panic,
+                                  &g_vm.t_acpi,     &g_vm.t_activate, &g_vm.t_vcpu_error};
 #define NTIMERS (sizeof(all_timers) / sizeof(all_timers[0]))
 
 void si_guest_freeze(void)
@@ -531,6 +534,8 @@ int si_guest_next_timeout(void)
     for (size_t i = 0; i < NTIMERS; i++)
         if (all_timers[i]->deadline && (!best || all_timers[i]->deadline < best))
             best = all_timers[i]->deadline;
+    if (g_vm.crash_at && (!best || g_vm.crash_at < best))
+        best = g_vm.crash_at;
     if (!best)
         return -1;
     int64_t d = best - si_now_ns();
@@ -548,6 +553,14 @@ static bool due(si_gtimer *t, int64_t now)
 void si_guest_fire_due(void)
 {
     int64_t now = si_now_ns();
+    if (g_vm.crash_at && g_vm.crash_at <= now)
+        si_fault_crash("crash_after_ms");
+    if (due(&g_vm.t_vcpu_error, now)) {
+        /* vCPU run error: exit_evt -> vmm_shutdown(), whatever --no-shutdown says */
+        LOGE("standin: injected vCPU run error");
+        si_vmm_shutdown(0);
+        return;
+    }
     if (due(&g_vm.t_activate, now)) {
         json_t *ids = virtio_ids();
         size_t i;

@@ -80,11 +80,13 @@ typedef struct si_faults {
     long poweroff_after_ms; /* -1 = never */
     long reboot_after_ms;
     long panic_after_ms;
-    long acpi_delay_ms;     /* power button -> guest poweroff */
-    long activate_delay_ms; /* boot -> virtio-device/activated */
-    long event_delay_ms;    /* events reach the monitor this much later */
-    int fail_boot;          /* 0 no, 1 in Vm::new (no Vm kept), 2 in Vm::boot (Vm kept) */
-    long fail_boot_times;   /* -1 = every time, else only the first N attempts */
+    long vcpu_error_after_ms; /* vCPU run error -> exit_evt -> VMM exits (even --no-shutdown) */
+    long crash_after_ms;      /* the VMM process dies by crash_signal */
+    long acpi_delay_ms;       /* power button -> guest poweroff */
+    long activate_delay_ms;   /* boot -> virtio-device/activated */
+    long event_delay_ms;      /* events reach the monitor this much later */
+    int fail_boot;            /* 0 no, 1 in Vm::new (no Vm kept), 2 in Vm::boot (Vm kept) */
+    long fail_boot_times;     /* -1 = every time, else only the first N attempts */
     bool ignore_power_button;
     int crash_signal;
     char crash_on[256]; /* comma list of action names */
@@ -167,7 +169,8 @@ typedef struct si_vm {
     long boot_attempts;
     int *lock_fds; /* disk images locked while a Vm exists */
     int nlock_fds;
-    si_gtimer t_poweroff, t_reboot, t_panic, t_acpi, t_activate;
+    si_gtimer t_poweroff, t_reboot, t_panic, t_acpi, t_activate, t_vcpu_error;
+    int64_t crash_at;  /* VMM crash deadline (host time, not frozen by pause) */
     bool acpi_pending; /* power button pressed while paused */
     bool exit_requested;
     int exit_code;
@@ -210,6 +213,8 @@ void si_vmm_shutdown(int code);
 void si_vm_delete(void);
 /* crash_on/hang_on checks at a named point. */
 void si_fault_point(const char *action);
+/* Die now by crash_signal (never returns). */
+void si_fault_crash(const char *why) __attribute__((noreturn));
 
 /* ---- process-wide settings (main.c) ----------------------------------------------- */
 

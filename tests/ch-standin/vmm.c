@@ -32,6 +32,7 @@ static pthread_cond_t call_cv = PTHREAD_COND_INITIALIZER;
 static si_call *call_pending;
 static si_reply *call_reply;
 static bool call_done;
+static bool vmm_gone; /* the control loop has exited: nobody answers any more */
 static int api_evfd = -1;
 static int sig_fd = -1;
 static int epfd = -1;
@@ -39,6 +40,17 @@ static int epfd = -1;
 void si_vmm_call(si_call *call, si_reply *reply)
 {
     pthread_mutex_lock(&call_mu);
+    if (vmm_gone) {
+        pthread_mutex_unlock(&call_mu);
+        json_decref(call->body);
+        for (int i = 0; i < call->nfds; i++)
+            close(call->fds[i]);
+        free(call->fds);
+        reply->status = 500;
+        reply->body = si_json_chain("Error from API", "API request send error",
+                                    "sending on a closed channel", NULL);
+        return;
+    }
     call_pending = call;
     call_reply = reply;
     call_done = false;
@@ -125,6 +137,7 @@ void si_vm_delete(void)
     g_vm.config = NULL;
     g_vm.f = g_start_faults;
     g_vm.boot_attempts = 0;
+    g_vm.crash_at = 0;
     si_event("vm", "deleted", NULL);
 }
 
@@ -140,21 +153,47 @@ void si_vmm_shutdown(int code)
 void si_fault_point(const char *action)
 {
     if (si_action_in(g_vm.f.crash_on, action)) {
-        LOGE("standin: crash_on=%s: dying with signal %d", action, g_vm.f.crash_signal);
-        struct sigaction sa = {.sa_handler = SIG_DFL};
-        sigaction(g_vm.f.crash_signal, &sa, NULL);
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, g_vm.f.crash_signal);
-        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-        raise(g_vm.f.crash_signal);
-        _exit(134); /* not reached for fatal signals */
+        char *why = si_xasprintf("crash_on=%s", action);
+        si_fault_crash(why);
     }
     if (si_action_in(g_vm.f.hang_on, action)) {
         LOGW("standin: hang_on=%s: the control loop stops here", action);
         for (;;)
             pause();
     }
+}
+
+void si_fault_crash(const char *why)
+{
+    LOGE("standin: %s: dying with signal %d", why, g_vm.f.crash_signal);
+    struct sigaction sa = {.sa_handler = SIG_DFL};
+    sigaction(g_vm.f.crash_signal, &sa, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, g_vm.f.crash_signal);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    raise(g_vm.f.crash_signal);
+    _exit(134); /* not reached for fatal signals */
+}
+
+/* The VMM thread is leaving: a call the HTTP thread posted meanwhile would
+ * wait forever (CH: the channel's receiver is dropped and the request fails). */
+static void close_calls(void)
+{
+    pthread_mutex_lock(&call_mu);
+    vmm_gone = true;
+    if (call_pending && !call_done) {
+        call_reply->status = 500;
+        call_reply->body = si_json_chain("Error from API", "API response receive error",
+                                         "receiving on a closed channel", NULL);
+        json_decref(call_pending->body);
+        for (int i = 0; i < call_pending->nfds; i++)
+            close(call_pending->fds[i]);
+        free(call_pending->fds);
+        call_done = true;
+        pthread_cond_signal(&call_cv);
+    }
+    pthread_mutex_unlock(&call_mu);
 }
 
 int si_vmm_run(void)
@@ -181,5 +220,6 @@ int si_vmm_run(void)
         if (!g_vm.exit_requested)
             si_guest_fire_due();
     }
+    close_calls();
     return g_vm.exit_code;
 }
