@@ -160,7 +160,6 @@ void treq_dispatch(treq *r)
     r->pub.body_len = r->pub.body_too_large ? 0 : r->body.len;
     if (!r->pub.body)
         r->pub.body = (const uint8_t *)"";
-    r->pub.received_ns = time_mono_ns();
     t->on_request(&r->pub, t->ud);
 }
 
@@ -353,6 +352,8 @@ static void conn_update_reading(conn *c)
     }
 }
 
+/* EOF means the client is gone, as Go's server reads it too: requests still
+ * waiting for answers are cancelled. Output already produced still goes. */
 static void conn_on_eof(conn *c)
 {
     c->peer_eof = true;
@@ -361,10 +362,11 @@ static void conn_on_eof(conn *c)
         conn_close(c);
         return;
     }
-    /* HTTP/1.1 clients may half-close after their last request: answer
-     * what was complete, drop a request that never finished. */
-    if (c->cur && !c->cur->dispatched)
-        treq_release(c->cur);
+    c->rd_discard = true;
+    buf_reset(&c->pending_in);
+    while (c->reqs)
+        treq_detach(c->reqs);
+    c->close_after_flush = true;
     conn_mark_dirty(c);
 }
 
