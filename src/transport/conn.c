@@ -50,6 +50,13 @@ static void treq_reset(treq *r)
     r->cap_headers = keep.cap_headers;
     r->tr_nv = keep.tr_nv;
     r->cap_tr = keep.cap_tr;
+    if (r->cap_refs > 256) {
+        free(r->refs);
+        free(r->headers);
+        r->refs = NULL;
+        r->headers = NULL;
+        r->cap_refs = r->cap_headers = 0;
+    }
     trim_buf(&r->strings);
     trim_buf(&r->body);
     trim_buf(&r->resp);
@@ -601,9 +608,9 @@ static void conn_link(transport *t, conn *c)
     t->n_conns++;
 }
 
-static void free_handle(uv_handle_t *h)
+static void free_unaccepted(uv_handle_t *h)
 {
-    free(h);
+    free(h->data); /* the conn that embeds the handle */
 }
 
 conn *conn_accepted(transport *t, bool tcp)
@@ -614,11 +621,11 @@ conn *conn_accepted(transport *t, bool tcp)
         uv_tcp_init(t->loop, &c->h.tcp);
     else
         uv_pipe_init(t->loop, &c->h.pipe, 0);
+    c->h.handle.data = c;
     if (uv_accept(server, &c->h.stream) < 0) {
-        uv_close(&c->h.handle, free_handle); /* c starts with the handle */
+        uv_close(&c->h.handle, free_unaccepted);
         return NULL;
     }
-    c->h.handle.data = c;
     c->has_io = true;
     if (tcp) {
         uv_tcp_nodelay(&c->h.tcp, 1);
