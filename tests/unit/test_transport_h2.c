@@ -526,12 +526,17 @@ static void test_h2_graceful_stop(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_h2_basic),          cmocka_unit_test(test_h2_trailers),
-        cmocka_unit_test(test_h2_cancel),         cmocka_unit_test(test_h2_body_too_large),
+        cmocka_unit_test(test_h2_basic),
+        cmocka_unit_test(test_h2_trailers),
+        cmocka_unit_test(test_h2_cancel),
+        cmocka_unit_test(test_h2_body_too_large),
         cmocka_unit_test(test_h2_headers_too_large),
-        cmocka_unit_test(test_h2_concurrency),    cmocka_unit_test(test_h2_split_preface),
-        cmocka_unit_test(test_h2_protocol_error), cmocka_unit_test(test_h2_bad_preface),
-        cmocka_unit_test(test_h2_idle_timeout),   cmocka_unit_test(test_h2_read_timeout),
+        cmocka_unit_test(test_h2_concurrency),
+        cmocka_unit_test(test_h2_split_preface),
+        cmocka_unit_test(test_h2_protocol_error),
+        cmocka_unit_test(test_h2_bad_preface),
+        cmocka_unit_test(test_h2_idle_timeout),
+        cmocka_unit_test(test_h2_read_timeout),
         cmocka_unit_test(test_h2_graceful_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
