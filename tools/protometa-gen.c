@@ -270,6 +270,10 @@ static void emit_message(gen *g, const MsgProto *m, const char *scope)
             const char *jn = sorted[i]->json_name;
             if (!jn || !jn[0])
                 jn = fallback = default_json_name(sorted[i]->name);
+            /* The JSON encoder writes names verbatim, so keep them plain. */
+            for (const char *c = jn; *c; c++)
+                if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20)
+                    die("json_name needs escaping: %s", jn);
             fputs(i ? ", " : "", g->out);
             print_cstr(g->out, jn);
             free(fallback);

@@ -53,14 +53,19 @@ size_t pjd_path_push(pjd *d, const char *name)
 static size_t path_push_index(pjd *d, size_t i)
 {
     size_t old = d->path.len;
-    buf_printf(&d->path, "[%zu]", i);
+    buf_append_byte(&d->path, '[');
+    pj_write_u64(&d->path, i);
+    buf_append_byte(&d->path, ']');
     return old;
 }
 
 static size_t path_push_key(pjd *d, const char *key)
 {
     size_t old = d->path.len;
-    buf_printf(&d->path, "[\"%.64s\"]", key);
+    size_t len = strlen(key);
+    buf_append(&d->path, "[\"", 2);
+    buf_append(&d->path, key, len > 64 ? 64 : len);
+    buf_append(&d->path, "\"]", 2);
     return old;
 }
 
@@ -80,11 +85,21 @@ pjd_kind pjd_classify(pjd *d, json_t *j, pjd_val *v)
         return v->kind = PJD_OBJECT;
     case JSON_ARRAY:
         return v->kind = PJD_ARRAY;
-    case JSON_INTEGER:
-        v->len = (size_t)snprintf(v->tmp, sizeof(v->tmp), "%" JSON_INTEGER_FORMAT,
-                                  json_integer_value(j));
-        v->str = v->tmp;
+    case JSON_INTEGER: {
+        /* Digits written backwards into tmp: no printf on the hot path. */
+        json_int_t n = json_integer_value(j);
+        uint64_t mag = n < 0 ? (uint64_t)0 - (uint64_t)n : (uint64_t)n;
+        char *p = v->tmp + sizeof(v->tmp);
+        do {
+            *--p = (char)('0' + mag % 10);
+            mag /= 10;
+        } while (mag);
+        if (n < 0)
+            *--p = '-';
+        v->str = p;
+        v->len = (size_t)(v->tmp + sizeof(v->tmp) - p);
         return v->kind = PJD_NUMBER;
+    }
     case JSON_REAL: /* not produced after protect_numbers, kept for safety */
         v->len = (size_t)snprintf(v->tmp, sizeof(v->tmp), "%.17g", json_real_value(j));
         v->str = v->tmp;

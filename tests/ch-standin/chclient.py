@@ -206,3 +206,22 @@ def minimal_config(tmp_path, cmdline="console=hvc0", **extra):
            "serial": {"mode": "Null"}, "console": {"mode": "Off"}}
     cfg.update(extra)
     return cfg
+
+
+def run(args, timeout=5, cwd=None):
+    """Run the stand-in to completion (clean environment, like chcp does)."""
+    return subprocess.run([BIN] + args, capture_output=True, timeout=timeout, env={}, cwd=cwd)
+
+
+def chain(r):
+    """The error chain of a CH error response (a JSON array of strings)."""
+    body = r.json()
+    assert isinstance(body, list) and all(isinstance(s, str) for s in body), body
+    return body
+
+
+def booted(si, tmp_path, **cfg):
+    assert si.put("vm.create", minimal_config(tmp_path, **cfg)).status == 204
+    r = si.put("vm.boot")
+    assert r.status == 204, r
+    return si

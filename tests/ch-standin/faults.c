@@ -215,6 +215,7 @@ int si_faults_from_file(si_faults *f, const char *path)
     return 0;
 }
 
+/* The list is separated by ',' or '|' ("boot|pause" reads naturally in a cmdline). */
 bool si_action_in(const char *list, const char *action)
 {
     if (!list[0])
@@ -228,14 +229,13 @@ bool si_action_in(const char *list, const char *action)
         shortname = "ping";
     const char *p = list;
     while (*p) {
-        const char *e = strchr(p, ',');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
+        size_t n = strcspn(p, ",|");
         if ((strlen(action) == n && !strncmp(p, action, n)) ||
             (shortname && strlen(shortname) == n && !strncmp(p, shortname, n)))
             return true;
-        if (!e)
+        if (!p[n])
             break;
-        p = e + 1;
+        p += n + 1;
     }
     return false;
 }

@@ -1,7 +1,7 @@
 # standin.mk - build and test the Cloud Hypervisor stand-in (test-only).
 #
 #   make B=build/x standin-build   ->  $(B)/ch-standin/cloud-hypervisor
-#   make B=build/x standin-test    ->  pytest tests/ch-standin/test_standin.py
+#   make B=build/x standin-test    ->  pytest tests/ch-standin/test_standin_*.py
 #
 # The stand-in is self-contained (jansson + libc); it is never installed.
 # SAN=1 builds it with ASan+UBSan like everything else.
@@ -22,7 +22,7 @@ standin-build: $(STANDIN_BIN)
 
 standin-test: $(STANDIN_BIN)
 	CH_STANDIN=$(abspath $(STANDIN_BIN)) python3 -m pytest $(STANDIN_PYTEST) \
-		-p no:cacheprovider tests/ch-standin/test_standin.py
+		-p no:cacheprovider -o tmp_path_retention_policy=none tests/ch-standin
 
 -include $(wildcard $(B)/ch-standin/obj/*.d)
 

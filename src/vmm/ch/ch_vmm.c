@@ -107,6 +107,7 @@ static void vmm_handle_exit(ch_vmm *v)
     }
     v->alive = false;
     v->exit_seen = true;
+    log_vm(LOG_INFO, v->vm_id, "VMM pid %d %s", (int)v->pid, reason);
     uv_poll_stop(&v->pidfd_poll);
     uv_timer_stop(&v->stop_timer);
     ch_vmm_ref(v);
@@ -239,6 +240,7 @@ ch_vmm *ch_vmm_spawn(uv_loop_t *loop, const ch_spawn_opts *opts, const ch_vmm_ca
         ch_vmm_free(v);
         return NULL;
     }
+    log_vm(LOG_INFO, v->vm_id, "VMM started: pid %d", (int)v->pid);
     return v;
 }
 
@@ -309,10 +311,14 @@ static void on_stop_timer(uv_timer_t *t)
     if (v->stop_step == 1) {
         /* CH turns SIGTERM into a VMM shutdown (guest not cleanly stopped). */
         v->stop_step = 2;
+        log_vm(LOG_WARN, v->vm_id, "VMM pid %d did not shut down within %llu ms: SIGTERM",
+               (int)v->pid, (unsigned long long)v->stop_grace_ms);
         ch_process_signal(v->pid, v->pidfd, v->start_time, SIGTERM, false);
         uv_timer_start(&v->stop_timer, on_stop_timer, v->stop_grace_ms, 0);
     } else if (v->stop_step == 2) {
         v->stop_step = 3;
+        log_vm(LOG_WARN, v->vm_id, "VMM pid %d ignored SIGTERM for %llu ms: SIGKILL", (int)v->pid,
+               (unsigned long long)v->stop_grace_ms);
         ch_process_signal(v->pid, v->pidfd, v->start_time, SIGKILL, true);
     }
 }
