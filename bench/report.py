@@ -139,20 +139,23 @@ def print_table(res):
                     fmt(lc.get("added_p50_us", {}).get(op), "us"),
                 )
             )
-        p(
-            "cycles/s: %s at concurrency %s (stand-in alone: %s)"
-            % (
-                fmt(lc.get("cycles_per_s"), "", 1),
-                lc.get("concurrency"),
-                fmt(lc.get("direct_cycles_per_s"), "", 1),
+        for c, sw in sorted(lc.get("sweep", {}).items(), key=lambda kv: int(kv[0])):
+            p(
+                "cycles/s at concurrency %3s: chcp %8s  stand-in alone %8s  (chcp errors: %d)"
+                % (c, fmt(sw["chcp_cycles_per_s"], "", 1), fmt(sw["direct_cycles_per_s"], "", 1), sw["chcp_errors"])
             )
-        )
     if res.get("memory"):
         m = res["memory"]
         p()
         p(
-            "memory: %d VMs defined: RSS %s -> %s KiB, %s KiB per VM"
-            % (m["vms"], fmt(m["rss_before_kib"]), fmt(m["rss_after_kib"]), fmt(m["kib_per_vm"], "", 1))
+            "memory: fresh chcp, %d VMs defined: RSS %s -> %s KiB, %s KiB per VM (created at %s VMs/s)"
+            % (
+                m["vms"],
+                fmt(m["rss_before_kib"]),
+                fmt(m["rss_after_kib"]),
+                fmt(m["kib_per_vm"], "", 1),
+                fmt(m.get("creates_per_s"), "", 0),
+            )
         )
     checks = res.get("targets", [])
     if checks:
@@ -161,7 +164,7 @@ def print_table(res):
         for c in checks:
             state = "n/a" if c["met"] is None else ("met" if c["met"] else "MISSED")
             unit = c["unit"]
-            val = fmt(c["value"], unit, 2 if unit == "x" else 0)
+            val = fmt(c["value"], unit, {"x": 2, "KiB": 1}.get(unit, 0))
             p("  %-48s %12s  %s" % (c["target"], val, state))
     for s in res.get("skipped", []):
         p("skipped: " + s)

@@ -18,6 +18,7 @@ reason in the output. Output: a table on stdout, bench/results/latest.json.
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shutil
@@ -45,8 +46,11 @@ def parse_args():
     ap.add_argument("--warmup", type=float, default=1, help="h2load warm-up seconds per run")
     ap.add_argument("--clients", type=int, default=16, help="h2load connections")
     ap.add_argument("--streams", type=int, default=16, help="h2load streams per h2c connection")
-    ap.add_argument("--lifecycle-seconds", type=float, default=6)
-    ap.add_argument("--lifecycle-concurrency", type=int, default=16)
+    ap.add_argument("--lifecycle-seconds", type=float, default=5)
+    ap.add_argument(
+        "--lifecycle-concurrency", type=int, action="append", default=None,
+        help="concurrency levels of the cycles/s sweep (default 4 and 16; 1 always runs)",
+    )
     ap.add_argument("--memory-vms", type=int, default=1000)
     ap.add_argument("--skip", action="append", default=[], help="rpc, lifecycle or memory")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.json"))
@@ -104,11 +108,20 @@ def machine_meta(args):
 
 
 def setup_content(args, ctl, work, chcp, res):
-    """Give chcp its VMs and the peer the same page; returns the data file."""
+    """Give chcp its VMs and the peer the same page; returns the data file.
+
+    chcp: seed through CreateVm, check every protocol (GetVmInfo refreshes
+    memory_actual_size/vmm_state/updated_at from the VMM, so that first check
+    ignores those), then dump the page the peer will serve and check that
+    chcp's ListVms equals it exactly."""
     data = os.path.join(work, "vms.pb")
     if chcp is not None:
+        first = os.path.join(work, "vms-seeded.pb")
         ctl("seed", "-url", chcp.url, "-n", args.vms, "-prefix", "bench", "-image-dir", ctl.image_dir)
+        ctl("dump", "-url", chcp.url, "-out", first)
+        ctl("check", "-url", chcp.url, "-expect", first, "-relaxed")
         ctl("dump", "-url", chcp.url, "-out", data)
+        ctl("check", "-url", chcp.url, "-expect", data, "-no-get")
     else:
         ctl("synth", "-n", args.vms, "-prefix", "bench", "-image-dir", ctl.image_dir, "-out", data)
     res["meta"]["response_bytes"] = os.path.getsize(data)
@@ -158,63 +171,84 @@ def rpc_phase(args, work, targets, res):
 
 
 def lifecycle_phase(args, ctl, work, chcp, standin, res):
-    import json
+    """Concurrency 1 for per-operation latency, then a sweep for cycles/s;
+    each chcp run next to the stand-in driven directly at the same level."""
 
     def run_json(*a):
-        out = ctl(*a, timeout=args.lifecycle_seconds + 120)
-        return json.loads(out)
+        return json.loads(ctl(*a, timeout=args.lifecycle_seconds + 120))
 
     secs = "%gs" % args.lifecycle_seconds
-    direct = run_json(
-        "direct", "-standin", standin, "-image-dir", ctl.image_dir,
-        "-work-dir", os.path.join(work, "direct"), "-concurrency", 1, "-duration", secs,
-    )
-    c1 = run_json("lifecycle", "-url", chcp.url, "-image-dir", ctl.image_dir, "-prefix", "lc1", "-concurrency", 1, "-duration", secs)
-    direct_n = run_json(
-        "direct", "-standin", standin, "-image-dir", ctl.image_dir,
-        "-work-dir", os.path.join(work, "directn"), "-concurrency", args.lifecycle_concurrency, "-duration", secs,
-    )
-    cn = run_json(
-        "lifecycle", "-url", chcp.url, "-image-dir", ctl.image_dir, "-prefix", "lcn",
-        "-concurrency", args.lifecycle_concurrency, "-duration", secs,
-    )
+    runs = {}
+    for c in sorted(set([1] + args.lifecycle_concurrency)):
+        d = run_json(
+            "direct", "-standin", standin, "-image-dir", ctl.image_dir,
+            "-work-dir", os.path.join(work, "direct-%d" % c), "-concurrency", c, "-duration", secs,
+        )
+        h = run_json(
+            "lifecycle", "-url", chcp.url, "-image-dir", ctl.image_dir, "-prefix", "lc%d" % c,
+            "-concurrency", c, "-duration", secs,
+        )
+        runs[c] = {"chcp": h, "direct": d}
+        print(
+            "  lifecycle concurrency %2d: chcp %6.1f cycles/s (%d errors, %d busy retries), stand-in alone %6.1f cycles/s"
+            % (c, h["cycles_per_s"], h["errors"], h.get("busy_retries", 0), d["cycles_per_s"]),
+            flush=True,
+        )
     added = {}
     for op in ("create", "boot", "shutdown", "delete"):
-        c = c1["ops"].get(op, {}).get("p50_us")
-        d = direct["ops"].get(op, {}).get("p50_us")
+        c = runs[1]["chcp"]["ops"].get(op, {}).get("p50_us")
+        d = runs[1]["direct"]["ops"].get(op, {}).get("p50_us")
         added[op] = (c - d) if c is not None and d is not None else None
+    best = max(runs, key=lambda c: runs[c]["chcp"]["cycles_per_s"])
     res["lifecycle"] = {
-        "chcp_c1": c1,
-        "direct_c1": direct,
-        "chcp_cn": cn,
-        "direct_cn": direct_n,
+        "chcp_c1": runs[1]["chcp"],
+        "direct_c1": runs[1]["direct"],
+        "sweep": {str(c): {"chcp_cycles_per_s": r["chcp"]["cycles_per_s"],
+                           "direct_cycles_per_s": r["direct"]["cycles_per_s"],
+                           "chcp_errors": r["chcp"]["errors"],
+                           "chcp_busy_retries": r["chcp"].get("busy_retries", 0),
+                           "chcp_first_error": r["chcp"].get("first_error"),
+                           "chcp_ops": r["chcp"]["ops"]} for c, r in runs.items()},
         "added_p50_us": added,
-        "concurrency": args.lifecycle_concurrency,
-        "cycles_per_s": cn["cycles_per_s"],
-        "direct_cycles_per_s": direct_n["cycles_per_s"],
+        "concurrency": best,
+        "cycles_per_s": runs[best]["chcp"]["cycles_per_s"],
+        "direct_cycles_per_s": runs[best]["direct"]["cycles_per_s"],
     }
 
 
-def memory_phase(args, ctl, chcp, res):
-    time.sleep(0.5)
-    before = servers.rss_kib(chcp.pid)
-    t0 = time.monotonic()
-    ctl("seed", "-url", chcp.url, "-n", args.memory_vms, "-prefix", "mem", "-image-dir", ctl.image_dir, "-timeout", "240s", timeout=300)
-    took = time.monotonic() - t0
-    time.sleep(1)
-    after = servers.rss_kib(chcp.pid)
+def memory_phase(args, ctl, work, chcp_bin, standin, res):
+    """A fresh chcp (so memory freed by earlier phases cannot hide the cost):
+    RSS with no VM, then with --memory-vms VMs defined."""
+    mem, why = servers.start_chcp(chcp_bin, work, standin, ctl.image_dir, tag="chcp-memory")
+    if mem is None:
+        raise RuntimeError(why)
+    try:
+        time.sleep(1)
+        before = servers.rss_kib(mem.pid)
+        t0 = time.monotonic()
+        ctl(
+            "seed", "-url", mem.url, "-n", args.memory_vms, "-prefix", "mem",
+            "-image-dir", ctl.image_dir, "-timeout", "240s", timeout=300,
+        )
+        took = time.monotonic() - t0
+        time.sleep(1)
+        after = servers.rss_kib(mem.pid)
+        print("  memory   %d VMs: RSS %d -> %d KiB" % (args.memory_vms, before, after), flush=True)
+    finally:
+        teardown(ctl, mem, None, work, standin, res, tag="chcp-memory")
     res["memory"] = {
         "vms": args.memory_vms,
         "rss_before_kib": before,
         "rss_after_kib": after,
         "kib_per_vm": (after - before) / args.memory_vms,
         "create_seconds": took,
+        "creates_per_s": args.memory_vms / took if took else None,
     }
 
 
-def teardown(ctl, chcp, peer, work, standin, res):
+def teardown(ctl, chcp, peer, work, standin, res, tag="chcp"):
     if chcp is not None:
-        pids_file = os.path.join(work, "vmm.pids")
+        pids_file = os.path.join(work, tag + "-vmm.pids")
         if chcp.alive():
             try:
                 ctl("delete-all", "-url", chcp.url, "-pids-out", pids_file, "-timeout", "240s", timeout=300)
@@ -233,6 +267,8 @@ def teardown(ctl, chcp, peer, work, standin, res):
 
 def main():
     args = parse_args()
+    if not args.lifecycle_concurrency:
+        args.lifecycle_concurrency = [4, 16]
     bdir = os.path.abspath(args.build_dir)
     chcp_bin = os.path.join(bdir, "chcp-api")
     ctl_bin = os.path.join(bdir, "bench", "benchctl")
@@ -262,7 +298,6 @@ def main():
         if chcp is not None:
             try:
                 data = setup_content(args, ctl, work, chcp, res)
-                ctl("check", "-url", chcp.url, "-expect", data)
             except Exception as e:
                 why = "chcp API not usable yet: %s" % e
                 teardown(ctl, chcp, None, work, standin, res)
@@ -294,11 +329,15 @@ def main():
                 res["skipped"].append("lifecycle: %s" % e)
         else:
             res["skipped"].append("lifecycle: " + vm_why)
+        # The servers under load are done: stop them so the memory phase's
+        # fresh daemon has the machine to itself.
+        teardown(ctl, chcp, peer, work, standin, res)
+        chcp = peer = None
         if "memory" in args.skip:
             pass
         elif can_vm:
             try:
-                memory_phase(args, ctl, chcp, res)
+                memory_phase(args, ctl, work, chcp_bin, standin, res)
             except Exception as e:
                 res["skipped"].append("memory: %s" % e)
         else:

@@ -122,10 +122,11 @@ def start_peer(peer_bin, data, work):
     return s
 
 
-def start_chcp(chcp_bin, work, standin, image_dir):
-    """Start chcp-api; returns (server, None) or (None, reason)."""
+def start_chcp(chcp_bin, work, standin, image_dir, tag="chcp"):
+    """Start chcp-api with its own state directory and log, named after tag;
+    returns (server, None) or (None, reason)."""
     port = free_port()
-    state = os.path.join(work, "state")
+    state = os.path.join(work, tag + "-state")
     os.makedirs(state, exist_ok=True)
     env = {
         "PATH": "/usr/bin:/bin",
@@ -138,7 +139,7 @@ def start_chcp(chcp_bin, work, standin, image_dir):
     }
     if standin:
         env["CHCP_CH_BINARY"] = standin
-    s = Server("chcp", [chcp_bin], env, os.path.join(work, "chcp.log"), port)
+    s = Server("chcp", [chcp_bin], env, os.path.join(work, tag + ".log"), port)
     if not wait_listening(port, s.proc, 10):
         tail = s.log_tail()
         code = s.proc.poll()

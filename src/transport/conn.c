@@ -50,6 +50,13 @@ static void treq_reset(treq *r)
     r->cap_headers = keep.cap_headers;
     r->tr_nv = keep.tr_nv;
     r->cap_tr = keep.cap_tr;
+    if (r->cap_refs > 256) {
+        free(r->refs);
+        free(r->headers);
+        r->refs = NULL;
+        r->headers = NULL;
+        r->cap_refs = r->cap_headers = 0;
+    }
     trim_buf(&r->strings);
     trim_buf(&r->body);
     trim_buf(&r->resp);
@@ -160,7 +167,6 @@ void treq_dispatch(treq *r)
     r->pub.body_len = r->pub.body_too_large ? 0 : r->body.len;
     if (!r->pub.body)
         r->pub.body = (const uint8_t *)"";
-    r->pub.received_ns = time_mono_ns();
     t->on_request(&r->pub, t->ud);
 }
 
@@ -353,6 +359,8 @@ static void conn_update_reading(conn *c)
     }
 }
 
+/* EOF means the client is gone, as Go's server reads it too: requests still
+ * waiting for answers are cancelled. Output already produced still goes. */
 static void conn_on_eof(conn *c)
 {
     c->peer_eof = true;
@@ -361,10 +369,11 @@ static void conn_on_eof(conn *c)
         conn_close(c);
         return;
     }
-    /* HTTP/1.1 clients may half-close after their last request: answer
-     * what was complete, drop a request that never finished. */
-    if (c->cur && !c->cur->dispatched)
-        treq_release(c->cur);
+    c->rd_discard = true;
+    buf_reset(&c->pending_in);
+    while (c->reqs)
+        treq_detach(c->reqs);
+    c->close_after_flush = true;
     conn_mark_dirty(c);
 }
 
@@ -599,9 +608,9 @@ static void conn_link(transport *t, conn *c)
     t->n_conns++;
 }
 
-static void free_handle(uv_handle_t *h)
+static void free_unaccepted(uv_handle_t *h)
 {
-    free(h);
+    free(h->data); /* the conn that embeds the handle */
 }
 
 conn *conn_accepted(transport *t, bool tcp)
@@ -612,11 +621,11 @@ conn *conn_accepted(transport *t, bool tcp)
         uv_tcp_init(t->loop, &c->h.tcp);
     else
         uv_pipe_init(t->loop, &c->h.pipe, 0);
+    c->h.handle.data = c;
     if (uv_accept(server, &c->h.stream) < 0) {
-        uv_close(&c->h.handle, free_handle); /* c starts with the handle */
+        uv_close(&c->h.handle, free_unaccepted);
         return NULL;
     }
-    c->h.handle.data = c;
     c->has_io = true;
     if (tcp) {
         uv_tcp_nodelay(&c->h.tcp, 1);

@@ -167,6 +167,7 @@ static int on_headers_complete(http_parser *p)
     build_headers(r);
     split_url(r);
     r->hdrs_done = true;
+    r->pub.received_ns = time_mono_ns();
     r->pub.method = http_method_str(p->method);
     r->http_minor = (uint8_t)p->http_minor;
     r->is_head = p->method == HTTP_HEAD;

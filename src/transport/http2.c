@@ -88,6 +88,7 @@ static void dispatch_too_large(treq *r)
 static void finish_headers(conn *c, treq *r)
 {
     r->hdrs_done = true;
+    r->pub.received_ns = time_mono_ns();
     if (r->strings.len == 0)
         buf_append_byte(&r->strings, 0);
     treq_build_headers(r);

@@ -33,8 +33,8 @@
 #define CONN_LINGER_MS 2000
 /* Recycled request objects kept per transport, and the largest buffer a
  * recycled request keeps (bigger ones go back to malloc). */
-#define TREQ_FREELIST_MAX 256
-#define TREQ_KEEP_BUF (64 * 1024)
+#define TREQ_FREELIST_MAX 64
+#define TREQ_KEEP_BUF (16 * 1024)
 
 typedef struct conn conn;
 typedef struct treq treq;

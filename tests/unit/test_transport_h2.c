@@ -348,6 +348,28 @@ static void test_h2_body_too_large(void **state)
     srv_stop(s);
 }
 
+/* A header block over the limit resets that stream only. */
+static void test_h2_headers_too_large(void **state)
+{
+    transport_limits lim;
+    srv_init_limits(&lim);
+    lim.max_header_bytes = 1024;
+    srv *s = srv_start(&lim, false);
+    h2client *c = h2_connect(client_tcp(s->port));
+    static char big[2000];
+    memset(big, 'v', sizeof(big) - 1);
+    h2stream *a = h2_request(c, "GET", "/big", NULL, 0, false, "x-big", big, NULL);
+    h2stream *b = h2_request(c, "GET", "/small", NULL, 0, false, NULL);
+    assert_true(h2_run(c, all_closed, NULL, 3000));
+    assert_int_equal(a->status, 0);
+    assert_int_not_equal(a->close_code, NGHTTP2_NO_ERROR);
+    assert_int_equal(b->status, 200);
+    assert_false(c->goaway);
+    assert_int_equal(srv_get_stats(s).n_requests, 1);
+    h2_disconnect(c);
+    srv_stop(s);
+}
+
 static void test_h2_concurrency(void **state)
 {
     srv *s = srv_start(NULL, false);
@@ -504,11 +526,17 @@ static void test_h2_graceful_stop(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_h2_basic),          cmocka_unit_test(test_h2_trailers),
-        cmocka_unit_test(test_h2_cancel),         cmocka_unit_test(test_h2_body_too_large),
-        cmocka_unit_test(test_h2_concurrency),    cmocka_unit_test(test_h2_split_preface),
-        cmocka_unit_test(test_h2_protocol_error), cmocka_unit_test(test_h2_bad_preface),
-        cmocka_unit_test(test_h2_idle_timeout),   cmocka_unit_test(test_h2_read_timeout),
+        cmocka_unit_test(test_h2_basic),
+        cmocka_unit_test(test_h2_trailers),
+        cmocka_unit_test(test_h2_cancel),
+        cmocka_unit_test(test_h2_body_too_large),
+        cmocka_unit_test(test_h2_headers_too_large),
+        cmocka_unit_test(test_h2_concurrency),
+        cmocka_unit_test(test_h2_split_preface),
+        cmocka_unit_test(test_h2_protocol_error),
+        cmocka_unit_test(test_h2_bad_preface),
+        cmocka_unit_test(test_h2_idle_timeout),
+        cmocka_unit_test(test_h2_read_timeout),
         cmocka_unit_test(test_h2_graceful_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

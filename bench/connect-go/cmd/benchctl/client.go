@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -84,4 +85,22 @@ func newClient(base string, v variant, conns int) (vmv1connect.VmServiceClient, 
 // defaultClient is Connect over h2c, the protocol the control operations use.
 func defaultClient(base string, conns int) (vmv1connect.VmServiceClient, error) {
 	return newClient(base, variants[0], conns)
+}
+
+// retryBusy runs call again while chcp answers resource_exhausted (its
+// CHCP_MAX_CONCURRENT_STARTS admission limit), after a short jittered pause,
+// as a well-behaved client would. It returns the number of retries.
+func retryBusy(ctx context.Context, call func() error) (int, error) {
+	for retries := 0; ; retries++ {
+		err := call()
+		if err == nil || connect.CodeOf(err) != connect.CodeResourceExhausted {
+			return retries, err
+		}
+		pause := time.Duration(500+rand.IntN(1500)) * time.Microsecond
+		select {
+		case <-ctx.Done():
+			return retries, err
+		case <-time.After(pause):
+		}
+	}
 }

@@ -76,7 +76,7 @@ func startStandin(binary, dir string) (*standin, error) {
 	}
 	defer logf.Close()
 	cmd := exec.Command(binary, "--api-socket", "fd=3", "--event-monitor", "fd=4",
-		"--log-file", filepath.Join(dir, "vmm.log"), "-v")
+		"--log-file", filepath.Join(dir, "vmm.log"), "-v", "--no-shutdown")
 	cmd.Env = []string{}
 	cmd.Stdout = logf
 	cmd.Stderr = logf

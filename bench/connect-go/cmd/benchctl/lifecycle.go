@@ -23,6 +23,7 @@ type lifecycleResult struct {
 	ElapsedS    float64            `json:"elapsed_s"`
 	CyclesPerS  float64            `json:"cycles_per_s"`
 	Errors      int64              `json:"errors"`
+	Retries     int64              `json:"busy_retries"`
 	FirstError  string             `json:"first_error,omitempty"`
 	Ops         map[string]summary `json:"ops"`
 }
@@ -50,7 +51,7 @@ func cmdLifecycle(args []string) error {
 	defer cancel()
 	res := lifecycleResult{Concurrency: *conc}
 	smp := newSamples()
-	var cycles, errs atomic.Int64
+	var cycles, errs, retries atomic.Int64
 	var firstErr atomic.Value
 	fail := func(op, id string, err error) {
 		firstErr.CompareAndSwap(nil, fmt.Sprintf("%s %s: %v", op, id, err))
@@ -58,10 +59,12 @@ func cmdLifecycle(args []string) error {
 			cancel()
 		}
 	}
-	// timed runs one call and records its latency when it succeeds.
+	// timed runs one call (retried while chcp is busy starting other VMs)
+	// and records its latency, retries included, when it succeeds.
 	timed := func(op, id string, call func() error) bool {
 		t0 := time.Now()
-		err := call()
+		n, err := retryBusy(ctx, call)
+		retries.Add(int64(n))
 		if err != nil {
 			fail(op, id, err)
 			return false
@@ -115,6 +118,7 @@ func cmdLifecycle(args []string) error {
 	res.ElapsedS = elapsed.Seconds()
 	res.CyclesPerS = float64(res.Cycles) / elapsed.Seconds()
 	res.Errors = errs.Load()
+	res.Retries = retries.Load()
 	if v := firstErr.Load(); v != nil {
 		res.FirstError = v.(string)
 	}
