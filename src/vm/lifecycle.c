@@ -136,7 +136,6 @@ static void create_done(void *ud, chcp_error *err, const vmb_reply *reply)
             error_set(&err, CHCP_UNAVAILABLE, "%s", exit_reason(e));
         else if (e->rec.has_exit)
             error_prefix(err, "%s", exit_reason(e));
-        error_prefix(err, "vm.create");
         create_fail(op, err);
     } else {
         vm_set_state(e, VM_CREATED, "%s", "");
@@ -255,7 +254,6 @@ static void boot_done(void *ud, chcp_error *err, const vmb_reply *reply)
         } else {
             /* Did vm.boot leave anything behind? vm.info decides between
              * "back to where we were" and FAILED. */
-            error_prefix(err, "vm.boot");
             op->result = steal_pointer(&err);
             request(op, VMB_INFO, NULL, e->m->cfg.info_timeout_ms, boot_info_done);
         }
@@ -286,10 +284,6 @@ static void simple_done(void *ud, chcp_error *err, const vmb_reply *reply)
     e->inflight--;
     if (!op_interrupted(op)) {
         if (err) {
-            static const char *const names[] = {[VM_OP_PAUSE] = "vm.pause",
-                                                [VM_OP_RESUME] = "vm.resume",
-                                                [VM_OP_REBOOT] = "vm.reboot"};
-            error_prefix(err, "%s", names[op->kind]);
             if (op->kind == VM_OP_REBOOT)
                 e->expect_reboot_events = 0;
             if (err->code == CHCP_UNAVAILABLE || err->code == CHCP_DEADLINE_EXCEEDED) {
@@ -384,7 +378,6 @@ static void forced_done(void *ud, chcp_error *err, const vmb_reply *reply)
                 e->expect_shutdown_events++; /* its vm/shutdown event is still coming */
             shutdown_reached(op);
         } else {
-            error_prefix(err, "vm.shutdown");
             op->result = steal_pointer(&err);
             request(op, VMB_INFO, NULL, e->m->cfg.info_timeout_ms, shutdown_info_done);
         }

@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include <malloc.h>
+
 #include "test_vm_fake.h"
 
 typedef struct tctx {
@@ -806,6 +808,31 @@ static void test_manager_shutdown(void **state)
     assert_int_equal(create(t, "c").code, CHCP_UNAVAILABLE);
 }
 
+/* 1,000 defined VMs must cost well under 64 KiB each (records, configs,
+ * labels, backend handles; the fake's handles are tiny like ch's). */
+static void test_memory_per_vm(void **state)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    skip(); /* ASan's allocator does not report through mallinfo2 */
+#else
+    tctx *t = *state;
+    start_manager(t);
+    cfgbuf b;
+    cfg_init(&b, t);
+    vm_label l[4] = {{"env", "prod"}, {"team", "compute"}, {"tier", "web"}, {"zone", "a"}};
+    size_t before = mallinfo2().uordblks;
+    for (int i = 0; i < 1000; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "mem-%04d", i);
+        assert_int_equal(create_cfg(t, id, &b.c, l, 4).code, CHCP_OK);
+    }
+    size_t per_vm = (mallinfo2().uordblks - before) / 1000;
+    print_message("memory per VM: %zu bytes\n", per_vm);
+    assert_true(per_vm < 64 * 1024);
+    assert_true(per_vm > 256); /* the measurement sees the records at all */
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -825,6 +852,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_start_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attach_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_manager_shutdown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_memory_per_vm, setup, teardown),
     };
     log_set_level(LOG_ERROR);
     return cmocka_run_group_tests(tests, NULL, NULL);

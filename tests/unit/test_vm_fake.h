@@ -61,6 +61,11 @@ static void fake_req_closed(uv_handle_t *h)
     free(h->data);
 }
 
+static const char *const fake_endpoints[] = {
+    "vmm.ping", "vm.create", "vm.boot",         "vm.shutdown", "vm.reboot",
+    "vm.pause", "vm.resume", "vm.power-button", "vm.delete",   "vm.info",
+};
+
 static void fake_answer(fake_req *r, enum fake_mode mode)
 {
     fake_vmm *v = r->v;
@@ -68,7 +73,8 @@ static void fake_answer(fake_req *r, enum fake_mode mode)
     char body[128] = "";
     vmb_reply reply = {.status = 204};
     if (mode == FAKE_FAIL) {
-        error_set(&err, CHCP_INTERNAL, "VMM answered HTTP 500: fake failure");
+        error_set(&err, CHCP_INTERNAL, "%s: VMM answered HTTP 500: fake failure",
+                  fake_endpoints[r->action]);
         reply.status = 500;
     } else if (v->exited) {
         error_set(&err, CHCP_UNAVAILABLE, "VMM process exited with code %d (signal %d)",
