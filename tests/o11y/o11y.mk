@@ -1,4 +1,4 @@
-# o11y.mk - observability against the real things (tests/o11y/README.md).
+# o11y.mk - observability against the real things (docs/observability.md).
 #
 #   make B=build/asan SAN=1 o11y-test   Jaeger + Prometheus + a failing OTLP
 #                                       receiver around a real chcp-api
