@@ -157,24 +157,45 @@ def test_sd_notify_ready_and_stopping(start_daemon, tmp_path):
         sock.close()
 
 
-def test_unix_socket_removed_after_exit(start_daemon):
+def test_unix_socket_removed_after_exit(start_daemon, tmp_path):
     d = start_daemon()
     assert os.path.exists(d.unix_socket)
     d.stop()
     assert not os.path.exists(d.unix_socket)
-    # A restart on the same path works (stale socket files never block it).
-    d2 = start_daemon(env={"CHCP_UNIX_SOCKET": d.unix_socket})
-    assert os.path.exists(d2.unix_socket)
+
+
+def test_stale_unix_socket_replaced(start_daemon, tmp_path):
+    """A socket file left by a crashed daemon does not block a restart."""
+    path = str(tmp_path / "stale.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.close()  # the file stays, nobody listens
+    d = start_daemon(env={"CHCP_UNIX_SOCKET": path})
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(path)
+    c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert c.recv(4096).startswith(b"HTTP/1.1 200")
+    c.close()
+    d.stop()
+    assert not os.path.exists(path)
 
 
 def test_sigpipe_ignored(start_daemon):
-    """Clients that vanish mid-response must not kill the daemon."""
-    d = start_daemon(env={"CHCP_TEST_HOOKS": "1"})
-    for _ in range(20):
-        s = socket.create_connection(("127.0.0.1", d.port))
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        s.sendall(b"GET /_test/sleep?ms=20 HTTP/1.1\r\nHost: x\r\n\r\n" * 5)
-        s.close()  # RST: the daemon's writes hit a dead socket
-    time.sleep(0.3)
-    assert d.proc.poll() is None
+    """Clients that vanish mid-response must not kill the daemon: many
+    pipelined requests on the Unix socket, then close without reading, so
+    the daemon's response writes hit a closed peer (EPIPE)."""
+    d = start_daemon(env={"CHCP_LOG_LEVEL": "info"})
+    for _ in range(3):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(d.unix_socket)
+        # The daemon stops reading while its answers go unread, so sending
+        # can block: give up after a moment, then close.
+        c.settimeout(1.0)
+        try:
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 20000)
+        except OSError:
+            pass  # timeout, or the daemon closed first: either way it must survive
+        c.close()
+        time.sleep(0.2)
+        assert d.proc.poll() is None, "daemon died: %s" % d.proc.returncode
     assert d.http("GET", "/health")[0] == 200
