@@ -234,10 +234,16 @@ static void finish_shutdown(daemon_state *st)
     transport_close(st->tp, on_transport_closed, st);
 }
 
+/* Drained once no request is in flight and every connection is gone: the
+ * transport closes each one after its last response is written, so waiting
+ * for the connections (not just the requests) keeps transport_close() from
+ * discarding answers still queued for the socket. */
 static void on_drain_tick(uv_timer_t *t)
 {
     daemon_state *st = t->data;
-    if (transport_active_requests(st->tp) == 0 || time_mono_ns() >= st->drain_deadline_ns)
+    bool drained =
+        transport_active_requests(st->tp) == 0 && transport_connection_count(st->tp) == 0;
+    if (drained || time_mono_ns() >= st->drain_deadline_ns)
         finish_shutdown(st);
 }
 

@@ -1,10 +1,10 @@
 """Graceful shutdown: in-flight requests finish, the deadline is kept, a
 second signal exits at once, systemd is told, nothing is left behind."""
 
-import http.client
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -39,6 +39,10 @@ def test_sigterm_idle_exits_0_quickly(start_daemon):
         c.request("GET", "/health")
         assert c.getresponse().read() == b"ok"
         conns.append(c)
+    # And an idle HTTP/2 connection: preface + SETTINGS, then silence.
+    h2 = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    h2.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    assert h2.recv(9)[3] == 0x04  # the server's SETTINGS
     t0 = time.monotonic()
     d.signal(signal.SIGTERM)
     assert d.wait(timeout=10) == 0
@@ -46,6 +50,7 @@ def test_sigterm_idle_exits_0_quickly(start_daemon):
     d.stop()  # checks exit 0 and no sanitizer report
     for c in conns:
         c.close()
+    h2.close()
     msgs = [r["msg"] for r in d.log_records()]
     assert any("shutting down" in m for m in msgs), msgs
     assert msgs[-1] == "chcp-api stopped"
@@ -82,6 +87,24 @@ def test_in_flight_request_completes(start_daemon):
     d.stop()
 
 
+def test_in_flight_h2_request_completes(start_daemon):
+    """The same over HTTP/2 (h2c): the stream finishes, then the daemon exits."""
+    d = start_daemon(env={"CHCP_TEST_HOOKS": "1"})
+    curl = subprocess.Popen(
+        ["curl", "-sS", "--http2-prior-knowledge", "-w", "\\n%{http_version} %{http_code}",
+         d.base_url + "/_test/sleep?ms=1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_in_flight(d)
+        d.signal(signal.SIGTERM)
+        out, err = curl.communicate(timeout=20)
+    finally:
+        if curl.poll() is None:
+            curl.kill()
+    assert out == "slept\n2 200", (out, err)
+    assert d.wait(timeout=10) == 0
+
+
 def test_shutdown_timeout_cuts_in_flight(start_daemon):
     d = start_daemon(env={"CHCP_TEST_HOOKS": "1", "CHCP_SHUTDOWN_TIMEOUT_MS": "500"})
     results = []
@@ -100,29 +123,29 @@ def test_shutdown_timeout_cuts_in_flight(start_daemon):
 
 
 def test_health_503_while_draining(start_daemon):
+    """A request that arrives on a busy connection after SIGTERM: /health
+    says 503 so load balancers stop sending work to a draining instance."""
     d = start_daemon(env={"CHCP_TEST_HOOKS": "1"})
-    keep = d.connection()
-    keep.request("GET", "/health")
-    assert keep.getresponse().read() == b"ok"
-    results = []
-    t = slow_get(d, 1500, results)
-    wait_in_flight(d)
-    d.signal(signal.SIGTERM)
-    time.sleep(0.2)
-    # The keep-alive connection was idle, so the daemon may close it when
-    # draining starts; if it is still open, /health must say 503.
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
     try:
-        keep.request("GET", "/health")
-        resp = keep.getresponse()
-        assert resp.status == 503
-        assert resp.read() == b"shutting down"
-    except (OSError, http.client.HTTPException):
-        pass
-    keep.close()
-    t.join(20)
-    assert results[0][0] == 200
+        s.sendall(b"GET /_test/sleep?ms=800 HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_in_flight(d)
+        d.signal(signal.SIGTERM)
+        assert wait_for(lambda: any("shutting down" in r["msg"] for r in d.log_records()), 5)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    first, _, rest = data.partition(b"slept")
+    assert first.startswith(b"HTTP/1.1 200 ")
+    assert rest.startswith(b"HTTP/1.1 503 "), data
+    assert rest.endswith(b"\r\n\r\nshutting down"), data
     assert d.wait(timeout=10) == 0
-    d.stop()
 
 
 def test_second_signal_exits_at_once(start_daemon):
