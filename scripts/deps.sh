@@ -21,7 +21,7 @@ BUILD_PKGS=(
     build-essential pkg-config git
     libuv1-dev libnghttp2-dev libhttp-parser-dev
     libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev
-    libjansson-dev zlib1g-dev libsqlite3-dev libsystemd-dev
+    libjansson-dev zlib1g-dev libsqlite3-dev libsystemd-dev libcurl4-openssl-dev
 )
 TEST_PKGS=(
     libcmocka-dev clang clang-tidy clang-format cppcheck libclang-rt-14-dev
@@ -69,6 +69,15 @@ if [ "$(cat "$TOOLS_DIR/buf.version" 2>/dev/null)" != "$BUF_VERSION" ]; then
     echo "deps.sh: npm install @bufbuild/buf@$BUF_VERSION" >&2
     npm install --silent --no-audit --no-fund --prefix "$TOOLS_DIR" "@bufbuild/buf@$BUF_VERSION" >/dev/null
     echo "$BUF_VERSION" > "$TOOLS_DIR/buf.version"
+fi
+
+# Python test dependencies (pytest comes with the machine's Python or Debian).
+if [ -f tests/requirements.txt ]; then
+    if ! python3 -m pip freeze 2>/dev/null | grep -qixF -f tests/requirements.txt; then
+        echo "deps.sh: pip install -r tests/requirements.txt" >&2
+        python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt 2>&1 | grep -v "as the 'root' user" || true
+    fi
+    python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install -q pytest
 fi
 
 # npm test clients (connect-es, buf for the suites) live next to their suites.

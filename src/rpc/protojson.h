@@ -24,6 +24,10 @@ typedef struct protometa_message {
     /* json_name of each field, in the order of descriptor->fields. */
     const char *const *json_names;
     bool map_entry; /* a synthetic map<K,V> entry message */
+    /* Indexes into descriptor->fields in .proto declaration order, the order
+     * Go's protojson writes fields in; NULL when that is descriptor order
+     * (protobuf-c sorts fields by number). */
+    const unsigned *decl_order;
 } protometa_message;
 
 typedef enum protometa_idempotency {
@@ -45,7 +49,12 @@ typedef struct protometa_table {
     size_t n_methods;
 } protometa_table;
 
-/* Register a generated table (idempotent; tables are static data). */
+/*
+ * Register a generated table (idempotent; tables are static data). Register
+ * every table at start, before other threads use the codec: lookups are
+ * lock-free and assume the registry no longer changes. The well-known types
+ * compiled into libchcp are always known, registered or not.
+ */
 void protometa_register(const protometa_table *table);
 const protometa_message *protometa_find_message(const ProtobufCMessageDescriptor *desc);
 /* Lookup by full name without leading dot ("google.protobuf.Duration"), for Any. */
@@ -61,12 +70,18 @@ protometa_idempotency protometa_method_idempotency(const char *service, const ch
 int protojson_encode(const ProtobufCMessage *msg, chcp_buf *out, chcp_error **err);
 
 /*
- * Decode (DiscardUnknown semantics: unknown fields ignored). Accepts json_name
- * and the original field name, numbers as strings, strings as numbers where
- * the mapping allows, standard or URL-safe base64 with or without padding,
- * null as default, NaN/Infinity/-Infinity. The result is allocated with the
- * default allocator: free it with protobuf_c_message_free_unpacked(msg, NULL).
- * Errors are CHCP_INVALID_ARGUMENT with a message naming the field.
+ * Decode as connect-go does (protojson.Unmarshal with DiscardUnknown: unknown
+ * fields and unknown enum names are dropped). Accepts json_name and the
+ * original field name, numbers as strings, strings as numbers where the
+ * mapping allows, standard or URL-safe base64 with or without padding, null
+ * as default, NaN/Infinity/-Infinity; uint64 values above INT64_MAX and the
+ * exact digits of reals are kept. Rejects duplicate fields (under either
+ * name), two members of one oneof, nesting deeper than 100 and "\u0000" in
+ * strings (protobuf-c strings are NUL-terminated). The result is allocated
+ * with the default allocator: free it with
+ * protobuf_c_message_free_unpacked(msg, NULL). Errors are
+ * CHCP_INVALID_ARGUMENT with a message naming the field path, e.g.
+ * `invalid value for field "config.disks[1].path": expected a string, got number`.
  */
 ProtobufCMessage *protojson_decode(const ProtobufCMessageDescriptor *desc, const char *json,
                                    size_t len, chcp_error **err);

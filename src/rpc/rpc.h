@@ -34,13 +34,14 @@ typedef struct rpc_call rpc_call;
 typedef void (*rpc_unary_fn)(rpc_call *call, const ProtobufCMessage *request, void *service_data);
 
 typedef struct rpc_method_impl {
-    const char *name;    /* method name as in the .proto, e.g. "CreateVm" */
+    const char *name;     /* method name as in the .proto, e.g. "CreateVm" */
     rpc_unary_fn handler; /* NULL: answered "unimplemented" */
 } rpc_method_impl;
 
 typedef struct rpc_limits {
-    /* Largest request message after decompression; 0 = same as the transport
-     * body limit. Larger messages get resource_exhausted. */
+    /* Largest request message, on the wire and after decompression; 0 means
+     * 4 MiB (the transport's default body limit). Larger messages get
+     * resource_exhausted. */
     size_t max_message_bytes;
     /* Responses smaller than this are not compressed even when the client
      * accepts gzip (connect-go's default is 1 KiB). */
@@ -53,8 +54,10 @@ typedef enum rpc_protocol {
     RPC_PROTOCOL_GRPC_WEB,
 } rpc_protocol;
 
-/* Observer hooks for telemetry, all optional. `on_start` runs before the
- * handler; `on_finish` after the response is queued. */
+/* Observer hooks for telemetry, all optional. `on_start` runs once the call
+ * is routed (before decoding and the handler); `on_finish` runs as the answer
+ * is handed to the transport (the request is still readable then), with the
+ * code sent. Calls answered before routing (404/405/415) are not observed. */
 typedef struct rpc_observer {
     void (*on_start)(rpc_call *call, void *ud);
     void (*on_finish)(rpc_call *call, chcp_code code, void *ud);
@@ -75,7 +78,9 @@ int rpc_server_register(rpc_server *s, const ProtobufCServiceDescriptor *service
                         chcp_error **err);
 
 /* Plug into transport_new(): hand every request to the rpc server. Paths it
- * does not route (e.g. "/health") go to `fallback` if set, else 404. */
+ * does not route (e.g. "/health") go to `fallback` if set, else 404. The
+ * fallback must leave req->user alone; its requests' cancellations are not
+ * reported (it must still answer them). */
 typedef bool (*rpc_fallback_fn)(http_request *req, void *ud); /* true = handled */
 void rpc_server_set_fallback(rpc_server *s, rpc_fallback_fn fn, void *ud);
 void rpc_server_on_request(http_request *req, void *rpc_server_ptr);
@@ -87,14 +92,19 @@ size_t rpc_server_active_calls(const rpc_server *s);
 const char *rpc_call_service(const rpc_call *call); /* "cloudhypervisor.v1.VmService" */
 const char *rpc_call_method(const rpc_call *call);  /* "CreateVm" */
 rpc_protocol rpc_call_protocol(const rpc_call *call);
+/* The HTTP request, or NULL once the call was answered (after a deadline or
+ * a client cancel the transport has already freed it). */
 const http_request *rpc_call_http(const rpc_call *call);
+/* Connect GET: the decoded query parameters, in order; 0 for other calls. */
+size_t rpc_call_query(const rpc_call *call, const http_header **params);
 /* Client deadline in ms as sent, or -1 without one. */
 int64_t rpc_call_timeout_ms(const rpc_call *call);
 /* Monotonic ns when the deadline passes, or 0 without one. */
 uint64_t rpc_call_deadline_ns(const rpc_call *call);
 bool rpc_call_canceled(const rpc_call *call);
 /* Called once if the call is cancelled (deadline or client gone) before the
- * handler finished it. The handler must still finish the call. */
+ * handler finished it; at once if that already happened. The handler must
+ * still finish the call (its answer is dropped). */
 void rpc_call_on_cancel(rpc_call *call, void (*fn)(rpc_call *call, void *ud), void *ud);
 /* Per-call slot for the handler/telemetry. */
 void rpc_call_set_user(rpc_call *call, void *user);

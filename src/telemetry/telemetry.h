@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <uv.h>
+
 #include "core/core.h"
 
 typedef enum tm_kind {
@@ -90,5 +92,126 @@ int tm_process_stats_read(tm_process_stats *s, chcp_error **err);
 /* Register process.cpu.time, process.memory.usage, process.memory.virtual,
  * process.uptime and process.unix.file_descriptor.count, refreshed on collect. */
 void tm_register_process_metrics(tm_registry *r);
+
+/* ---- tracing ------------------------------------------------------------ */
+
+typedef enum tm_span_kind {
+    TM_SPAN_INTERNAL = 1,
+    TM_SPAN_SERVER = 2,
+    TM_SPAN_CLIENT = 3,
+} tm_span_kind;
+
+typedef enum tm_status_code {
+    TM_STATUS_UNSET = 0,
+    TM_STATUS_OK = 1,
+    TM_STATUS_ERROR = 2,
+} tm_status_code;
+
+#define TM_TRACESTATE_MAX 512
+
+/* W3C trace context of a span (ours or a remote parent's). */
+typedef struct tm_span_context {
+    uint8_t trace_id[16];
+    uint8_t span_id[8];
+    uint8_t flags; /* bit 0: sampled */
+    bool remote;
+    char tracestate[TM_TRACESTATE_MAX]; /* "" when none */
+} tm_span_context;
+
+/* Parse a `traceparent` (and optional `tracestate`) header. Returns false for
+ * anything malformed (the caller then starts a new root trace, as the spec
+ * requires). */
+bool tm_traceparent_parse(const char *traceparent, const char *tracestate, tm_span_context *out);
+/* "00-<32 hex>-<16 hex>-<2 hex>" plus NUL. */
+void tm_traceparent_format(const tm_span_context *ctx, char out[56]);
+void tm_hex(const uint8_t *bytes, size_t n, char *out); /* 2n chars + NUL */
+
+typedef struct tm_span tm_span;
+typedef struct tm_tracer tm_tracer;
+
+/* Where ended spans that must be exported go (the batch processor). Takes
+ * ownership of the span: it must call tm_span_release() when done. */
+typedef void (*tm_span_sink_fn)(tm_span *span, void *ud);
+
+/*
+ * A tracer samples with ParentBased(TraceIdRatioBased(ratio)). Every span is
+ * recorded; at the end of a local root, its spans are exported when the trace
+ * was sampled OR any of its spans ended with status ERROR (errors are always
+ * captured - a documented deviation from the spec's "exporters SHOULD NOT
+ * receive unsampled spans"). A NULL tracer (telemetry off) makes every call
+ * below a cheap no-op returning NULL.
+ */
+tm_tracer *tm_tracer_new(double sampling_ratio, tm_span_sink_fn sink, void *sink_ud);
+void tm_tracer_free(tm_tracer *t);
+bool tm_tracer_should_sample(double ratio, const uint8_t trace_id[16]);
+
+/* parent: remote context (from traceparent) or NULL for a new trace. */
+tm_span *tm_span_start(tm_tracer *t, const char *name, tm_span_kind kind,
+                       const tm_span_context *parent);
+tm_span *tm_span_start_child(tm_span *parent, const char *name, tm_span_kind kind);
+void tm_span_set_str(tm_span *s, const char *key, const char *value);
+void tm_span_set_int(tm_span *s, const char *key, int64_t value);
+void tm_span_set_double(tm_span *s, const char *key, double value);
+void tm_span_set_bool(tm_span *s, const char *key, bool value);
+/* kv: NULL-terminated key/value string pairs (may be NULL). */
+void tm_span_add_event(tm_span *s, const char *name, const char *const *kv);
+void tm_span_set_status(tm_span *s, tm_status_code code, const char *message);
+/* End the span. After this the caller must not touch it. */
+void tm_span_end(tm_span *s);
+const tm_span_context *tm_span_context_get(const tm_span *s);
+/* Sinks release exported spans with this. */
+void tm_span_release(tm_span *s);
+
+/* ---- OTLP encoding (protobuf, ExportTraceServiceRequest/ExportMetrics...) */
+
+typedef struct tm_resource {
+    const tm_registry *registry; /* its resource attributes are used */
+    const char *scope_name;
+    const char *scope_version;
+} tm_resource;
+
+void tm_otlp_encode_spans(const tm_resource *res, tm_span *const *spans, size_t n, chcp_buf *out);
+/* Cumulative snapshot of every instrument; runs collect callbacks. */
+void tm_otlp_encode_metrics(const tm_resource *res, tm_registry *r, chcp_buf *out);
+
+/* ---- the telemetry pipeline ------------------------------------------- */
+
+typedef struct tm_config {
+    bool enabled;         /* false: nothing is exported, tracer is NULL */
+    const char *endpoint; /* OTLP/HTTP base URL, e.g. http://localhost:4318 */
+    double sampling_rate; /* root sampling ratio, 0..1 */
+    const char *service_name;
+    const char *service_version;
+    const char *instance_id;     /* default: a random UUID */
+    uint64_t metric_interval_ms; /* OTLP metric push (default 60000; 0 = default) */
+    size_t max_queue;            /* spans (default 2048) */
+    size_t max_batch;            /* spans per export (default 512) */
+    uint64_t batch_delay_ms;     /* default 5000 */
+    uint64_t export_timeout_ms;  /* default 30000 */
+} tm_config;
+
+typedef struct tm_telemetry tm_telemetry;
+
+typedef struct tm_status {
+    bool enabled;
+    bool healthy; /* last export succeeded (or nothing exported yet) */
+    uint64_t spans_exported;
+    uint64_t spans_dropped; /* queue full, or export failed for good */
+    uint64_t exports_failed;
+    uint64_t metric_exports;
+    size_t queue_len;
+    const char *last_error; /* "" when none */
+} tm_status;
+
+/* Always returns a pipeline: with enabled=false it only holds the registry
+ * (metrics are still served by Prometheus scrape and health). */
+tm_telemetry *tm_telemetry_new(uv_loop_t *loop, const tm_config *cfg);
+tm_registry *tm_telemetry_registry(tm_telemetry *t);
+tm_tracer *tm_telemetry_tracer(tm_telemetry *t); /* NULL when disabled */
+void tm_telemetry_status(const tm_telemetry *t, tm_status *out);
+/* Export what is queued (spans, and one last metric push), wait for it up to
+ * `deadline_ms`, then close every handle; `done` runs afterwards. */
+void tm_telemetry_shutdown(tm_telemetry *t, uint64_t deadline_ms, void (*done)(void *ud), void *ud);
+void tm_telemetry_free(tm_telemetry *t);
 
 #endif

@@ -22,7 +22,7 @@
 #include "core/core.h"
 
 typedef struct http_header {
-    const char *name; /* lower-case, NUL-terminated */
+    const char *name;  /* lower-case, NUL-terminated */
     const char *value; /* NUL-terminated (values with NULs are refused) */
     size_t name_len;
     size_t value_len;
@@ -42,7 +42,7 @@ typedef struct http_request {
      * the transport then closes the connection (HTTP/1.1) or resets the stream
      * (HTTP/2) because the rest of the body will not be read. */
     bool body_too_large;
-    const char *peer; /* "127.0.0.1:5555", "unix", ... for logs */
+    const char *peer;     /* "127.0.0.1:5555", "unix", ... for logs */
     uint64_t received_ns; /* monotonic time the request headers were complete */
     void *user;           /* free for the layer above */
 } http_request;
@@ -69,11 +69,11 @@ typedef void (*http_request_fn)(http_request *req, void *ud);
 typedef void (*http_cancel_fn)(http_request *req, void *ud);
 
 typedef struct transport_limits {
-    size_t max_body_bytes;        /* default 4 MiB */
-    size_t max_header_bytes;      /* default 64 KiB, whole header block */
-    uint64_t idle_timeout_ms;     /* no request in flight, no bytes: close (default 60 s) */
-    uint64_t read_timeout_ms;     /* a started request must complete within (default 30 s) */
-    unsigned max_connections;     /* default 1024; beyond: accept then close at once */
+    size_t max_body_bytes;              /* default 4 MiB */
+    size_t max_header_bytes;            /* default 64 KiB, whole header block */
+    uint64_t idle_timeout_ms;           /* no request in flight, no bytes: close (default 60 s) */
+    uint64_t read_timeout_ms;           /* a started request must complete within (default 30 s) */
+    unsigned max_connections;           /* default 1024; beyond: accept then close at once */
     uint32_t h2_max_concurrent_streams; /* default 100 */
     uint32_t h2_reset_rate_burst;       /* nghttp2 stream reset rate limit (default 1000) */
     uint32_t h2_reset_rate_per_sec;     /* default 33 */
@@ -84,8 +84,8 @@ void transport_limits_default(transport_limits *l);
 
 typedef struct transport transport;
 
-transport *transport_new(uv_loop_t *loop, const transport_limits *limits, http_request_fn on_request,
-                         http_cancel_fn on_cancel, void *ud);
+transport *transport_new(uv_loop_t *loop, const transport_limits *limits,
+                         http_request_fn on_request, http_cancel_fn on_cancel, void *ud);
 
 /* Listen on TCP host:port (IPv4 or IPv6 literal, or "localhost"). port 0 picks
  * one; transport_tcp_port() tells which. */

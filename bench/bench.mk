@@ -1,0 +1,55 @@
+# bench.mk - `make bench`: chcp against a connect-go peer, measured side by side
+# in one run (included by the top Makefile). Benchmarks only measure and report;
+# nothing here asserts timing. Method and latest figures: docs/benchmarks.md.
+#
+#   make bench                      everything (~8 minutes)
+#   make bench BENCH_ARGS='--rounds 3 --duration 3'
+#   make bench-tools                only build the peer and the Go helpers
+#
+# Go code is generated from proto/ at bench time into bench/connect-go/gen/
+# (gitignored) with the pinned plugins bench/deps.sh installs.
+
+BENCH_B := $(abspath $(B))/bench
+BENCH_GO := $(or $(wildcard /usr/local/go/bin/go),go)
+BENCH_PLUGINS := $(CURDIR)/.tools/bench/bin
+BENCH_GEN := bench/connect-go/gen
+BENCH_GEN_STAMP := $(BENCH_GEN)/.stamp
+BENCH_GO_PKG := chcp.local/bench/gen/cloudhypervisor/v1;vmv1
+BENCH_GO_SRC := $(shell find bench/connect-go -name '*.go' -not -path '*/gen/*' 2>/dev/null) \
+	bench/connect-go/go.mod bench/connect-go/go.sum
+BENCH_ARGS ?=
+# The CH stand-in, when its rules exist (tests/ch-standin/standin.mk).
+BENCH_STANDIN := $(if $(wildcard tests/ch-standin/standin.mk),$(B)/ch-standin/cloud-hypervisor)
+
+$(BENCH_GEN_STAMP): proto/cloudhypervisor/v1/vm.proto bench/deps.sh
+	@bash bench/deps.sh
+	@rm -rf $(BENCH_GEN) && mkdir -p $(BENCH_GEN)
+	protoc -Iproto -I/usr/include \
+		--plugin=protoc-gen-go=$(BENCH_PLUGINS)/protoc-gen-go \
+		--plugin=protoc-gen-connect-go=$(BENCH_PLUGINS)/protoc-gen-connect-go \
+		--go_out=$(BENCH_GEN) --go_opt=paths=source_relative \
+		--go_opt='Mcloudhypervisor/v1/vm.proto=$(BENCH_GO_PKG)' \
+		--connect-go_out=$(BENCH_GEN) --connect-go_opt=paths=source_relative \
+		--connect-go_opt='Mcloudhypervisor/v1/vm.proto=$(BENCH_GO_PKG)' \
+		cloudhypervisor/v1/vm.proto
+	@touch $@
+
+$(BENCH_B)/peer: $(BENCH_GO_SRC) $(BENCH_GEN_STAMP)
+	@mkdir -p $(dir $@)
+	cd bench/connect-go && $(BENCH_GO) build -trimpath -o $@ ./cmd/peer
+
+$(BENCH_B)/benchctl: $(BENCH_GO_SRC) $(BENCH_GEN_STAMP)
+	@mkdir -p $(dir $@)
+	cd bench/connect-go && $(BENCH_GO) build -trimpath -o $@ ./cmd/benchctl
+
+bench-tools: $(BENCH_B)/peer $(BENCH_B)/benchctl
+
+# Dependencies first (h2load, protoc), then the release daemon, the stand-in
+# and the Go programs; then the driver, which prints the table and writes
+# bench/results/latest.json.
+bench:
+	@bash bench/deps.sh
+	@$(MAKE) --no-print-directory B=$(B) SAN=0 build bench-tools $(BENCH_STANDIN)
+	python3 bench/run.py --build-dir $(B) $(if $(BENCH_STANDIN),--standin $(BENCH_STANDIN)) $(BENCH_ARGS)
+
+.PHONY: bench bench-tools

@@ -1,0 +1,229 @@
+/*
+ * rpc_internal.h - what the rpc module's own files share, and what its unit
+ * tests and fuzz target reach into. Not an interface for other modules: they
+ * use rpc.h only.
+ *
+ * The module is split by responsibility:
+ *   rpc_server.c    registry, routing, call lifecycle, deadlines, cancellation
+ *   rpc_request.c   protocol-specific request decoding (Connect POST/GET,
+ *                   gRPC and gRPC-Web envelopes) into a message or an error
+ *   rpc_response.c  protocol-specific success and error responses
+ *   rpc_wire.c      small wire-format helpers (content types, timeouts,
+ *                   percent-encoding, envelopes, query strings, error JSON,
+ *                   google.rpc.Status)
+ *   rpc_compress.c  gzip both ways, bounded against decompression bombs
+ */
+#ifndef CHCP_RPC_INTERNAL_H
+#define CHCP_RPC_INTERNAL_H
+
+#include <zlib.h>
+
+#include "rpc/protojson.h"
+#include "rpc/rpc.h"
+
+typedef enum rpc_codec {
+    RPC_CODEC_PROTO,
+    RPC_CODEC_JSON,
+} rpc_codec;
+
+typedef enum rpc_compression {
+    RPC_COMPRESSION_IDENTITY,
+    RPC_COMPRESSION_GZIP,
+} rpc_compression;
+
+/* Encodings we can decode/encode, as listed in accept-encoding headers and
+ * "unknown compression" errors (identity is implied, as in connect-go). */
+#define RPC_SUPPORTED_ENCODINGS "gzip"
+
+/* Receive limit when rpc_limits.max_message_bytes is 0 (the transport's
+ * default body limit). */
+#define RPC_DEFAULT_MAX_MESSAGE ((size_t)4 << 20)
+
+/* ---- response metadata lists ----------------------------------------- */
+
+/* Headers we build for a response. Entries either point at static strings
+ * or own one allocation holding "name\0value\0". The first RPC_HDRS_INLINE
+ * entries live in the struct itself (no allocation on the common path), so
+ * an rpc_hdrs must not be copied or moved once used. */
+#define RPC_HDRS_INLINE 8
+typedef struct rpc_hdrs {
+    http_header *v;
+    uint8_t *owned;
+    size_t n, cap;
+    http_header inl[RPC_HDRS_INLINE];
+    uint8_t inl_owned[RPC_HDRS_INLINE];
+} rpc_hdrs;
+
+void rpc_hdrs_add_static(rpc_hdrs *h, const char *name, const char *value);
+/* Copies name (lower-cased) and value. */
+void rpc_hdrs_add_copy(rpc_hdrs *h, const char *name, size_t name_len, const char *value,
+                       size_t value_len);
+/* Value in binary form: stored as unpadded standard base64 (for "-bin" keys). */
+void rpc_hdrs_add_bin(rpc_hdrs *h, const char *name, const uint8_t *value, size_t len);
+void rpc_hdrs_free(rpc_hdrs *h);
+
+/* ---- the server and its calls ---------------------------------------- */
+
+typedef struct rpc_method {
+    char *path; /* "/pkg.Service/Method" */
+    const char *service_name;
+    const char *method_name;
+    const ProtobufCMessageDescriptor *input;
+    const ProtobufCMessageDescriptor *output;
+    rpc_unary_fn handler; /* NULL: unimplemented */
+    void *service_data;
+    bool get_allowed; /* NO_SIDE_EFFECTS: Connect GET allowed */
+} rpc_method;
+
+/* Where responses go: http_respond in production, a capture in tests. */
+typedef void (*rpc_respond_fn)(http_request *req, const http_response *resp);
+
+struct rpc_server {
+    uv_loop_t *loop;
+    rpc_limits limits;
+    rpc_observer obs;
+    rpc_fallback_fn fallback;
+    void *fallback_ud;
+    rpc_respond_fn respond;
+    rpc_method *methods; /* open-addressing hash table keyed by path */
+    size_t n_methods, cap_methods;
+    size_t active_calls;
+    z_stream *deflater;  /* reused gzip compressor (deflateReset per use) */
+    int fallback_marker; /* req->user of requests handed to the fallback */
+};
+
+/* A request's decoded form; the protocol-independent part of a call. */
+struct rpc_call {
+    rpc_server *server;
+    http_request *req; /* NULL once answered (the transport frees it) */
+    const rpc_method *method;
+    rpc_protocol protocol;
+    rpc_codec codec;
+    bool is_get;
+    bool answered; /* response handed to the transport */
+    bool finished; /* the handler finished the call (or never will run) */
+    bool canceled; /* deadline passed or client gone before the answer */
+    bool timer_active;
+    bool started; /* observer on_start ran */
+    rpc_compression req_compression;
+    rpc_compression resp_compression;
+    const char *content_type; /* response content type on success */
+    int64_t timeout_ms;       /* as sent, -1 without */
+    uint64_t deadline_ns;     /* monotonic, 0 without */
+    ProtobufCMessage *request;
+    http_header *query; /* decoded GET query parameters */
+    size_t n_query;
+    rpc_hdrs headers;  /* custom response headers */
+    rpc_hdrs trailers; /* custom response trailers */
+    void (*cancel_fn)(rpc_call *call, void *ud);
+    void *cancel_ud;
+    void *user;
+    uv_timer_t timer;
+};
+
+/* Tests and the fuzzer answer into a capture instead of a socket. */
+void rpc_server_set_responder(rpc_server *s, rpc_respond_fn fn);
+
+/* Hand a finished response to the transport; marks the call answered. */
+void rpc_call_answer(rpc_call *call, const http_response *resp, chcp_code code);
+
+/* ---- request decoding (rpc_request.c) --------------------------------- */
+
+/* Fill the call's protocol fields and decode its single request message.
+ * On failure returns -1 with *err set to the code/message to answer. */
+int rpc_request_decode(rpc_call *call, chcp_error **err);
+
+/* ---- responses (rpc_response.c) --------------------------------------- */
+
+typedef struct rpc_detail {
+    const char *type_name; /* full message name, no type.googleapis.com/ */
+    size_t type_len;
+    const uint8_t *value;
+    size_t value_len;
+} rpc_detail;
+
+void rpc_respond_success(rpc_call *call, const ProtobufCMessage *msg);
+void rpc_respond_error(rpc_call *call, chcp_code code, const char *message,
+                       const rpc_detail *details, size_t n_details);
+/* Error details from handler messages: a google.protobuf.Any is sent as it
+ * is, any other message is packed and named by its full name. store[i] keeps
+ * packed bytes alive until the response is built (buf_free each). */
+void rpc_details_from_messages(const ProtobufCMessage *const *msgs, size_t n, rpc_detail *out,
+                               chcp_buf *store);
+/* Plain HTTP answers from routing: 404, 405 + Allow, 415 + Accept-Post. */
+void rpc_respond_plain(rpc_server *s, http_request *req, int status, const char *hname,
+                       const char *hvalue);
+
+/* ---- wire helpers (rpc_wire.c) ---------------------------------------- */
+
+/* Content-Type -> protocol/codec and the canonical spelling connect-go echoes.
+ * Returns 0, or -1 if no protocol handles it. */
+int rpc_content_type_parse(const char *value, rpc_protocol *protocol, rpc_codec *codec,
+                           const char **canonical);
+/* What 415 answers list in Accept-Post. */
+extern const char rpc_accept_post[];
+
+/* Connect-Timeout-Ms: at most 10 digits. 0 ok, -1 invalid (err set). */
+int rpc_parse_connect_timeout(const char *value, int64_t *ms, chcp_error **err);
+/* grpc-timeout: at most 8 digits and a unit H M S m u n. *ns is UINT64_MAX
+ * when it does not fit (effectively no timeout). */
+int rpc_parse_grpc_timeout(const char *value, uint64_t *ns, chcp_error **err);
+
+/* grpc-message encoding: bytes outside 0x20..0x7E and '%' become %XX. */
+void rpc_percent_encode(chcp_buf *out, const char *msg, size_t len);
+/* Inverse of the above (lenient: invalid escapes are kept as-is). */
+void rpc_percent_decode(chcp_buf *out, const char *msg, size_t len);
+
+/* One length-prefixed message of a gRPC body. */
+typedef struct rpc_envelope {
+    uint8_t flags;
+    const uint8_t *data;
+    size_t len;
+} rpc_envelope;
+
+/* Read the envelope at *off. Returns 1 with *env filled, 0 at the clean end
+ * of the body, -1 on error (incomplete prefix or body: invalid_argument;
+ * larger than max_len: resource_exhausted). */
+int rpc_envelope_next(const uint8_t *body, size_t len, size_t *off, size_t max_len,
+                      rpc_envelope *env, chcp_error **err);
+void rpc_envelope_prefix(uint8_t out[5], uint8_t flags, size_t len);
+
+/* Parse a query string ("a=1&b=%20") like Go's url.ParseQuery: '+' is a
+ * space, %XX decoded. Malformed escapes: -1 (invalid_argument). */
+int rpc_query_parse(const char *query, http_header **params, size_t *n, chcp_error **err);
+void rpc_query_free(http_header *params, size_t n);
+/* First value of `name`, or NULL. */
+const http_header *rpc_query_get(const http_header *params, size_t n, const char *name);
+
+/* Connect error body {"code":..,"message":..,"details":[{"type","value"}]}. */
+void rpc_error_json(chcp_buf *out, chcp_code code, const char *message, const rpc_detail *details,
+                    size_t n_details);
+/* JSON string literal with escaping; invalid UTF-8 becomes U+FFFD. */
+void rpc_json_string(chcp_buf *out, const char *s, size_t len);
+/* google.rpc.Status{code, message, details: Any{type_url, value}} in binary. */
+void rpc_status_encode(chcp_buf *out, chcp_code code, const char *message,
+                       const rpc_detail *details, size_t n_details);
+/* gRPC-Web trailer frame: 0x80, length, "name: value\r\n"... (lower case). */
+void rpc_grpc_web_trailer_frame(chcp_buf *out, const http_header *trailers, size_t n);
+
+/* Case-insensitive header lookup over a request (first match). */
+const http_header *rpc_header(const http_request *req, const char *name);
+
+/* ---- compression (rpc_compress.c) ------------------------------------- */
+
+/* Name -> compression; -1 if unsupported. "" and "identity" are identity. */
+int rpc_compression_parse(const char *name, rpc_compression *out);
+/* Pick the response encoding like connect-go: the request's, else the first
+ * supported name in accept (comma/space separated). */
+rpc_compression rpc_compression_negotiate(rpc_compression req, const char *accept);
+
+/* Inflate a gzip member; output beyond max_out bytes stops the work at once
+ * with resource_exhausted (a decompression bomb costs max_out, not more). */
+int rpc_gzip_decompress(const uint8_t *in, size_t len, size_t max_out, chcp_buf *out,
+                        chcp_error **err);
+/* Deflate into gzip format, reusing *cache across calls. */
+int rpc_gzip_compress(z_stream **cache, const uint8_t *in, size_t len, chcp_buf *out,
+                      chcp_error **err);
+void rpc_gzip_cache_free(z_stream **cache);
+
+#endif

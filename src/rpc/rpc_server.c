@@ -1,0 +1,456 @@
+/*
+ * rpc_server.c - the rpc server: method registry, routing of an
+ * http_request to a method and protocol, and the life of a call (handler,
+ * deadline timer, cancellation, the single answer to the transport).
+ *
+ * Routing follows connect-go's Handler.ServeHTTP: unknown path -> 404 (or the
+ * fallback), HTTP method not allowed -> 405 + Allow, no protocol for the
+ * Content-Type -> 415 + Accept-Post, GET with a body -> 415. Everything after
+ * that is answered in the request's own protocol.
+ *
+ * A call is freed when both are true: it was answered (the transport has the
+ * response and has freed the request) and the handler finished it. A deadline
+ * or a client cancel answers first; the handler's later answer is dropped.
+ */
+#include "rpc/rpc_internal.h"
+
+#include <string.h>
+
+/* ---- registry (open addressing keyed by "/pkg.Service/Method") ---------- */
+
+static uint64_t hash_path(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+static rpc_method *lookup(const rpc_server *s, const char *path)
+{
+    if (!s->cap_methods || !path)
+        return NULL;
+    size_t mask = s->cap_methods - 1;
+    for (size_t i = hash_path(path) & mask;; i = (i + 1) & mask) {
+        rpc_method *m = &s->methods[i];
+        if (!m->path)
+            return NULL;
+        if (strcmp(m->path, path) == 0)
+            return m;
+    }
+}
+
+static void grow(rpc_server *s)
+{
+    size_t cap = s->cap_methods ? s->cap_methods * 2 : 16;
+    rpc_method *old = s->methods;
+    size_t old_cap = s->cap_methods;
+    s->methods = xcalloc(cap, sizeof(*s->methods));
+    s->cap_methods = cap;
+    for (size_t i = 0; i < old_cap; i++) {
+        if (!old[i].path)
+            continue;
+        size_t j = hash_path(old[i].path) & (cap - 1);
+        while (s->methods[j].path)
+            j = (j + 1) & (cap - 1);
+        s->methods[j] = old[i];
+    }
+    free(old);
+}
+
+static rpc_method *insert_slot(rpc_server *s, const char *path)
+{
+    if ((s->n_methods + 1) * 2 > s->cap_methods)
+        grow(s);
+    size_t mask = s->cap_methods - 1;
+    size_t i = hash_path(path) & mask;
+    while (s->methods[i].path)
+        i = (i + 1) & mask;
+    s->n_methods++;
+    return &s->methods[i];
+}
+
+rpc_server *rpc_server_new(uv_loop_t *loop, const rpc_limits *limits)
+{
+    rpc_server *s = xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    if (limits)
+        s->limits = *limits;
+    else
+        s->limits = (rpc_limits){.max_message_bytes = 0, .compress_min_bytes = 1024};
+    /* Always bounded: gzip could otherwise inflate a body 1000-fold. */
+    if (s->limits.max_message_bytes == 0)
+        s->limits.max_message_bytes = RPC_DEFAULT_MAX_MESSAGE;
+    s->respond = http_respond;
+    return s;
+}
+
+void rpc_server_free(rpc_server *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->cap_methods; i++)
+        free(s->methods[i].path);
+    free(s->methods);
+    rpc_gzip_cache_free(&s->deflater);
+    free(s);
+}
+
+void rpc_server_set_observer(rpc_server *s, const rpc_observer *obs)
+{
+    s->obs = obs ? *obs : (rpc_observer){0};
+}
+
+void rpc_server_set_fallback(rpc_server *s, rpc_fallback_fn fn, void *ud)
+{
+    s->fallback = fn;
+    s->fallback_ud = ud;
+}
+
+void rpc_server_set_responder(rpc_server *s, rpc_respond_fn fn)
+{
+    s->respond = fn ? fn : http_respond;
+}
+
+size_t rpc_server_active_calls(const rpc_server *s)
+{
+    return s->active_calls;
+}
+
+int rpc_server_register(rpc_server *s, const ProtobufCServiceDescriptor *service,
+                        const rpc_method_impl *impls, size_t n_impls, void *service_data,
+                        chcp_error **err)
+{
+    for (size_t i = 0; i < n_impls; i++) {
+        bool found = false;
+        for (unsigned j = 0; j < service->n_methods && !found; j++)
+            found = strcmp(service->methods[j].name, impls[i].name) == 0;
+        if (!found)
+            return error_set(err, CHCP_INVALID_ARGUMENT, "%s has no method %s", service->name,
+                             impls[i].name);
+    }
+    for (unsigned j = 0; j < service->n_methods; j++) {
+        const ProtobufCMethodDescriptor *md = &service->methods[j];
+        cleanup_free char *path = xasprintf("/%s/%s", service->name, md->name);
+        if (lookup(s, path))
+            return error_set(err, CHCP_ALREADY_EXISTS, "%s is already registered", path);
+        rpc_unary_fn fn = NULL;
+        for (size_t i = 0; i < n_impls; i++)
+            if (strcmp(impls[i].name, md->name) == 0)
+                fn = impls[i].handler;
+        rpc_method *m = insert_slot(s, path);
+        *m = (rpc_method){
+            .path = steal_pointer(&path),
+            .service_name = service->name,
+            .method_name = md->name,
+            .input = md->input,
+            .output = md->output,
+            .handler = fn,
+            .service_data = service_data,
+            .get_allowed =
+                protometa_method_idempotency(service->name, md->name) == PROTOMETA_NO_SIDE_EFFECTS,
+        };
+    }
+    return 0;
+}
+
+/* ---- call lifecycle ------------------------------------------------------ */
+
+static void call_free(rpc_call *call)
+{
+    if (call->request)
+        protobuf_c_message_free_unpacked(call->request, NULL);
+    rpc_query_free(call->query, call->n_query);
+    rpc_hdrs_free(&call->headers);
+    rpc_hdrs_free(&call->trailers);
+    free(call);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    call_free(h->data);
+}
+
+/* Free the call once it is both answered and finished. */
+static void call_release(rpc_call *call)
+{
+    if (!call->answered || !call->finished)
+        return;
+    call->server->active_calls--;
+    if (call->timer_active) {
+        call->timer_active = false;
+        uv_close((uv_handle_t *)&call->timer, on_timer_closed);
+    } else {
+        call_free(call);
+    }
+}
+
+void rpc_call_answer(rpc_call *call, const http_response *resp, chcp_code code)
+{
+    if (call->answered)
+        return;
+    call->answered = true;
+    if (call->timer_active)
+        uv_timer_stop(&call->timer);
+    rpc_server *s = call->server;
+    /* on_finish sees the request one last time, as the answer leaves. */
+    if (call->started && s->obs.on_finish)
+        s->obs.on_finish(call, code, s->obs.ud);
+    http_request *req = call->req;
+    call->req = NULL;
+    req->user = NULL;
+    s->respond(req, resp);
+}
+
+/* Answer now (deadline or client gone), then tell the handler. */
+static void call_cancel(rpc_call *call, chcp_code code, const char *why)
+{
+    if (call->answered)
+        return;
+    call->canceled = true;
+    rpc_respond_error(call, code, why, NULL, 0);
+    void (*fn)(rpc_call *, void *) = call->cancel_fn;
+    call->cancel_fn = NULL;
+    if (fn)
+        fn(call, call->cancel_ud); /* may finish (and free) the call */
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    call_cancel(t->data, CHCP_DEADLINE_EXCEEDED, "deadline exceeded");
+}
+
+void rpc_server_on_cancel(http_request *req, void *rpc_server_ptr)
+{
+    rpc_server *s = rpc_server_ptr;
+    if (req->user == &s->fallback_marker || !req->user)
+        return; /* the fallback answers its own requests */
+    call_cancel(req->user, CHCP_CANCELED, "client canceled the call");
+}
+
+/* ---- routing --------------------------------------------------------------- */
+
+/* The Content-Type decides the protocol; a Connect GET names it in the query.
+ * Returns 0, or -1 after answering 415. */
+static int pick_protocol(rpc_server *s, http_request *req, rpc_call *call)
+{
+    const char *canonical;
+    if (call->is_get) {
+        rpc_query_parse(req->query, &call->query, &call->n_query, NULL);
+        const http_header *enc = rpc_query_get(call->query, call->n_query, "encoding");
+        char ct[80];
+        bool ok = enc && enc->value_len < 32 &&
+                  snprintf(ct, sizeof(ct), "application/%s", enc->value) > 0 &&
+                  rpc_content_type_parse(ct, &call->protocol, &call->codec, &canonical) == 0 &&
+                  call->protocol == RPC_PROTOCOL_CONNECT;
+        if (!ok) {
+            rpc_respond_plain(s, req, 415, "accept-post", rpc_accept_post);
+            return -1;
+        }
+        if (req->body_len > 0) {
+            rpc_respond_plain(s, req, 415, NULL, NULL);
+            return -1;
+        }
+    } else {
+        const http_header *ct = rpc_header(req, "content-type");
+        if (!ct ||
+            rpc_content_type_parse(ct->value, &call->protocol, &call->codec, &canonical) < 0) {
+            rpc_respond_plain(s, req, 415, "accept-post", rpc_accept_post);
+            return -1;
+        }
+    }
+    call->content_type = canonical;
+    return 0;
+}
+
+static void start_deadline(rpc_call *call)
+{
+    uint64_t now = time_mono_ns();
+    uint64_t left = call->deadline_ns > now ? call->deadline_ns - now : 0;
+    uv_timer_init(call->server->loop, &call->timer);
+    call->timer.data = call;
+    call->timer_active = true;
+    uv_timer_start(&call->timer, on_deadline, (left + 999999) / 1000000, 0);
+}
+
+void rpc_server_on_request(http_request *req, void *rpc_server_ptr)
+{
+    rpc_server *s = rpc_server_ptr;
+    const rpc_method *m = lookup(s, req->path);
+    if (!m) {
+        if (s->fallback) {
+            req->user = &s->fallback_marker;
+            if (s->fallback(req, s->fallback_ud))
+                return;
+            req->user = NULL;
+        }
+        rpc_respond_plain(s, req, 404, NULL, NULL);
+        return;
+    }
+    bool is_get = strcmp(req->method, "GET") == 0;
+    if (strcmp(req->method, "POST") != 0 && !(is_get && m->get_allowed)) {
+        rpc_respond_plain(s, req, 405, "allow", m->get_allowed ? "GET, POST" : "POST");
+        return;
+    }
+    rpc_call *call = xcalloc(1, sizeof(*call));
+    call->server = s;
+    call->req = req;
+    call->method = m;
+    call->is_get = is_get;
+    call->timeout_ms = -1;
+    if (pick_protocol(s, req, call) < 0) {
+        call_free(call);
+        return;
+    }
+    req->user = call;
+    s->active_calls++;
+    if (s->obs.on_start) {
+        call->started = true;
+        s->obs.on_start(call, s->obs.ud);
+    }
+    cleanup_error chcp_error *err = NULL;
+    call->finished = true; /* until the handler owns it */
+    if (rpc_request_decode(call, &err) < 0) {
+        rpc_respond_error(call, err ? err->code : CHCP_INTERNAL, err ? err->message : "bad request",
+                          NULL, 0);
+    } else if (!m->handler) {
+        cleanup_free char *msg = xasprintf("%s is not implemented", m->path + 1);
+        rpc_respond_error(call, CHCP_UNIMPLEMENTED, msg, NULL, 0);
+    } else if (call->deadline_ns && time_mono_ns() >= call->deadline_ns) {
+        rpc_respond_error(call, CHCP_DEADLINE_EXCEEDED, "deadline exceeded", NULL, 0);
+    } else {
+        call->finished = false;
+        if (call->deadline_ns)
+            start_deadline(call);
+        m->handler(call, call->request, m->service_data);
+        return; /* the call may be gone already */
+    }
+    call_release(call);
+}
+
+/* ---- the handler's view ------------------------------------------------------ */
+
+const char *rpc_call_service(const rpc_call *call)
+{
+    return call->method->service_name;
+}
+
+const char *rpc_call_method(const rpc_call *call)
+{
+    return call->method->method_name;
+}
+
+rpc_protocol rpc_call_protocol(const rpc_call *call)
+{
+    return call->protocol;
+}
+
+const http_request *rpc_call_http(const rpc_call *call)
+{
+    return call->req;
+}
+
+int64_t rpc_call_timeout_ms(const rpc_call *call)
+{
+    return call->timeout_ms;
+}
+
+uint64_t rpc_call_deadline_ns(const rpc_call *call)
+{
+    return call->deadline_ns;
+}
+
+bool rpc_call_canceled(const rpc_call *call)
+{
+    return call->canceled;
+}
+
+size_t rpc_call_query(const rpc_call *call, const http_header **params)
+{
+    *params = call->query;
+    return call->n_query;
+}
+
+void rpc_call_on_cancel(rpc_call *call, void (*fn)(rpc_call *call, void *ud), void *ud)
+{
+    if (call->canceled && !call->finished) {
+        fn(call, ud); /* cancelled before the hook was set: tell it now */
+        return;
+    }
+    call->cancel_fn = fn;
+    call->cancel_ud = ud;
+}
+
+void rpc_call_set_user(rpc_call *call, void *user)
+{
+    call->user = user;
+}
+
+void *rpc_call_user(const rpc_call *call)
+{
+    return call->user;
+}
+
+static bool is_bin_key(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 4 && strcasecmp(name + n - 4, "-bin") == 0;
+}
+
+static void add_md(rpc_hdrs *h, const char *name, const char *value, size_t value_len)
+{
+    if (is_bin_key(name))
+        rpc_hdrs_add_bin(h, name, (const uint8_t *)value, value_len);
+    else
+        rpc_hdrs_add_copy(h, name, strlen(name), value, value_len);
+}
+
+void rpc_call_add_header(rpc_call *call, const char *name, const char *value, size_t value_len)
+{
+    if (!call->answered)
+        add_md(&call->headers, name, value, value_len);
+}
+
+void rpc_call_add_trailer(rpc_call *call, const char *name, const char *value, size_t value_len)
+{
+    if (!call->answered)
+        add_md(&call->trailers, name, value, value_len);
+}
+
+void rpc_call_succeed(rpc_call *call, const ProtobufCMessage *response)
+{
+    if (call->finished)
+        return;
+    call->finished = true;
+    if (!call->answered)
+        rpc_respond_success(call, response);
+    call_release(call);
+}
+
+void rpc_call_fail_details(rpc_call *call, chcp_code code, const char *message,
+                           const ProtobufCMessage *const *details, size_t n_details)
+{
+    if (call->finished)
+        return;
+    call->finished = true;
+    if (!call->answered) {
+        cleanup_free rpc_detail *d = xcalloc(n_details, sizeof(*d));
+        cleanup_free chcp_buf *store = xcalloc(n_details, sizeof(*store));
+        rpc_details_from_messages(details, n_details, d, store);
+        rpc_respond_error(call, code, message, d, n_details);
+        for (size_t i = 0; i < n_details; i++)
+            buf_free(&store[i]);
+    }
+    call_release(call);
+}
+
+void rpc_call_fail(rpc_call *call, chcp_code code, const char *message)
+{
+    rpc_call_fail_details(call, code, message, NULL, 0);
+}
+
+void rpc_call_fail_error(rpc_call *call, const chcp_error *err)
+{
+    rpc_call_fail_details(call, err ? err->code : CHCP_UNKNOWN,
+                          err ? err->message : "unknown error", NULL, 0);
+}

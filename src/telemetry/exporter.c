@@ -1,0 +1,399 @@
+/*
+ * exporter.c - OTLP/HTTP POSTs on the event loop, with the retry rules of the
+ * OTLP specification.
+ *
+ * libcurl's multi interface does the HTTP; its sockets and timer are driven
+ * by libuv (uv_poll_t per socket, one uv_timer_t), so an export never blocks
+ * the loop. Retryable outcomes - 429, 502, 503, 504, or no response at all -
+ * are retried with exponential back-off and jitter, honouring Retry-After,
+ * until the export timeout; anything else is final. The caller is told the
+ * outcome once per payload.
+ */
+#include "telemetry/exporter.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+struct tm_exporter {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t timer;
+    tm_exporter_config cfg;
+    struct curl_slist *headers;
+    struct export_job *jobs;
+    size_t in_flight;
+    bool closing;
+    void (*closed)(void *ud);
+    void *closed_ud;
+    unsigned open_handles; /* uv handles still to close */
+};
+
+typedef struct export_job {
+    tm_exporter *ex;
+    CURL *easy;
+    char *url;
+    chcp_buf body;
+    chcp_buf response;
+    char error[CURL_ERROR_SIZE];
+    uint64_t deadline_ns;
+    unsigned attempt;
+    double retry_after_s; /* from the last response, or -1 */
+    uv_timer_t retry_timer;
+    tm_export_done_fn done;
+    void *ud;
+    struct export_job *prev, *next; /* the exporter's live jobs */
+} export_job;
+
+typedef struct socket_ctx {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    tm_exporter *ex;
+} socket_ctx;
+
+static void check_done(tm_exporter *ex);
+
+/* ---- libcurl <-> libuv glue ----------------------------------------------- */
+
+static void on_poll(uv_poll_t *poll, int status, int events)
+{
+    socket_ctx *sc = poll->data;
+    int flags = 0;
+    if (status < 0)
+        flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE)
+        flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+        flags |= CURL_CSELECT_OUT;
+    int running;
+    curl_multi_socket_action(sc->ex->multi, sc->fd, flags, &running);
+    check_done(sc->ex);
+}
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    tm_exporter *ex = userp;
+    socket_ctx *sc = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (sc) {
+            uv_poll_stop(&sc->poll);
+            uv_close((uv_handle_t *)&sc->poll, on_poll_closed);
+            curl_multi_assign(ex->multi, fd, NULL);
+        }
+        return 0;
+    }
+    if (!sc) {
+        sc = xcalloc(1, sizeof(*sc));
+        sc->fd = fd;
+        sc->ex = ex;
+        uv_poll_init_socket(ex->loop, &sc->poll, fd);
+        sc->poll.data = sc;
+        curl_multi_assign(ex->multi, fd, sc);
+    }
+    int events = 0;
+    if (what & CURL_POLL_IN)
+        events |= UV_READABLE;
+    if (what & CURL_POLL_OUT)
+        events |= UV_WRITABLE;
+    uv_poll_start(&sc->poll, events, on_poll);
+    return 0;
+}
+
+static void on_curl_timer(uv_timer_t *t)
+{
+    tm_exporter *ex = t->data;
+    int running;
+    curl_multi_socket_action(ex->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(ex);
+}
+
+static int on_timer_change(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    tm_exporter *ex = userp;
+    if (timeout_ms < 0)
+        uv_timer_stop(&ex->timer);
+    else
+        uv_timer_start(&ex->timer, on_curl_timer, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+/* ---- jobs ----------------------------------------------------------------- */
+
+static size_t on_body(char *data, size_t size, size_t n, void *ud)
+{
+    export_job *job = ud;
+    if (job->response.len + size * n <= 4u << 20) /* cap response parsing at 4 MiB */
+        buf_append(&job->response, data, size * n);
+    return size * n;
+}
+
+/* Retry-After: delta-seconds or an HTTP-date. */
+static size_t on_header(char *data, size_t size, size_t n, void *ud)
+{
+    export_job *job = ud;
+    size_t len = size * n;
+    static const char name[] = "retry-after:";
+    if (len > sizeof(name) && strncasecmp(data, name, sizeof(name) - 1) == 0) {
+        char value[128];
+        size_t vlen = len - (sizeof(name) - 1);
+        if (vlen >= sizeof(value))
+            vlen = sizeof(value) - 1;
+        memcpy(value, data + sizeof(name) - 1, vlen);
+        value[vlen] = '\0';
+        char *end;
+        double secs = strtod(value, &end);
+        if (end != value && secs >= 0) {
+            job->retry_after_s = secs;
+        } else {
+            time_t when = curl_getdate(value, NULL);
+            if (when > 0)
+                job->retry_after_s =
+                    difftime(when, time(NULL)) > 0 ? difftime(when, time(NULL)) : 0;
+        }
+    }
+    return len;
+}
+
+static void job_closed(uv_handle_t *h)
+{
+    export_job *job = h->data;
+    tm_exporter *ex = job->ex;
+    free(job->url);
+    buf_free(&job->body);
+    buf_free(&job->response);
+    free(job);
+    ex->open_handles--;
+    if (ex->closing && ex->open_handles == 0 && ex->closed)
+        ex->closed(ex->closed_ud);
+}
+
+static void job_finish(export_job *job, bool ok, const char *message)
+{
+    tm_exporter *ex = job->ex;
+    ex->in_flight--;
+    if (job->prev)
+        job->prev->next = job->next;
+    else
+        ex->jobs = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
+    if (job->done)
+        job->done(ok, message, job->ud);
+    uv_close((uv_handle_t *)&job->retry_timer, job_closed);
+}
+
+static void job_start(export_job *job)
+{
+    tm_exporter *ex = job->ex;
+    job->attempt++;
+    job->easy = curl_easy_init();
+    job->retry_after_s = -1;
+    buf_reset(&job->response);
+    job->error[0] = '\0';
+    CURL *e = job->easy;
+    curl_easy_setopt(e, CURLOPT_URL, job->url);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, job->body.data);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)job->body.len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, ex->headers);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)ex->cfg.request_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, job);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, job->error);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, job);
+    curl_multi_add_handle(ex->multi, e);
+}
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    job_start(t->data);
+}
+
+static double backoff_seconds(const tm_exporter *ex, unsigned attempt)
+{
+    double d = (double)ex->cfg.initial_backoff_ms / 1000.0;
+    double max = (double)ex->cfg.max_backoff_ms / 1000.0;
+    for (unsigned i = 1; i < attempt && d < max; i++)
+        d *= 2;
+    if (d > max)
+        d = max;
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+        r = (uint32_t)time_mono_ns();
+    return d * (0.5 + (double)r / 4294967296.0 * 0.5); /* jitter: 50-100% */
+}
+
+static void schedule_retry(export_job *job, const char *why)
+{
+    tm_exporter *ex = job->ex;
+    double delay = job->retry_after_s >= 0 ? job->retry_after_s : backoff_seconds(ex, job->attempt);
+    uint64_t at = time_mono_ns() + (uint64_t)(delay * 1e9);
+    if (ex->closing || at >= job->deadline_ns) {
+        char msg[600];
+        snprintf(msg, sizeof(msg), "%s; gave up after %u attempt(s)", why, job->attempt);
+        job_finish(job, false, msg);
+        return;
+    }
+    uv_timer_start(&job->retry_timer, on_retry_timer, (uint64_t)(delay * 1000), 0);
+}
+
+static bool retryable_status(long status)
+{
+    return status == 429 || status == 502 || status == 503 || status == 504;
+}
+
+/* A transfer ended: success, a final failure, or a retry. */
+static void transfer_done(export_job *job, CURLcode result)
+{
+    long status = 0;
+    curl_easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_multi_remove_handle(job->ex->multi, job->easy);
+    curl_easy_cleanup(job->easy);
+    job->easy = NULL;
+
+    char why[400];
+    if (result != CURLE_OK) {
+        snprintf(why, sizeof(why), "POST %s: %s", job->url,
+                 job->error[0] ? job->error : curl_easy_strerror(result));
+        schedule_retry(job, why);
+    } else if (status >= 200 && status < 300) {
+        job_finish(job, true, NULL);
+    } else if (retryable_status(status)) {
+        snprintf(why, sizeof(why), "POST %s: HTTP %ld", job->url, status);
+        schedule_retry(job, why);
+    } else {
+        snprintf(why, sizeof(why), "POST %s: HTTP %ld (not retried)", job->url, status);
+        job_finish(job, false, why);
+    }
+}
+
+static void check_done(tm_exporter *ex)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(ex->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        export_job *job = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&job);
+        transfer_done(job, msg->data.result);
+    }
+}
+
+/* ---- public --------------------------------------------------------------- */
+
+static void curl_init_once(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+tm_exporter *tm_exporter_new(uv_loop_t *loop, const tm_exporter_config *cfg)
+{
+    static uv_once_t once = UV_ONCE_INIT;
+    uv_once(&once, curl_init_once);
+    tm_exporter *ex = xcalloc(1, sizeof(*ex));
+    ex->loop = loop;
+    ex->cfg = *cfg;
+    if (!ex->cfg.request_timeout_ms)
+        ex->cfg.request_timeout_ms = 10000;
+    if (!ex->cfg.export_timeout_ms)
+        ex->cfg.export_timeout_ms = 30000;
+    if (!ex->cfg.initial_backoff_ms)
+        ex->cfg.initial_backoff_ms = 1000;
+    if (!ex->cfg.max_backoff_ms)
+        ex->cfg.max_backoff_ms = 5000;
+    ex->multi = curl_multi_init();
+    curl_multi_setopt(ex->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(ex->multi, CURLMOPT_SOCKETDATA, ex);
+    curl_multi_setopt(ex->multi, CURLMOPT_TIMERFUNCTION, on_timer_change);
+    curl_multi_setopt(ex->multi, CURLMOPT_TIMERDATA, ex);
+    uv_timer_init(loop, &ex->timer);
+    ex->timer.data = ex;
+    ex->open_handles = 1;
+    ex->headers = curl_slist_append(NULL, "Content-Type: application/x-protobuf");
+    ex->headers = curl_slist_append(ex->headers, "Expect:");
+    char ua[96];
+    snprintf(ua, sizeof(ua), "User-Agent: chcp-otlp-exporter-c/%s", CHCP_VERSION);
+    ex->headers = curl_slist_append(ex->headers, ua);
+    return ex;
+}
+
+void tm_exporter_post(tm_exporter *ex, const char *url, chcp_buf *body, tm_export_done_fn done,
+                      void *ud)
+{
+    export_job *job = xcalloc(1, sizeof(*job));
+    job->ex = ex;
+    job->url = xstrdup(url);
+    job->body = *body;
+    *body = (chcp_buf)CHCP_BUF_INIT;
+    job->done = done;
+    job->ud = ud;
+    job->deadline_ns = time_mono_ns() + ex->cfg.export_timeout_ms * 1000000ull;
+    uv_timer_init(ex->loop, &job->retry_timer);
+    job->retry_timer.data = job;
+    ex->open_handles++;
+    ex->in_flight++;
+    job->next = ex->jobs;
+    if (ex->jobs)
+        ex->jobs->prev = job;
+    ex->jobs = job;
+    if (ex->closing) {
+        job_finish(job, false, "exporter is closing");
+        return;
+    }
+    job_start(job);
+}
+
+size_t tm_exporter_in_flight(const tm_exporter *ex)
+{
+    return ex->in_flight;
+}
+
+static void exporter_timer_closed(uv_handle_t *h)
+{
+    tm_exporter *ex = h->data;
+    ex->open_handles--;
+    if (ex->open_handles == 0 && ex->closed)
+        ex->closed(ex->closed_ud);
+}
+
+void tm_exporter_close(tm_exporter *ex, void (*closed)(void *ud), void *ud)
+{
+    ex->closing = true;
+    ex->closed = closed;
+    ex->closed_ud = ud;
+    /* Abort what is still running or waiting to retry: those payloads are
+     * lost, and their owners are told so. */
+    while (ex->jobs) {
+        export_job *job = ex->jobs;
+        if (job->easy) {
+            curl_multi_remove_handle(ex->multi, job->easy);
+            curl_easy_cleanup(job->easy);
+            job->easy = NULL;
+        }
+        uv_timer_stop(&job->retry_timer);
+        job_finish(job, false, "exporter closed");
+    }
+    uv_close((uv_handle_t *)&ex->timer, exporter_timer_closed);
+}
+
+void tm_exporter_free(tm_exporter *ex)
+{
+    if (!ex)
+        return;
+    curl_multi_cleanup(ex->multi);
+    curl_slist_free_all(ex->headers);
+    free(ex);
+}

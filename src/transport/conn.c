@@ -1,0 +1,749 @@
+/*
+ * conn.c - one client connection: accept, read, HTTP/2 preface sniffing,
+ * batched output, timeouts, teardown, and the request objects it owns.
+ *
+ * Output from all requests of a connection is gathered in `out` during a loop
+ * pass and written with a single uv_try_write/uv_write from the transport's
+ * prepare/check hooks (conn_flush_all). A connection is never freed from
+ * inside a protocol callback: closing is only started from loop callbacks and
+ * the memory goes once libuv has closed both handles.
+ */
+#include "transport/internal.h"
+
+#include <string.h>
+
+static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/* ---- requests ------------------------------------------------------------ */
+
+static void treq_destroy(treq *r)
+{
+    buf_free(&r->strings);
+    buf_free(&r->body);
+    buf_free(&r->resp);
+    buf_free(&r->tr_strings);
+    free(r->refs);
+    free(r->headers);
+    free(r->tr_nv);
+    free(r);
+}
+
+static void trim_buf(chcp_buf *b)
+{
+    if (b->cap > TREQ_KEEP_BUF)
+        buf_free(b);
+    b->len = 0;
+}
+
+/* Reset a recycled request but keep its buffers' capacity. */
+static void treq_reset(treq *r)
+{
+    treq keep = *r;
+    memset(r, 0, sizeof(*r));
+    r->strings = keep.strings;
+    r->body = keep.body;
+    r->resp = keep.resp;
+    r->tr_strings = keep.tr_strings;
+    r->refs = keep.refs;
+    r->cap_refs = keep.cap_refs;
+    r->headers = keep.headers;
+    r->cap_headers = keep.cap_headers;
+    r->tr_nv = keep.tr_nv;
+    r->cap_tr = keep.cap_tr;
+    if (r->cap_refs > 256) {
+        free(r->refs);
+        free(r->headers);
+        r->refs = NULL;
+        r->headers = NULL;
+        r->cap_refs = r->cap_headers = 0;
+    }
+    trim_buf(&r->strings);
+    trim_buf(&r->body);
+    trim_buf(&r->resp);
+    trim_buf(&r->tr_strings);
+}
+
+treq *treq_new(conn *c)
+{
+    transport *t = c->t;
+    treq *r = t->free_reqs;
+    if (r) {
+        t->free_reqs = r->next;
+        t->n_free--;
+        treq_reset(r);
+    } else {
+        r = xcalloc(1, sizeof(*r));
+    }
+    r->t = t;
+    r->conn = c;
+    r->prev = c->reqs_tail;
+    if (c->reqs_tail)
+        c->reqs_tail->next = r;
+    else
+        c->reqs = r;
+    c->reqs_tail = r;
+    memcpy(r->peer, c->peer, sizeof(r->peer));
+    r->pub.peer = r->peer;
+    return r;
+}
+
+static void treq_unlink(treq *r)
+{
+    conn *c = r->conn;
+    if (!c)
+        return;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        c->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        c->reqs_tail = r->prev;
+    r->next = r->prev = NULL;
+    if (c->cur == r)
+        c->cur = NULL;
+    r->conn = NULL;
+}
+
+void treq_release(treq *r)
+{
+    transport *t = r->t;
+    treq_unlink(r);
+    if (t && !t->closing && t->n_free < TREQ_FREELIST_MAX) {
+        r->next = t->free_reqs;
+        t->free_reqs = r;
+        t->n_free++;
+        return;
+    }
+    treq_destroy(r);
+}
+
+void treq_free_list(transport *t)
+{
+    while (t->free_reqs) {
+        treq *r = t->free_reqs;
+        t->free_reqs = r->next;
+        treq_destroy(r);
+    }
+    t->n_free = 0;
+}
+
+hdr_ref *treq_push_ref(treq *r)
+{
+    if (r->n_refs == r->cap_refs) {
+        r->cap_refs = r->cap_refs ? r->cap_refs * 2 : 16;
+        r->refs = xrealloc(r->refs, r->cap_refs * sizeof(*r->refs));
+    }
+    hdr_ref *h = &r->refs[r->n_refs++];
+    memset(h, 0, sizeof(*h));
+    return h;
+}
+
+void treq_build_headers(treq *r)
+{
+    if (r->cap_headers < r->n_refs) {
+        r->cap_headers = r->n_refs;
+        r->headers = xrealloc(r->headers, r->cap_headers * sizeof(*r->headers));
+    }
+    const char *base = (const char *)r->strings.data;
+    for (size_t i = 0; i < r->n_refs; i++) {
+        const hdr_ref *h = &r->refs[i];
+        r->headers[i] =
+            (http_header){base + h->name_off, base + h->value_off, h->name_len, h->value_len};
+    }
+    r->pub.headers = r->headers;
+    r->pub.n_headers = r->n_refs;
+}
+
+void treq_dispatch(treq *r)
+{
+    conn *c = r->conn;
+    transport *t = r->t;
+    r->dispatched = true;
+    c->n_inflight++;
+    t->active++;
+    r->pub.body = r->body.data;
+    r->pub.body_len = r->pub.body_too_large ? 0 : r->body.len;
+    if (!r->pub.body)
+        r->pub.body = (const uint8_t *)"";
+    t->on_request(&r->pub, t->ud);
+}
+
+void treq_detach(treq *r)
+{
+    conn *c = r->conn;
+    transport *t = r->t;
+    if (r->dispatched && !r->responded) {
+        treq_unlink(r);
+        c->n_inflight--;
+        t->active--;
+        /* From here on the request belongs to the layer above alone. */
+        r->t = NULL;
+        if (t->on_cancel)
+            t->on_cancel(&r->pub, t->ud);
+        return;
+    }
+    treq_release(r);
+}
+
+void http_respond(http_request *req, const http_response *resp)
+{
+    treq *r = (treq *)req; /* pub is the first member */
+    if (r->responded)
+        return;
+    conn *c = r->conn;
+    if (!c) {
+        treq_destroy(r);
+        return;
+    }
+    r->responded = true;
+    c->n_inflight--;
+    r->t->active--;
+    if (c->proto == PROTO_H2)
+        h2_respond(r, resp);
+    else
+        h1_respond(r, resp);
+    conn_mark_dirty(c);
+}
+
+const char *http_request_header(const http_request *req, const char *name)
+{
+    for (size_t i = 0; i < req->n_headers; i++)
+        if (str_ieq(req->headers[i].name, name))
+            return req->headers[i].value;
+    return NULL;
+}
+
+bool header_safe(const http_header *h)
+{
+    if (!h->name || !h->value || h->name_len == 0)
+        return false;
+    for (size_t i = 0; i < h->name_len; i++) {
+        unsigned char ch = (unsigned char)h->name[i];
+        if (ch <= ' ' || ch == ':' || ch >= 0x7f)
+            return false;
+    }
+    for (size_t i = 0; i < h->value_len; i++) {
+        char ch = h->value[i];
+        if (ch == '\r' || ch == '\n' || ch == '\0')
+            return false;
+    }
+    return true;
+}
+
+/* ---- timers -------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *h);
+
+/* Make sure the timer fires no later than `due`. It may fire early: the
+ * handler recomputes the real deadlines, which keeps the hot path free of
+ * timer updates on every read. */
+static void conn_timer_want(conn *c, uint64_t due)
+{
+    if (!c->has_io || c->closing)
+        return;
+    if (c->timer_due && c->timer_due <= due)
+        return;
+    c->timer_due = due;
+    uint64_t now = uv_now(c->t->loop);
+    uv_timer_start(&c->timer, on_timer, due > now ? due - now : 0, 0);
+}
+
+void conn_request_started(conn *c, treq *r)
+{
+    r->start_ms = uv_now(c->t->loop);
+    conn_timer_want(c, r->start_ms + c->t->lim.read_timeout_ms);
+}
+
+bool conn_is_idle(const conn *c)
+{
+    return !c->reqs && c->out.len == 0 && !c->writing && c->pending_in.len == 0;
+}
+
+/* Returns the earliest read deadline, acting on the ones already passed. */
+static uint64_t check_read_timeouts(conn *c, uint64_t now)
+{
+    uint64_t next = UINT64_MAX, limit = c->t->lim.read_timeout_ms;
+    if (c->proto == PROTO_H1) {
+        treq *r = c->cur;
+        if (r && !r->dispatched) {
+            if (now >= r->start_ms + limit) {
+                h1_fail(c, 408);
+                conn_mark_dirty(c);
+            } else {
+                next = r->start_ms + limit;
+            }
+        }
+    } else if (c->proto == PROTO_H2) {
+        for (treq *r = c->reqs; r; r = r->next) {
+            if (r->remote_done || r->dispatched)
+                continue;
+            if (now >= r->start_ms + limit) {
+                h2_timeout_stream(c, r);
+                conn_mark_dirty(c);
+            } else if (r->start_ms + limit < next) {
+                next = r->start_ms + limit;
+            }
+        }
+    } else if (c->sniff_len > 0) {
+        /* Part of a preface and nothing more: a request that started. */
+        if (now >= c->last_activity + limit)
+            conn_close(c);
+        else
+            next = c->last_activity + limit;
+    }
+    return next;
+}
+
+static void on_timer(uv_timer_t *h)
+{
+    conn *c = h->data;
+    uint64_t now = uv_now(c->t->loop);
+    c->timer_due = 0;
+    if (c->closing)
+        return;
+    if (c->lingering) {
+        if (now >= c->linger_due)
+            conn_close(c);
+        else
+            conn_timer_want(c, c->linger_due);
+        return;
+    }
+    uint64_t next = check_read_timeouts(c, now);
+    if (c->closing)
+        return;
+    if (conn_is_idle(c)) {
+        uint64_t due = c->last_activity + c->t->lim.idle_timeout_ms;
+        if (now >= due) {
+            if (c->proto == PROTO_H2) {
+                h2_goaway(c, false);
+                c->close_after_flush = true;
+                conn_mark_dirty(c);
+            } else {
+                conn_close(c);
+            }
+            return;
+        }
+        if (due < next)
+            next = due;
+    }
+    if (next != UINT64_MAX)
+        conn_timer_want(c, next);
+}
+
+/* ---- reading ------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    conn *c = h->data;
+    /* Input is consumed synchronously in on_read, so one buffer serves all. */
+    buf->base = (char *)c->t->rbuf;
+    buf->len = sizeof(c->t->rbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void conn_update_reading(conn *c)
+{
+    if (!c->has_io || c->closing)
+        return;
+    bool want = !c->peer_eof &&
+                (c->lingering || (!c->h1_paused && !(c->writing && c->out.len >= CONN_OUT_HIGH)));
+    if (want && !c->reading) {
+        if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
+            c->reading = true;
+    } else if (!want && c->reading) {
+        uv_read_stop(&c->h.stream);
+        c->reading = false;
+    }
+}
+
+/* EOF means the client is gone, as Go's server reads it too: requests still
+ * waiting for answers are cancelled. Output already produced still goes. */
+static void conn_on_eof(conn *c)
+{
+    c->peer_eof = true;
+    conn_update_reading(c);
+    if (c->lingering || c->proto != PROTO_H1) {
+        conn_close(c);
+        return;
+    }
+    c->rd_discard = true;
+    buf_reset(&c->pending_in);
+    while (c->reqs)
+        treq_detach(c->reqs);
+    c->close_after_flush = true;
+    conn_mark_dirty(c);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    conn *c = s->data;
+    if (c->closing)
+        return;
+    if (nread > 0) {
+        c->last_activity = uv_now(c->t->loop);
+        if (!c->lingering)
+            conn_feed(c, (const uint8_t *)buf->base, (size_t)nread);
+        if (!c->closing)
+            conn_update_reading(c);
+    } else if (nread == UV_EOF) {
+        conn_on_eof(c);
+    } else if (nread < 0) {
+        conn_close(c);
+    }
+}
+
+void conn_feed(conn *c, const uint8_t *data, size_t len)
+{
+    if (c->closing || c->rd_discard || len == 0)
+        return;
+    if (c->proto == PROTO_H1) {
+        h1_feed(c, data, len);
+        return;
+    }
+    if (c->proto == PROTO_H2) {
+        h2_feed(c, data, len);
+        return;
+    }
+    /* Sniffing: the preface may arrive in pieces. */
+    size_t want = sizeof(H2_PREFACE) - 1 - c->sniff_len;
+    size_t n = len < want ? len : want;
+    if (memcmp(data, H2_PREFACE + c->sniff_len, n) == 0) {
+        if (c->sniff_len + n < sizeof(H2_PREFACE) - 1) {
+            memcpy(c->sniff + c->sniff_len, data, n);
+            c->sniff_len += n;
+            conn_timer_want(c, c->last_activity + c->t->lim.read_timeout_ms);
+            return;
+        }
+        c->proto = PROTO_H2;
+        h2_start(c);
+        h2_feed(c, (const uint8_t *)H2_PREFACE, sizeof(H2_PREFACE) - 1);
+        if (len > n)
+            h2_feed(c, data + n, len - n);
+        return;
+    }
+    c->proto = PROTO_H1;
+    h1_start(c);
+    if (c->sniff_len)
+        h1_feed(c, c->sniff, c->sniff_len);
+    h1_feed(c, data, len);
+}
+
+/* ---- writing and flushing ------------------------------------------------ */
+
+void conn_mark_dirty(conn *c)
+{
+    if (c->dirty || c->closing)
+        return;
+    c->dirty = true;
+    c->dirty_next = c->t->dirty;
+    c->t->dirty = c;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    conn *c = req->data;
+    c->writing = false;
+    buf_reset(&c->wbuf);
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    conn_mark_dirty(c);
+    conn_update_reading(c);
+}
+
+static void conn_write(conn *c)
+{
+    if (!c->has_io) {
+        if (c->sink)
+            c->sink(c->out.data, c->out.len, c->sink_ud);
+        buf_reset(&c->out);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+    int n = uv_try_write(&c->h.stream, &b, 1);
+    if (n == (int)c->out.len) {
+        buf_reset(&c->out);
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS) {
+        conn_close(c);
+        return;
+    }
+    if (n < 0)
+        n = 0;
+    /* The rest goes out asynchronously; new output gathers in `out`. */
+    chcp_buf tmp = c->wbuf;
+    c->wbuf = c->out;
+    c->out = tmp;
+    buf_reset(&c->out);
+    b = uv_buf_init((char *)c->wbuf.data + n, (unsigned)(c->wbuf.len - (size_t)n));
+    c->wreq.data = c;
+    if (uv_write(&c->wreq, &c->h.stream, &b, 1, on_write) < 0) {
+        conn_close(c);
+        return;
+    }
+    c->writing = true;
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    conn *c = req->data;
+    if (status < 0 && !c->closing)
+        conn_close(c);
+}
+
+/* Close politely: for HTTP/1.1 send FIN and keep reading (and dropping) for a
+ * moment, so a client still sending a body sees our response rather than a
+ * reset. */
+static void conn_finish(conn *c)
+{
+    if (!c->has_io || c->proto == PROTO_H2 || c->peer_eof || c->lingering) {
+        if (!c->lingering)
+            conn_close(c);
+        return;
+    }
+    c->lingering = true;
+    c->rd_discard = true;
+    c->sreq.data = c;
+    if (uv_shutdown(&c->sreq, &c->h.stream, on_shutdown) < 0) {
+        conn_close(c);
+        return;
+    }
+    uint64_t linger = CONN_LINGER_MS;
+    if (c->t->lim.read_timeout_ms < linger)
+        linger = c->t->lim.read_timeout_ms;
+    c->linger_due = uv_now(c->t->loop) + linger;
+    conn_timer_want(c, c->linger_due);
+    conn_update_reading(c);
+}
+
+static bool conn_should_close(conn *c)
+{
+    if (c->writing || c->out.len)
+        return false;
+    if (c->close_after_flush)
+        return true;
+    if (c->proto == PROTO_H2 && h2_done(c))
+        return true;
+    /* Draining, or after EOF: once every complete request is answered. */
+    return (c->draining || c->peer_eof) && !c->reqs && c->pending_in.len == 0;
+}
+
+static void conn_flush(conn *c)
+{
+    if (c->proto == PROTO_H1 && c->h1_paused && c->n_inflight < H1_MAX_PIPELINE &&
+        c->out.len < CONN_OUT_HIGH)
+        h1_resume(c);
+    if (c->closing)
+        return;
+    if (c->proto == PROTO_H2 && c->out.len < CONN_OUT_HIGH)
+        h2_pump(c);
+    if (c->out.len && !c->writing) {
+        conn_write(c);
+        if (c->closing)
+            return;
+        c->last_activity = uv_now(c->t->loop);
+    }
+    if (conn_should_close(c)) {
+        conn_finish(c);
+        return;
+    }
+    conn_update_reading(c);
+    if (conn_is_idle(c))
+        conn_timer_want(c, c->last_activity + c->t->lim.idle_timeout_ms);
+}
+
+void conn_flush_all(transport *t)
+{
+    /* A flush can produce more work (resumed pipelines): a few passes. */
+    for (int pass = 0; pass < 8 && t->dirty; pass++) {
+        conn *list = t->dirty;
+        t->dirty = NULL;
+        while (list) {
+            conn *c = list;
+            list = c->dirty_next;
+            c->dirty_next = NULL;
+            c->dirty = false;
+            if (!c->closing)
+                conn_flush(c);
+        }
+    }
+}
+
+/* ---- lifecycle ------------------------------------------------------------- */
+
+static void format_peer(conn *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) < 0) {
+        strcpy(c->peer, "tcp");
+        return;
+    }
+    if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        uv_ip6_name(a, ip, sizeof(ip));
+        snprintf(c->peer, sizeof(c->peer), "[%s]:%u", ip, ntohs(a->sin6_port));
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        uv_ip4_name(a, ip, sizeof(ip));
+        snprintf(c->peer, sizeof(c->peer), "%s:%u", ip, ntohs(a->sin_port));
+    }
+}
+
+static void conn_link(transport *t, conn *c)
+{
+    c->t = t;
+    c->next = t->conns;
+    if (t->conns)
+        t->conns->prev = c;
+    t->conns = c;
+    t->n_conns++;
+}
+
+static void free_unaccepted(uv_handle_t *h)
+{
+    free(h->data); /* the conn that embeds the handle */
+}
+
+conn *conn_accepted(transport *t, bool tcp)
+{
+    uv_stream_t *server = tcp ? (uv_stream_t *)&t->tcp : (uv_stream_t *)&t->pipe;
+    conn *c = xcalloc(1, sizeof(*c));
+    if (tcp)
+        uv_tcp_init(t->loop, &c->h.tcp);
+    else
+        uv_pipe_init(t->loop, &c->h.pipe, 0);
+    c->h.handle.data = c;
+    if (uv_accept(server, &c->h.stream) < 0) {
+        uv_close(&c->h.handle, free_unaccepted);
+        return NULL;
+    }
+    c->has_io = true;
+    if (tcp) {
+        uv_tcp_nodelay(&c->h.tcp, 1);
+        format_peer(c);
+    } else {
+        strcpy(c->peer, "unix");
+    }
+    uv_timer_init(t->loop, &c->timer);
+    c->timer.data = c;
+    c->handles_open = 2;
+    t->open_handles++;
+    conn_link(t, c);
+    return c;
+}
+
+void conn_start(conn *c)
+{
+    c->last_activity = uv_now(c->t->loop);
+    conn_update_reading(c);
+    conn_timer_want(c, c->last_activity + c->t->lim.idle_timeout_ms);
+}
+
+static void conn_free_buffers(conn *c)
+{
+    buf_free(&c->out);
+    buf_free(&c->wbuf);
+    buf_free(&c->pending_in);
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    conn *c = h->data;
+    if (--c->handles_open > 0)
+        return;
+    transport *t = c->t;
+    conn_free_buffers(c);
+    free(c);
+    transport_handle_closed(t);
+}
+
+static void conn_unlink_dirty(conn *c)
+{
+    if (!c->dirty)
+        return;
+    for (conn **p = &c->t->dirty; *p; p = &(*p)->dirty_next) {
+        if (*p == c) {
+            *p = c->dirty_next;
+            break;
+        }
+    }
+    c->dirty = false;
+    c->dirty_next = NULL;
+}
+
+void conn_close(conn *c)
+{
+    transport *t = c->t;
+    if (c->closing)
+        return;
+    c->closing = true;
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (t->conns == c)
+        t->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+    t->n_conns--;
+    conn_unlink_dirty(c);
+    /* Tell the layer above about every request it still holds. */
+    while (c->reqs)
+        treq_detach(c->reqs);
+    c->cur = NULL;
+    h2_free(c);
+    if (!c->has_io)
+        return;
+    if (c->reading)
+        uv_read_stop(&c->h.stream);
+    uv_close(&c->h.handle, on_conn_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+}
+
+void conn_begin_drain(conn *c)
+{
+    c->draining = true;
+    if (c->proto == PROTO_H2) {
+        h2_goaway(c, true);
+        conn_mark_dirty(c);
+        return;
+    }
+    if (conn_is_idle(c)) {
+        conn_close(c);
+        return;
+    }
+    /* Busy: the last response says "connection: close". */
+    conn_mark_dirty(c);
+}
+
+/* ---- fake connections (fuzzing) ------------------------------------------- */
+
+conn *conn_new_fake(transport *t, conn_sink_fn sink, void *ud)
+{
+    conn *c = xcalloc(1, sizeof(*c));
+    c->sink = sink;
+    c->sink_ud = ud;
+    strcpy(c->peer, "fuzz");
+    conn_link(t, c);
+    return c;
+}
+
+void conn_flush_fake(conn *c)
+{
+    conn_flush_all(c->t);
+}
+
+void conn_destroy_fake(conn *c)
+{
+    conn_close(c);
+    conn_free_buffers(c);
+    free(c);
+}

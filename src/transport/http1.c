@@ -1,0 +1,454 @@
+/*
+ * http1.c - HTTP/1.1 on top of http-parser: request assembly, keep-alive,
+ * pipelining with in-order responses, chunked bodies, 100-continue, limits,
+ * and response serialization (always with Content-Length).
+ *
+ * Pipelining: requests are dispatched as soon as they are complete, but a
+ * response only reaches the wire once every earlier one has. At most
+ * H1_MAX_PIPELINE requests wait for answers; beyond that the parser is paused
+ * and the unparsed input is held (reading stops) until answers come back.
+ */
+#include "transport/internal.h"
+
+#include <ctype.h>
+#include <string.h>
+
+enum { H1_URL = 0, H1_FIELD, H1_VALUE };
+
+static const char CONTINUE_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+static conn *pconn(http_parser *p)
+{
+    return p->data;
+}
+
+static int count_header_bytes(conn *c, treq *r, size_t len)
+{
+    r->hdr_bytes += (uint32_t)(len > UINT32_MAX / 2 ? UINT32_MAX / 2 : len);
+    if (r->hdr_bytes > c->t->lim.max_header_bytes) {
+        c->h1_error = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    conn *c = pconn(p);
+    treq *r = treq_new(c);
+    c->cur = r;
+    r->pub.http_major = 1;
+    r->url_off = 0;
+    conn_request_started(c, r);
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    conn *c = pconn(p);
+    treq *r = c->cur;
+    if (!r || count_header_bytes(c, r, len) < 0)
+        return -1;
+    buf_append(&r->strings, at, len);
+    r->url_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    conn *c = pconn(p);
+    treq *r = c->cur;
+    if (!r || count_header_bytes(c, r, len) < 0)
+        return -1;
+    if (r->h1_state != H1_FIELD) {
+        /* Terminates the URL or the previous value. */
+        buf_append_byte(&r->strings, 0);
+        hdr_ref *h = treq_push_ref(r);
+        h->name_off = (uint32_t)r->strings.len;
+        r->h1_state = H1_FIELD;
+    }
+    buf_reserve(&r->strings, len);
+    uint8_t *dst = r->strings.data + r->strings.len;
+    for (size_t i = 0; i < len; i++)
+        dst[i] = (uint8_t)tolower((unsigned char)at[i]);
+    r->strings.len += len;
+    r->refs[r->n_refs - 1].name_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    conn *c = pconn(p);
+    treq *r = c->cur;
+    if (!r || r->n_refs == 0 || count_header_bytes(c, r, len) < 0)
+        return -1;
+    if (memchr(at, '\0', len)) {
+        c->h1_error = 400;
+        return -1;
+    }
+    hdr_ref *h = &r->refs[r->n_refs - 1];
+    if (r->h1_state != H1_VALUE) {
+        buf_append_byte(&r->strings, 0);
+        h->value_off = (uint32_t)r->strings.len;
+        r->h1_state = H1_VALUE;
+    }
+    buf_append(&r->strings, at, len);
+    h->value_len += (uint32_t)len;
+    return 0;
+}
+
+/* Point path and query into the URL; absolute-form URLs keep their path. */
+static void split_url(treq *r)
+{
+    char *url = (char *)r->strings.data + r->url_off;
+    size_t len = r->url_len;
+    if (len > 0 && url[0] != '/' && !(len == 1 && url[0] == '*')) {
+        struct http_parser_url u;
+        http_parser_url_init(&u);
+        if (http_parser_parse_url(url, len, 0, &u) == 0 && (u.field_set & (1 << UF_PATH))) {
+            url += u.field_data[UF_PATH].off;
+            len -= u.field_data[UF_PATH].off;
+        } else {
+            url[len] = '\0';
+            r->pub.path = "/";
+            return;
+        }
+    }
+    r->pub.path = url;
+    char *q = memchr(url, '?', len);
+    if (q) {
+        *q = '\0';
+        r->pub.query = q + 1;
+    }
+}
+
+static void build_headers(treq *r)
+{
+    /* A last header whose value never came: empty, on its name's NUL. */
+    if (r->h1_state == H1_FIELD && r->n_refs > 0) {
+        hdr_ref *h = &r->refs[r->n_refs - 1];
+        h->value_off = h->name_off + h->name_len;
+    }
+    treq_build_headers(r);
+}
+
+/* The body will not fit: hand the request up now and read no more. */
+static void h1_too_large(conn *c, treq *r)
+{
+    r->pub.body_too_large = true;
+    r->close = true;
+    buf_reset(&r->body);
+    c->rd_discard = true;
+    c->cur = NULL;
+    http_parser_pause(&c->parser, 1);
+    treq_dispatch(r);
+}
+
+static void maybe_continue(conn *c, treq *r, bool expects_body)
+{
+    const char *expect = http_request_header(&r->pub, "expect");
+    if (!expect || !str_ieq(expect, "100-continue") || r->http_minor == 0 || !expects_body)
+        return;
+    if (r == c->reqs) {
+        buf_append(&c->out, CONTINUE_100, sizeof(CONTINUE_100) - 1);
+        conn_mark_dirty(c);
+    } else {
+        r->want_continue = true; /* after the earlier responses */
+    }
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    conn *c = pconn(p);
+    treq *r = c->cur;
+    if (!r)
+        return -1;
+    buf_append_byte(&r->strings, 0);
+    build_headers(r);
+    split_url(r);
+    r->hdrs_done = true;
+    r->pub.received_ns = time_mono_ns();
+    r->pub.method = http_method_str(p->method);
+    r->http_minor = (uint8_t)p->http_minor;
+    r->is_head = p->method == HTTP_HEAD;
+    r->close = !http_should_keep_alive(p);
+    bool has_length = (p->flags & F_CONTENTLENGTH) != 0;
+    if (has_length && p->content_length > c->t->lim.max_body_bytes) {
+        h1_too_large(c, r);
+        return 0;
+    }
+    maybe_continue(c, r, (p->flags & F_CHUNKED) || (has_length && p->content_length > 0));
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    conn *c = pconn(p);
+    treq *r = c->cur;
+    if (!r || r->pub.body_too_large)
+        return 0;
+    if (r->body.len + len > c->t->lim.max_body_bytes) {
+        h1_too_large(c, r);
+        return 0;
+    }
+    buf_append(&r->body, at, len);
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    conn *c = pconn(p);
+    treq *r = c->cur;
+    if (!r)
+        return 0;
+    c->cur = NULL;
+    r->remote_done = true;
+    bool close = r->close;
+    /* The handler may answer (and free r) right inside this call. */
+    treq_dispatch(r);
+    if (close) {
+        c->rd_discard = true;
+        http_parser_pause(p, 1);
+    } else if (c->n_inflight >= H1_MAX_PIPELINE) {
+        c->h1_paused = true;
+        http_parser_pause(p, 1);
+    }
+    return 0;
+}
+
+void h1_init_settings(http_parser_settings *s)
+{
+    http_parser_settings_init(s);
+    s->on_message_begin = on_message_begin;
+    s->on_url = on_url;
+    s->on_header_field = on_header_field;
+    s->on_header_value = on_header_value;
+    s->on_headers_complete = on_headers_complete;
+    s->on_body = on_body;
+    s->on_message_complete = on_message_complete;
+}
+
+void h1_start(conn *c)
+{
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+}
+
+void h1_feed(conn *c, const uint8_t *data, size_t len)
+{
+    while (len > 0 && !c->rd_discard && !c->closing) {
+        if (c->h1_paused) {
+            buf_append(&c->pending_in, data, len);
+            return;
+        }
+        size_t n = http_parser_execute(&c->parser, &c->t->h1_settings, (const char *)data, len);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (c->rd_discard || c->closing)
+            return;
+        if (e == HPE_PAUSED) {
+            /* Pipeline full: on_message_complete set h1_paused. */
+            data += n;
+            len -= n;
+            continue;
+        }
+        if (e != HPE_OK) {
+            h1_fail(c, c->h1_error ? c->h1_error : e == HPE_HEADER_OVERFLOW ? 431 : 400);
+            return;
+        }
+        if (n >= len || n == 0)
+            return;
+        /* http-parser stops after an Upgrade request; we do not upgrade, so
+         * the next bytes are simply the next HTTP/1.1 request. */
+        c->parser.upgrade = 0;
+        data += n;
+        len -= n;
+    }
+}
+
+void h1_resume(conn *c)
+{
+    c->h1_paused = false;
+    http_parser_pause(&c->parser, 0);
+    if (c->pending_in.len == 0)
+        return;
+    chcp_buf in = c->pending_in;
+    c->pending_in = (chcp_buf)CHCP_BUF_INIT;
+    h1_feed(c, in.data, in.len);
+    if (!c->pending_in.data) {
+        buf_reset(&in);
+        c->pending_in = in;
+    } else {
+        buf_free(&in);
+    }
+    if (c->peer_eof && c->cur && !c->cur->dispatched)
+        treq_release(c->cur);
+}
+
+/* ---- responses ------------------------------------------------------------ */
+
+static bool is_managed_header(const http_header *h)
+{
+    switch (h->name_len) {
+    case 10:
+        return str_ieq(h->name, "connection");
+    case 14:
+        return str_ieq(h->name, "content-length");
+    case 17:
+        return str_ieq(h->name, "transfer-encoding");
+    default:
+        return false;
+    }
+}
+
+static void append_uint(chcp_buf *b, size_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    buf_append(b, tmp + i, sizeof(tmp) - i);
+}
+
+static void serialize(chcp_buf *b, treq *r, const http_response *resp, bool close)
+{
+    int status = resp->status >= 100 && resp->status <= 999 ? resp->status : 500;
+    const char *reason = http_reason(status);
+    buf_reserve(b, 64 + resp->body_len);
+    buf_append(b, "HTTP/1.1 ", 9);
+    append_uint(b, (size_t)status);
+    buf_append_byte(b, ' ');
+    buf_append_str(b, reason);
+    buf_append(b, "\r\n", 2);
+    for (size_t i = 0; i < resp->n_headers; i++) {
+        const http_header *h = &resp->headers[i];
+        if (!header_safe(h) || is_managed_header(h))
+            continue;
+        buf_reserve(b, h->name_len + h->value_len + 4);
+        buf_append(b, h->name, h->name_len);
+        buf_append(b, ": ", 2);
+        buf_append(b, h->value, h->value_len);
+        buf_append(b, "\r\n", 2);
+    }
+    buf_append(b, "content-length: ", 16);
+    append_uint(b, resp->body_len);
+    if (close)
+        buf_append_str(b, "\r\nconnection: close");
+    else if (r->http_minor == 0)
+        buf_append_str(b, "\r\nconnection: keep-alive");
+    buf_append(b, "\r\n\r\n", 4);
+    if (!r->is_head)
+        buf_append(b, resp->body, resp->body_len);
+}
+
+/* Move answered requests at the head of the pipeline to the output. */
+static void h1_drain(conn *c)
+{
+    treq *r;
+    while ((r = c->reqs) && r->responded) {
+        if (!r->serialized_in_out)
+            buf_append(&c->out, r->resp.data, r->resp.len);
+        bool close = r->close;
+        treq_release(r);
+        if (close) {
+            c->rd_discard = true;
+            c->close_after_flush = true;
+            return;
+        }
+    }
+    if (r && r->want_continue && !r->remote_done) {
+        r->want_continue = false;
+        buf_append(&c->out, CONTINUE_100, sizeof(CONTINUE_100) - 1);
+    }
+}
+
+void h1_respond(treq *r, const http_response *resp)
+{
+    conn *c = r->conn;
+    /* Draining: the last request we will see says goodbye. */
+    if (c->draining && !r->next && !c->cur)
+        r->close = true;
+    bool head = r == c->reqs;
+    serialize(head ? &c->out : &r->resp, r, resp, r->close);
+    r->serialized_in_out = head;
+    r->responded = true;
+    h1_drain(c);
+}
+
+void h1_fail(conn *c, int status)
+{
+    treq *r = c->cur;
+    if (!r || r->dispatched)
+        r = treq_new(c);
+    c->cur = NULL;
+    c->rd_discard = true;
+    r->internal = true;
+    r->dispatched = true;
+    r->close = true;
+    http_response resp = {.status = status};
+    h1_respond(r, &resp);
+    conn_mark_dirty(c);
+}
+
+const char *http_reason(int status)
+{
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 499:
+        return "Client Closed Request";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
+    }
+}

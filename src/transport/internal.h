@@ -1,0 +1,248 @@
+/*
+ * internal.h - what the transport's files share and nobody else sees: the
+ * transport, connection and request structures and the calls between
+ * listener.c (sockets), conn.c (connection lifecycle and I/O), http1.c
+ * (http-parser) and http2.c (nghttp2).
+ *
+ * Ownership in one paragraph: a connection owns the requests it parses (its
+ * `reqs` list, in arrival order). Once a request is dispatched, the layer
+ * above also holds it until http_respond(). When the connection dies first,
+ * the request is detached (conn = NULL): the layer above is told through
+ * on_cancel and its later http_respond() just frees the memory. Nothing is
+ * freed inside protocol callbacks: the connection is only ever torn down from
+ * loop callbacks (read, timer, flush, write), never from inside
+ * http_parser_execute() or nghttp2_session_mem_recv().
+ *
+ * The fuzz targets use conn_new_fake()/conn_feed()/conn_destroy_fake() to
+ * drive the same input paths without sockets.
+ */
+#ifndef CHCP_TRANSPORT_INTERNAL_H
+#define CHCP_TRANSPORT_INTERNAL_H
+
+#include <http_parser.h>
+#include <nghttp2/nghttp2.h>
+
+#include "transport/transport.h"
+
+#define TRANSPORT_READ_BUF (64 * 1024)
+/* HTTP/1.1 requests parsed ahead of their responses (pipelining bound). */
+#define H1_MAX_PIPELINE 16
+/* Stop pulling nghttp2 output while this much is already queued. */
+#define CONN_OUT_HIGH (256 * 1024)
+/* How long a closing connection keeps draining input after FIN. */
+#define CONN_LINGER_MS 2000
+/* Recycled request objects kept per transport, and the largest buffer a
+ * recycled request keeps (bigger ones go back to malloc). */
+#define TREQ_FREELIST_MAX 64
+#define TREQ_KEEP_BUF (16 * 1024)
+
+typedef struct conn conn;
+typedef struct treq treq;
+
+/* A header seen on the wire, as offsets into treq.strings (which may move
+ * while it grows; pointers are made once the header block is complete). */
+typedef struct hdr_ref {
+    uint32_t name_off, name_len, value_off, value_len;
+} hdr_ref;
+
+struct treq {
+    http_request pub; /* what the layer above sees */
+    transport *t;
+    conn *conn;        /* NULL once detached from a dead connection */
+    treq *next, *prev; /* conn->reqs, arrival order */
+
+    chcp_buf strings; /* NUL-terminated method/url/header text */
+    hdr_ref *refs;
+    size_t n_refs, cap_refs;
+    http_header *headers;
+    size_t cap_headers;
+    chcp_buf body;
+    /* HTTP/1.1: the serialized response while it waits for its turn.
+     * HTTP/2: the response body nghttp2 pulls from. */
+    chcp_buf resp;
+    size_t resp_off;
+    /* HTTP/2 response trailers, copied at http_respond time. */
+    chcp_buf tr_strings;
+    nghttp2_nv *tr_nv;
+    size_t n_tr, cap_tr;
+
+    int32_t stream_id;
+    uint32_t hdr_bytes; /* header block bytes so far (limit) */
+    uint8_t h1_state;   /* http-parser: in url, header name or value */
+    uint8_t http_minor;
+    uint32_t url_off, url_len;
+    uint32_t method_off, method_len; /* HTTP/2 :method */
+    uint32_t path_off, path_len;     /* HTTP/2 :path */
+    uint64_t start_ms;               /* loop time the request began (read timeout) */
+
+    bool hdrs_done;         /* header block complete, pub.headers valid */
+    bool remote_done;       /* whole request received (END_STREAM / message end) */
+    bool dispatched;        /* handed to on_request */
+    bool responded;         /* http_respond was called */
+    bool internal;          /* an error response made by the transport itself */
+    bool close;             /* HTTP/1.1: close the connection after the response */
+    bool want_continue;     /* HTTP/1.1: owes "100 Continue" when it gets its turn */
+    bool is_head;           /* HEAD request: no response body on the wire */
+    bool serialized_in_out; /* HTTP/1.1: response already appended to out */
+    char peer[64];
+};
+
+typedef enum conn_proto { PROTO_SNIFF = 0, PROTO_H1, PROTO_H2 } conn_proto;
+
+/* Output sink for fake (socketless) connections used by the fuzzers. */
+typedef void (*conn_sink_fn)(const uint8_t *data, size_t len, void *ud);
+
+struct conn {
+    transport *t;
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    uv_timer_t timer;
+    uv_write_t wreq;
+    uv_shutdown_t sreq;
+    conn *next, *prev; /* transport->conns */
+    conn *dirty_next;  /* transport->dirty */
+    bool dirty;
+    bool has_io; /* false: fake connection (fuzzing) */
+    conn_sink_fn sink;
+    void *sink_ud;
+
+    conn_proto proto;
+    uint8_t sniff[24];
+    size_t sniff_len;
+
+    treq *reqs, *reqs_tail; /* live requests owned by the connection */
+    size_t n_inflight;      /* dispatched and not yet answered */
+
+    /* HTTP/1.1 */
+    http_parser parser;
+    treq *cur;           /* the request being parsed */
+    chcp_buf pending_in; /* input held back while the pipeline is full */
+    bool h1_paused;      /* parser paused: pipeline full */
+    bool rd_discard;     /* drop all further input (closing) */
+    int h1_error;        /* status to answer when the parser stops (431...) */
+
+    /* HTTP/2 */
+    nghttp2_session *h2;
+
+    chcp_buf out;  /* output gathered this pass */
+    chcp_buf wbuf; /* output being written */
+    bool writing;
+    bool reading;
+    bool closing;           /* uv_close started / torn down */
+    bool close_after_flush; /* close once the output is written */
+    bool draining;          /* transport_stop_accepting: finish and close */
+    bool lingering;         /* FIN sent, discarding input until EOF/timeout */
+    bool peer_eof;
+    int handles_open;
+
+    uint64_t last_activity; /* loop ms of the last input */
+    uint64_t timer_due;     /* 0 = timer not armed */
+    uint64_t linger_due;
+    char peer[64];
+};
+
+struct transport {
+    uv_loop_t *loop;
+    transport_limits lim;
+    http_request_fn on_request;
+    http_cancel_fn on_cancel;
+    void *ud;
+
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+    bool tcp_open, pipe_open;
+    uint16_t port;
+    char *unix_path;
+
+    uv_prepare_t prepare; /* flush before the loop blocks */
+    uv_check_t check;     /* flush right after I/O callbacks */
+
+    conn *conns;
+    size_t n_conns;
+    conn *dirty;
+    size_t active;
+
+    treq *free_reqs;
+    size_t n_free;
+
+    nghttp2_session_callbacks *h2_callbacks;
+    nghttp2_option *h2_option;
+    http_parser_settings h1_settings;
+
+    bool stopping;
+    bool closing;
+    int open_handles; /* listeners, hooks and connections not yet closed */
+    void (*done)(void *ud);
+    void *done_ud;
+
+    uint8_t rbuf[TRANSPORT_READ_BUF];
+};
+
+/* ---- conn.c -------------------------------------------------------------- */
+
+conn *conn_accepted(transport *t, bool tcp); /* after the handle is accepted */
+void conn_start(conn *c);
+/* Feed received bytes through preface sniffing into HTTP/1.1 or HTTP/2. */
+void conn_feed(conn *c, const uint8_t *data, size_t len);
+/* Queue output; the connection is flushed once per loop pass. */
+void conn_mark_dirty(conn *c);
+void conn_flush_all(transport *t);
+void conn_close(conn *c);
+/* A request whose header block began: arm the read timeout. */
+void conn_request_started(conn *c, treq *r);
+bool conn_is_idle(const conn *c);
+void conn_begin_drain(conn *c);
+
+/* Socketless connections for fuzzing: output goes to `sink`. */
+conn *conn_new_fake(transport *t, conn_sink_fn sink, void *ud);
+void conn_flush_fake(conn *c);
+void conn_destroy_fake(conn *c);
+
+treq *treq_new(conn *c);
+void treq_release(treq *r); /* unlink from the connection and free/recycle */
+void treq_free_list(transport *t);
+hdr_ref *treq_push_ref(treq *r);
+/* Make pub.headers from the offsets once `strings` stops growing. */
+void treq_build_headers(treq *r);
+void treq_dispatch(treq *r);
+/* The connection lost a request it still owned: tell the layer above. */
+void treq_detach(treq *r);
+const char *http_reason(int status);
+/* Response header values/names must not smuggle CR, LF or NUL. */
+bool header_safe(const http_header *h);
+
+/* ---- listener.c ---------------------------------------------------------- */
+
+void transport_handle_closed(transport *t);
+
+/* ---- http1.c ------------------------------------------------------------- */
+
+void h1_init_settings(http_parser_settings *s);
+void h1_start(conn *c);
+void h1_feed(conn *c, const uint8_t *data, size_t len);
+/* Resume parsing held-back input once the pipeline has room. */
+void h1_resume(conn *c);
+void h1_respond(treq *r, const http_response *resp);
+/* The read timeout hit a request still arriving: 408 and close. */
+void h1_fail(conn *c, int status);
+
+/* ---- http2.c ------------------------------------------------------------- */
+
+int h2_init_callbacks(transport *t);
+void h2_start(conn *c);
+void h2_feed(conn *c, const uint8_t *data, size_t len);
+/* Pull nghttp2's pending frames into c->out. */
+void h2_pump(conn *c);
+void h2_respond(treq *r, const http_response *resp);
+void h2_free(conn *c);
+/* Reset a stream whose request did not arrive in time. */
+void h2_timeout_stream(conn *c, treq *r);
+void h2_goaway(conn *c, bool graceful);
+/* No streams open and nothing left to say (after GOAWAY)? */
+bool h2_done(conn *c);
+
+#endif

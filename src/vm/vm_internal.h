@@ -1,0 +1,117 @@
+/*
+ * vm_internal.h - what the files of src/vm/ share among themselves (not part
+ * of the module interface; other modules include only vm.h).
+ */
+#ifndef CHCP_VM_INTERNAL_H
+#define CHCP_VM_INTERNAL_H
+
+#include "vm/vm.h"
+
+/* Guard rails applied to a client configuration. */
+typedef struct vm_limits {
+    const char *const *image_dirs; /* canonical (realpath) roots */
+    size_t n_image_dirs;
+    uint32_t max_vcpus;
+    uint64_t max_memory_mib;
+} vm_limits;
+
+/*
+ * Validate a client configuration and turn it into the Cloud Hypervisor JSON
+ * body of vm.create, with every client path canonicalised and chcp's own
+ * paths (console log, sockets) placed in `vm_dir`. Returns a malloc'ed string
+ * or NULL with an invalid_argument/permission_denied error naming the field.
+ */
+char *vm_config_build(const vm_limits *lim, const Cloudhypervisor__V1__VmConfig *c,
+                      const char *vm_dir, chcp_error **err);
+
+/* Recursively remove a VM directory (only what chcp puts there: files,
+ * sockets, at most one level of subdirectories). */
+int vm_dir_remove(const char *dir, chcp_error **err);
+
+/* ---- manager internals (manager.c: registry and queue; lifecycle.c: what
+ * each operation does) ------------------------------------------------------ */
+
+typedef struct vm_entry vm_entry;
+
+struct vm_op {
+    vm_manager *m;
+    vm_entry *vm;
+    vm_op_kind kind;
+    vm_op_params p;
+    vm_op_done_fn done;
+    void *ud;
+    vm_op *next;      /* queue / waiter list link */
+    uv_timer_t timer; /* queue deadline, shutdown grace, deferred completion */
+    bool running;
+    bool queued;
+    bool finished;
+    bool counts_start;
+    bool waiting_grace; /* ShutdownVm waiting for the guest */
+    vm_state prev_state;
+    chcp_error *result; /* deferred completion */
+};
+
+struct vm_entry {
+    vm_record rec;
+    vm_manager *m;
+    void *vmm;              /* backend handle, NULL when none */
+    vm_op *current;         /* the running queued operation */
+    vm_op *q_head, *q_tail; /* waiting operations */
+    size_t q_len;
+    vm_op *delete_ops; /* DeleteVm calls waiting for the removal */
+    vm_op *create_op;  /* a failed CreateVm, answered after the removal */
+    vm_op *info_ops;   /* GetVmInfo calls waiting for one vm.info */
+    bool info_inflight;
+    bool deleting; /* removal started */
+    bool removing_started;
+    bool stop_done;
+    int inflight;            /* backend completions outstanding */
+    chcp_error *removal_err; /* why a failed CreateVm removed the VM */
+    bool pending_guest_shutdown;
+    bool shutdown_event; /* vm/shutdown seen during ShutdownVm */
+    int expect_shutdown_events;
+    int expect_reboot_events;
+    bool unresponsive;
+};
+
+struct vm_manager {
+    uv_loop_t *loop;
+    vm_manager_config cfg;
+    char *state_dir;
+    char *vms_dir;
+    char **image_dirs;
+    vm_limits limits;
+    const vm_backend_ops *ops;
+    void *backend;
+    vm_entry **vms; /* sorted by id */
+    size_t n_vms, cap_vms;
+    uint32_t starts;
+    bool shutting_down;
+    void (*shutdown_done)(void *ud);
+    void *shutdown_ud;
+};
+
+/* manager.c */
+void vm_set_state(vm_entry *e, vm_state s, const char *reason_fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void vm_touch(vm_entry *e);
+/* Finish an operation now (from a backend completion), start the next. */
+void vm_op_finish(vm_op *op, const chcp_error *err);
+void vm_op_finish_code(vm_op *op, chcp_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Drop the entry from the registry and free it (after removal). */
+void vm_entry_destroy(vm_entry *e);
+/* Fail every waiting operation (the VM is being removed). */
+void vm_queue_fail_all(vm_entry *e, chcp_code code, const char *msg);
+/* Complete an operation decided without the VMM (deferred to the loop). */
+void vm_op_complete_now(vm_op *op, chcp_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* lifecycle.c */
+void vm_lifecycle_run(vm_op *op);           /* a queued op reached the head */
+void vm_lifecycle_delete(vm_op *op);        /* DeleteVm, outside the queue */
+void vm_lifecycle_info(vm_op *op);          /* GetVmInfo, outside the queue */
+void vm_lifecycle_grace_expired(vm_op *op); /* ShutdownVm grace timer */
+bool vm_lifecycle_try_remove(vm_entry *e);  /* finish a removal when idle */
+
+#endif

@@ -1,0 +1,214 @@
+// lifecycle.test.mjs - the full state x operation table through the real
+// daemon and the CH stand-in, DeleteVm from every state (including in the
+// middle of CreateVm, BootVm and ShutdownVm), idempotent CreateVm, ListVms.
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import { describe, test } from "node:test";
+import { Code, VmState, expectCode, sleep, stateName, useDaemon, waitFor } from "./lib/harness.mjs";
+import { outcome, reach } from "./lib/states.mjs";
+
+const S = VmState;
+const OK = "ok";
+const FP = Code.FailedPrecondition;
+
+// rows: start state; columns: operation -> [expected outcome, state after]
+const OPS = ["boot", "pause", "resume", "reboot", "shutdown", "info"];
+const TABLE = {
+  [S.CREATED]: { boot: [OK, S.RUNNING], pause: [FP], resume: [FP], reboot: [FP], shutdown: [OK, S.CREATED], info: [OK] },
+  [S.RUNNING]: { boot: [OK], pause: [OK, S.PAUSED], resume: [OK], reboot: [OK, S.RUNNING], shutdown: [OK, S.SHUTDOWN], info: [OK] },
+  [S.PAUSED]: { boot: [FP], pause: [OK], resume: [OK, S.RUNNING], reboot: [OK, S.RUNNING], shutdown: [OK, S.SHUTDOWN], info: [OK] },
+  [S.SHUTDOWN]: { boot: [OK, S.RUNNING], pause: [FP], resume: [FP], reboot: [FP], shutdown: [OK], info: [OK] },
+  [S.FAILED]: { boot: [FP], pause: [FP], resume: [FP], reboot: [FP], shutdown: [FP], info: [OK] },
+  [S.CRASHED]: { boot: [FP], pause: [FP], resume: [FP], reboot: [FP], shutdown: [FP], info: [OK] },
+};
+
+function call(d, op, vmId) {
+  const c = d.client;
+  switch (op) {
+    case "boot":
+      return c.bootVm({ vmId });
+    case "pause":
+      return c.pauseVm({ vmId });
+    case "resume":
+      return c.resumeVm({ vmId });
+    case "reboot":
+      return c.rebootVm({ vmId });
+    case "shutdown":
+      return c.shutdownVm({ vmId, gracefulTimeout: { seconds: 5n } });
+    case "info":
+      return c.getVmInfo({ vmId });
+  }
+  throw new Error(op);
+}
+
+describe("state x operation", () => {
+  const ctx = useDaemon();
+  for (const [start, row] of Object.entries(TABLE)) {
+    const from = Number(start);
+    test(`from ${stateName(from)}`, async () => {
+      const d = ctx.d;
+      for (const op of OPS) {
+        const id = `t-${stateName(from).toLowerCase().replace("_", "")}-${op}`;
+        await reach(d, id, from);
+        const [want, after = from] = row[op];
+        const got = await outcome(call(d, op, id));
+        if (want === OK) {
+          assert.ok(got.ok, `${op} in ${stateName(from)}: ${got.message}`);
+          assert.equal(stateName(got.vm.state), stateName(after), `${op} in ${stateName(from)}`);
+          assert.equal(got.vm.vmId, id);
+        } else {
+          assert.equal(got.ok, false, `${op} in ${stateName(from)} should fail`);
+          assert.equal(Code[got.code], Code[want], `${op} in ${stateName(from)}: ${got.message}`);
+          assert.match(got.message, new RegExp(stateName(from)), "the error names the state");
+        }
+        const now = await d.info(id);
+        assert.equal(stateName(now.state), stateName(after));
+        // DeleteVm works from every state and removes everything.
+        const del = await d.client.deleteVm({ vmId: id });
+        assert.equal(del.vmId, id);
+        await expectCode(d.client.getVmInfo({ vmId: id }), Code.NotFound);
+        assert.equal(fs.existsSync(d.vmDir(id)), false, "VM directory removed");
+      }
+    });
+  }
+
+  test("unknown VMs are not_found for every call", async () => {
+    const d = ctx.d;
+    for (const op of OPS) await expectCode(call(d, op, "nope"), Code.NotFound, "nope");
+    await expectCode(d.client.deleteVm({ vmId: "nope" }), Code.NotFound);
+  });
+
+  test("a VM record carries what the API promises", async () => {
+    const d = ctx.d;
+    const vm = await d.createVm("rec-1", { labels: { env: "test", team: "vm" } });
+    assert.equal(vm.state, S.CREATED);
+    assert.equal(vm.vmmState, "Created");
+    assert.ok(vm.vmmPid > 0);
+    assert.ok(fs.existsSync(`/proc/${vm.vmmPid}`));
+    assert.deepEqual({ ...vm.labels }, { env: "test", team: "vm" });
+    assert.equal(vm.config.payload.kernel, d.kernel);
+    assert.ok(vm.createdAt && vm.updatedAt && vm.stateChangedAt);
+    const st = fs.statSync(d.vmDir("rec-1"));
+    assert.equal(st.mode & 0o777, 0o700);
+    const booted = (await d.client.bootVm({ vmId: "rec-1" })).vm;
+    assert.equal(booted.state, S.RUNNING);
+    assert.ok(booted.stateChangedAt.seconds >= vm.stateChangedAt.seconds);
+    const info = await d.info("rec-1");
+    assert.equal(info.vmmState, "Running");
+    assert.ok(info.memoryActualSize > 0n);
+    await d.client.deleteVm({ vmId: "rec-1" });
+    await waitFor(() => !fs.existsSync(`/proc/${vm.vmmPid}`), 3000, "VMM gone");
+  });
+
+  test("CreateVm is idempotent for the same config and refuses a different one", async () => {
+    const d = ctx.d;
+    const a = await d.createVm("same-1");
+    const b = await d.createVm("same-1");
+    assert.equal(b.vmmPid, a.vmmPid);
+    await expectCode(d.createVm("same-1", { config: { memory: { size: 128n << 20n } } }), Code.AlreadyExists);
+    await expectCode(d.createVm("same-1", { labels: { x: "y" } }), Code.AlreadyExists);
+    // concurrent identical creates: one VMM, both succeed
+    const [c1, c2] = await Promise.all([d.createVm("same-2"), d.createVm("same-2")]);
+    assert.equal(c1.vmmPid, c2.vmmPid);
+    // a generated id
+    const g = (await d.client.createVm({ config: d.config() })).vm;
+    assert.match(g.vmId, /^vm-[0-9a-f]{12}$/);
+    for (const id of ["same-1", "same-2", g.vmId]) await d.client.deleteVm({ vmId: id });
+  });
+
+  test("DeleteVm in the middle of CreateVm, BootVm and ShutdownVm", async () => {
+    const d = ctx.d;
+    // mid-create: vm.create never answers
+    const creating = outcome(d.createVm("mid-create", { directives: ["standin.hang_on=vm.create"] }).then((vm) => ({ vm })));
+    await waitFor(async () => (await outcome(d.client.getVmInfo({ vmId: "mid-create" }))).vm?.state === S.CREATING, 3000, "CREATING");
+    await d.client.deleteVm({ vmId: "mid-create" });
+    const cr = await creating;
+    assert.equal(cr.ok, false);
+    assert.equal(Code[cr.code], Code[Code.Aborted], cr.message);
+    // mid-boot: a slow boot, deleted twice concurrently
+    await d.createVm("mid-boot", { directives: ["standin.boot_delay_ms=3000"] });
+    const booting = outcome(d.client.bootVm({ vmId: "mid-boot" }));
+    await waitFor(async () => (await d.info("mid-boot")).state === S.BOOTING, 2000, "BOOTING");
+    const queued = outcome(d.client.pauseVm({ vmId: "mid-boot" }));
+    const [d1, d2] = await Promise.all([d.client.deleteVm({ vmId: "mid-boot" }), d.client.deleteVm({ vmId: "mid-boot" })]);
+    assert.equal(d1.vmId, "mid-boot");
+    assert.equal(d2.vmId, "mid-boot");
+    assert.equal((await booting).code, Code.Aborted);
+    assert.equal((await queued).code, Code.Aborted);
+    // mid-shutdown: the guest ignores the power button
+    await reach(d, "mid-sd", S.RUNNING, { directives: ["standin.ignore_power_button=1"] });
+    const sd = outcome(d.client.shutdownVm({ vmId: "mid-sd", gracefulTimeout: { seconds: 30n } }));
+    await waitFor(async () => (await d.info("mid-sd")).state === S.SHUTTING_DOWN, 2000, "SHUTTING_DOWN");
+    await d.client.deleteVm({ vmId: "mid-sd" });
+    assert.equal((await sd).code, Code.Aborted);
+  });
+
+  test("ListVms filters, orders and pages", async () => {
+    const d = ctx.d;
+    const ids = [];
+    for (let i = 11; i >= 0; i--) {
+      const id = `list-${String(i).padStart(2, "0")}`;
+      ids.unshift(id);
+      await d.createVm(id, { labels: { parity: i % 2 ? "odd" : "even", group: "list" } });
+    }
+    await d.client.bootVm({ vmId: "list-03" });
+    await d.client.bootVm({ vmId: "list-04" });
+    const seen = [];
+    let token = "";
+    let pages = 0;
+    do {
+      const res = await d.client.listVms({ pageSize: 5, pageToken: token, labels: { group: "list" } });
+      seen.push(...res.vms.map((v) => v.vmId));
+      token = res.nextPageToken;
+      pages++;
+    } while (token && pages < 10);
+    assert.deepEqual(seen, ids);
+    assert.equal(pages, 3);
+    const odd = await d.client.listVms({ labels: { parity: "odd", group: "list" } });
+    assert.equal(odd.vms.length, 6);
+    const running = await d.client.listVms({ states: [S.RUNNING] });
+    assert.deepEqual(running.vms.map((v) => v.vmId), ["list-03", "list-04"]);
+    const runningOdd = await d.client.listVms({ states: [S.RUNNING], labels: { parity: "odd" } });
+    assert.deepEqual(runningOdd.vms.map((v) => v.vmId), ["list-03"]);
+    await expectCode(d.client.listVms({ pageToken: "not a token!" }), Code.InvalidArgument, "page_token");
+    await expectCode(d.client.listVms({ states: [99] }), Code.InvalidArgument, "states");
+    for (const id of ids) await d.client.deleteVm({ vmId: id });
+  });
+
+  test("ShutdownVm: graceful via the power button, forced after the grace period", async () => {
+    const d = ctx.d;
+    await reach(d, "sd-1", S.RUNNING);
+    let t0 = Date.now();
+    let vm = (await d.client.shutdownVm({ vmId: "sd-1" })).vm;
+    assert.equal(vm.state, S.SHUTDOWN);
+    assert.ok(Date.now() - t0 < 3000, "the guest reacted to ACPI quickly");
+    vm = (await d.client.bootVm({ vmId: "sd-1" })).vm;
+    assert.equal(vm.state, S.RUNNING, "bootable again after shutdown");
+    await reach(d, "sd-2", S.RUNNING, { directives: ["standin.ignore_power_button=1"] });
+    t0 = Date.now();
+    vm = (await d.client.shutdownVm({ vmId: "sd-2", gracefulTimeout: { nanos: 400_000_000 } })).vm;
+    const took = Date.now() - t0;
+    assert.equal(vm.state, S.SHUTDOWN);
+    assert.ok(took >= 380, `waited the grace period (${took} ms)`);
+    await expectCode(d.client.shutdownVm({ vmId: "sd-2", gracefulTimeout: { seconds: -1n } }), Code.InvalidArgument, "graceful_timeout");
+    for (const id of ["sd-1", "sd-2"]) await d.client.deleteVm({ vmId: id });
+  });
+});
+
+describe("daemon shutdown", () => {
+  test("SIGTERM with live VMs: exit 0, every VMM stopped, every VM directory removed", async () => {
+    const { Daemon } = await import("./lib/harness.mjs");
+    const d = await new Daemon().start();
+    try {
+      await reach(d, "live-1", S.RUNNING);
+      await reach(d, "live-2", S.PAUSED);
+      await reach(d, "live-3", S.CREATED);
+      assert.equal(d.vmmProcesses().length, 3);
+      await d.stop();
+      assert.equal(d.vmmProcesses().length, 0);
+      assert.deepEqual(fs.readdirSync(d.vmsDir()), []);
+    } finally {
+      d.cleanup();
+    }
+  });
+});

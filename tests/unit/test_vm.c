@@ -1,0 +1,859 @@
+/*
+ * test_vm.c - the VM manager's state machine against a fake backend: every
+ * operation in every state, serialisation on one VM, failures of each VMM
+ * step, deletion from anywhere (also mid-operation), crashes, guest events,
+ * GetVmInfo refreshes, listing and limits.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <malloc.h>
+
+#include "test_vm_fake.h"
+
+typedef struct tctx {
+    uv_loop_t loop;
+    char state_dir[128];
+    char image_dir[160];
+    char kernel[200];
+    fake_backend fb;
+    vm_manager *m;
+    bool attach;
+    uint32_t max_starts;
+} tctx;
+
+static void write_file(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("x", f);
+    fclose(f);
+}
+
+static void start_manager(tctx *t)
+{
+    const char *dirs[] = {t->image_dir};
+    vm_manager_config cfg = {.state_dir = t->state_dir,
+                             .image_dirs = dirs,
+                             .n_image_dirs = 1,
+                             .max_vcpus = 8,
+                             .max_memory_mib = 1024,
+                             .max_concurrent_starts = t->max_starts,
+                             .attach_mode = t->attach};
+    chcp_error *err = NULL;
+    t->m = vm_manager_new(&t->loop, &cfg, &fake_ops, &t->fb, &err);
+    assert_null(err);
+    assert_non_null(t->m);
+}
+
+static int setup(void **state)
+{
+    tctx *t = calloc(1, sizeof(*t));
+    uv_loop_init(&t->loop);
+    strcpy(t->state_dir, "/tmp/chcp-test-vm-XXXXXX");
+    assert_non_null(mkdtemp(t->state_dir));
+    snprintf(t->image_dir, sizeof(t->image_dir), "%s/images", t->state_dir);
+    mkdir(t->image_dir, 0755);
+    snprintf(t->kernel, sizeof(t->kernel), "%s/vmlinux", t->image_dir);
+    write_file(t->kernel);
+    char p[256];
+    snprintf(p, sizeof(p), "%s/disk.img", t->image_dir);
+    write_file(p);
+    snprintf(p, sizeof(p), "%s/fw.bin", t->image_dir);
+    write_file(p);
+    snprintf(p, sizeof(p), "%s/escape", t->image_dir);
+    assert_int_equal(symlink("/etc/passwd", p), 0);
+    t->fb.loop = &t->loop;
+    *state = t;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    tctx *t = *state;
+    if (t->m) {
+        bool done = false;
+        vm_manager_shutdown(t->m, (void (*)(void *))(void *)NULL, NULL);
+        tv_run_until(&t->loop, &done, 200);
+        assert_int_equal(vm_manager_count(t->m), 0);
+        vm_manager_free(t->m);
+    }
+    assert_int_equal(t->fb.live, 0); /* every VMM released */
+    tv_spin(&t->loop, 5);
+    assert_int_equal(uv_loop_close(&t->loop), 0);
+    tv_rmtree(t->state_dir);
+    free(t);
+    return 0;
+}
+
+/* ---- helpers ------------------------------------------------------------------- */
+
+static Cloudhypervisor__V1__PayloadConfig payload_init = CLOUDHYPERVISOR__V1__PAYLOAD_CONFIG__INIT;
+
+typedef struct cfgbuf {
+    Cloudhypervisor__V1__VmConfig c;
+    Cloudhypervisor__V1__PayloadConfig p;
+    Cloudhypervisor__V1__CpusConfig cpus;
+    Cloudhypervisor__V1__MemoryConfig mem;
+    Cloudhypervisor__V1__DiskConfig disk;
+    Cloudhypervisor__V1__DiskConfig *disks[1];
+    Cloudhypervisor__V1__ConsoleConfig console;
+} cfgbuf;
+
+static void cfg_init(cfgbuf *b, tctx *t)
+{
+    Cloudhypervisor__V1__VmConfig c = CLOUDHYPERVISOR__V1__VM_CONFIG__INIT;
+    Cloudhypervisor__V1__CpusConfig cpus = CLOUDHYPERVISOR__V1__CPUS_CONFIG__INIT;
+    Cloudhypervisor__V1__MemoryConfig mem = CLOUDHYPERVISOR__V1__MEMORY_CONFIG__INIT;
+    Cloudhypervisor__V1__DiskConfig disk = CLOUDHYPERVISOR__V1__DISK_CONFIG__INIT;
+    Cloudhypervisor__V1__ConsoleConfig con = CLOUDHYPERVISOR__V1__CONSOLE_CONFIG__INIT;
+    b->c = c;
+    b->p = payload_init;
+    b->cpus = cpus;
+    b->mem = mem;
+    b->disk = disk;
+    b->console = con;
+    b->p.kernel = t->kernel;
+    b->p.cmdline = "console=hvc0";
+    b->cpus.boot_vcpus = 2;
+    b->mem.size = 256ull << 20;
+    b->c.payload = &b->p;
+    b->c.cpus = &b->cpus;
+    b->c.memory = &b->mem;
+}
+
+static op_result create_cfg(tctx *t, const char *id, const Cloudhypervisor__V1__VmConfig *c,
+                            const vm_label *labels, size_t n)
+{
+    op_result r = {0};
+    chcp_error *err = NULL;
+    vm_op *op = vm_op_create(t->m, id, c, labels, n, NULL, op_result_cb, &r, &err);
+    if (!op) {
+        r.done = true;
+        r.code = err->code;
+        snprintf(r.msg, sizeof(r.msg), "%s", err->message);
+        error_free(err);
+        return r;
+    }
+    assert_false(r.done); /* never completes inside the call */
+    assert_true(tv_run_until(&t->loop, &r.done, 2000));
+    return r;
+}
+
+static op_result create(tctx *t, const char *id)
+{
+    cfgbuf b;
+    cfg_init(&b, t);
+    return create_cfg(t, id, &b.c, NULL, 0);
+}
+
+static op_result run_op(tctx *t, vm_op_kind k, const char *id, const vm_op_params *p)
+{
+    op_result r = {0};
+    chcp_error *err = NULL;
+    vm_op *op = vm_op_submit(t->m, k, id, p, op_result_cb, &r, &err);
+    if (!op) {
+        r.done = true;
+        r.code = err->code;
+        snprintf(r.msg, sizeof(r.msg), "%s", err->message);
+        error_free(err);
+        return r;
+    }
+    assert_false(r.done);
+    assert_true(tv_run_until(&t->loop, &r.done, 2000));
+    return r;
+}
+
+static vm_state state_of(tctx *t, const char *id)
+{
+    const vm_record *r = vm_manager_find(t->m, id);
+    assert_non_null(r);
+    return r->state;
+}
+
+static bool dir_exists(tctx *t, const char *id)
+{
+    char p[256];
+    snprintf(p, sizeof(p), "%s/vms/%s", t->state_dir, id);
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static const vm_op_params force = {.force = true};
+
+/* Bring VM `id` into state s (fresh VM). */
+static void reach(tctx *t, const char *id, vm_state s)
+{
+    assert_int_equal(create(t, id).code, CHCP_OK);
+    switch (s) {
+    case VM_CREATED:
+        break;
+    case VM_RUNNING:
+        assert_int_equal(run_op(t, VM_OP_BOOT, id, NULL).code, CHCP_OK);
+        break;
+    case VM_PAUSED:
+        assert_int_equal(run_op(t, VM_OP_BOOT, id, NULL).code, CHCP_OK);
+        assert_int_equal(run_op(t, VM_OP_PAUSE, id, NULL).code, CHCP_OK);
+        break;
+    case VM_SHUTDOWN:
+        assert_int_equal(run_op(t, VM_OP_BOOT, id, NULL).code, CHCP_OK);
+        assert_int_equal(run_op(t, VM_OP_SHUTDOWN, id, &force).code, CHCP_OK);
+        break;
+    case VM_FAILED:
+        /* vm.boot fails and vm.info shows something other than Created */
+        t->fb.mode[VMB_BOOT] = FAKE_FAIL;
+        t->fb.info_state_override = "Running";
+        assert_int_equal(run_op(t, VM_OP_BOOT, id, NULL).code, CHCP_INTERNAL);
+        t->fb.mode[VMB_BOOT] = FAKE_OK;
+        t->fb.info_state_override = NULL;
+        break;
+    case VM_CRASHED:
+        assert_int_equal(run_op(t, VM_OP_BOOT, id, NULL).code, CHCP_OK);
+        fake_exit(t->fb.last, -1, 9);
+        break;
+    default:
+        fail();
+    }
+    assert_int_equal(state_of(t, id), s);
+}
+
+/* ---- the state x operation table --------------------------------------------------- */
+
+#define OK_ CHCP_OK
+#define FP_ CHCP_FAILED_PRECONDITION
+#define SAME 0
+
+typedef struct cell {
+    chcp_code code;
+    vm_state after; /* SAME = unchanged */
+} cell;
+
+static const vm_state table_states[] = {VM_CREATED,  VM_RUNNING, VM_PAUSED,
+                                        VM_SHUTDOWN, VM_FAILED,  VM_CRASHED};
+static const vm_op_kind table_ops[] = {VM_OP_BOOT,   VM_OP_PAUSE,    VM_OP_RESUME,
+                                       VM_OP_REBOOT, VM_OP_SHUTDOWN, VM_OP_INFO};
+/* rows: states above; columns: ops above (DeleteVm is tested separately). */
+static const cell table[6][6] = {
+    /* CREATED */
+    {{OK_, VM_RUNNING}, {FP_, SAME}, {FP_, SAME}, {FP_, SAME}, {OK_, SAME}, {OK_, SAME}},
+    /* RUNNING */
+    {{OK_, SAME},
+     {OK_, VM_PAUSED},
+     {OK_, SAME},
+     {OK_, VM_RUNNING},
+     {OK_, VM_SHUTDOWN},
+     {OK_, SAME}},
+    /* PAUSED */
+    {{FP_, SAME},
+     {OK_, SAME},
+     {OK_, VM_RUNNING},
+     {OK_, VM_RUNNING},
+     {OK_, VM_SHUTDOWN},
+     {OK_, SAME}},
+    /* SHUTDOWN */
+    {{OK_, VM_RUNNING}, {FP_, SAME}, {FP_, SAME}, {FP_, SAME}, {OK_, SAME}, {OK_, SAME}},
+    /* FAILED */
+    {{FP_, SAME}, {FP_, SAME}, {FP_, SAME}, {FP_, SAME}, {FP_, SAME}, {OK_, SAME}},
+    /* CRASHED */
+    {{FP_, SAME}, {FP_, SAME}, {FP_, SAME}, {FP_, SAME}, {FP_, SAME}, {OK_, SAME}},
+};
+
+static void test_state_table(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    for (size_t s = 0; s < ARRAY_SIZE(table_states); s++) {
+        for (size_t o = 0; o < ARRAY_SIZE(table_ops); o++) {
+            char id[32];
+            snprintf(id, sizeof(id), "vm-%zu-%zu", s, o);
+            reach(t, id, table_states[s]);
+            int before[VMB_INFO + 1];
+            memcpy(before, t->fb.requests, sizeof(before));
+            op_result r = run_op(t, table_ops[o], id, &force);
+            cell c = table[s][o];
+            if (r.code != c.code)
+                fail_msg("%s in %s: got %s (%s), want %s", id, vm_state_name(table_states[s]),
+                         code_name(r.code), r.msg, code_name(c.code));
+            vm_state want = c.after == SAME ? table_states[s] : c.after;
+            assert_int_equal(state_of(t, id), want);
+            assert_true(r.has_vm);
+            assert_int_equal(r.state, want);
+            if (c.code == FP_) {
+                /* names the current state, and the VMM was not asked */
+                assert_non_null(strstr(r.msg, vm_state_name(table_states[s])));
+                assert_memory_equal(before, t->fb.requests, sizeof(before));
+            }
+            /* DeleteVm works from every state and removes everything. */
+            op_result d = run_op(t, VM_OP_DELETE, id, NULL);
+            assert_int_equal(d.code, CHCP_OK);
+            assert_false(d.has_vm);
+            assert_null(vm_manager_find(t->m, id));
+            assert_false(dir_exists(t, id));
+        }
+    }
+    assert_int_equal(t->fb.live, 0);
+    assert_int_equal(run_op(t, VM_OP_BOOT, "nope", NULL).code, CHCP_NOT_FOUND);
+    assert_int_equal(run_op(t, VM_OP_DELETE, "nope", NULL).code, CHCP_NOT_FOUND);
+    assert_int_equal(run_op(t, VM_OP_INFO, "Bad_Id", NULL).code, CHCP_INVALID_ARGUMENT);
+}
+
+/* ---- CreateVm ----------------------------------------------------------------------- */
+
+static void test_create_basics(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    op_result r = create(t, "web-1");
+    assert_int_equal(r.code, CHCP_OK);
+    assert_int_equal(r.state, VM_CREATED);
+    const vm_record *rec = vm_manager_find(t->m, "web-1");
+    assert_int_equal(rec->vmm_pid, 1001);
+    assert_true(dir_exists(t, "web-1"));
+    struct stat st;
+    assert_int_equal(stat(rec->dir, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    /* the VMM JSON: canonical kernel path, console file in the VM dir */
+    assert_non_null(strstr(rec->vmm_config_json, t->kernel));
+    char want[300];
+    snprintf(want, sizeof(want), "\"file\":\"%s/console.log\"", rec->dir);
+    assert_non_null(strstr(rec->vmm_config_json, want));
+    assert_non_null(strstr(rec->vmm_config_json, "\"boot_vcpus\":2"));
+
+    /* same id, same config: the existing VM; different: already_exists */
+    r = create(t, "web-1");
+    assert_int_equal(r.code, CHCP_OK);
+    assert_int_equal(t->fb.starts, 1);
+    cfgbuf b;
+    cfg_init(&b, t);
+    b.mem.size = 128ull << 20;
+    r = create_cfg(t, "web-1", &b.c, NULL, 0);
+    assert_int_equal(r.code, CHCP_ALREADY_EXISTS);
+    vm_label l = {"env", "prod"};
+    cfg_init(&b, t);
+    assert_int_equal(create_cfg(t, "web-1", &b.c, &l, 1).code, CHCP_ALREADY_EXISTS);
+
+    /* generated ids */
+    r = create(t, NULL);
+    assert_int_equal(r.code, CHCP_OK);
+    assert_int_equal(strlen(r.id), 15);
+    assert_true(strncmp(r.id, "vm-", 3) == 0);
+    assert_int_equal(vm_manager_count(t->m), 2);
+}
+
+static void test_create_failures_are_atomic(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    /* VMM exits before answering its ping: unavailable with its stderr */
+    t->fb.start_mode = FAKE_FAIL;
+    op_result r = create(t, "a");
+    assert_int_equal(r.code, CHCP_UNAVAILABLE);
+    assert_non_null(strstr(r.msg, "fake stderr tail"));
+    assert_false(r.has_vm);
+    assert_null(vm_manager_find(t->m, "a"));
+    assert_false(dir_exists(t, "a"));
+    assert_int_equal(t->fb.live, 0);
+    /* vm.create refused: internal with the VMM's message; nothing kept */
+    t->fb.start_mode = FAKE_OK;
+    t->fb.mode[VMB_CREATE] = FAKE_FAIL;
+    r = create(t, "a");
+    assert_int_equal(r.code, CHCP_INTERNAL);
+    assert_non_null(strstr(r.msg, "fake failure"));
+    assert_null(vm_manager_find(t->m, "a"));
+    assert_false(dir_exists(t, "a"));
+    assert_int_equal(t->fb.live, 0);
+    assert_int_equal(t->fb.stops, 2);
+    /* and the id is free again */
+    t->fb.mode[VMB_CREATE] = FAKE_OK;
+    assert_int_equal(create(t, "a").code, CHCP_OK);
+}
+
+static void expect_invalid(tctx *t, cfgbuf *b, chcp_code code, const char *field)
+{
+    op_result r = create_cfg(t, "bad", &b->c, NULL, 0);
+    if (r.code != code || !strstr(r.msg, field))
+        fail_msg("want %s naming %s, got %s: %s", code_name(code), field, code_name(r.code), r.msg);
+    assert_null(vm_manager_find(t->m, "bad"));
+    cfg_init(b, t);
+}
+
+static void test_validation(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    const char *bad_ids[] = {
+        "-a", "A",   "a_b", "a/b",
+        "..", "a.b", "",    "0123456789012345678901234567890123456789012345678901234567890123"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad_ids); i++) {
+        chcp_error *err = NULL;
+        if (!bad_ids[i][0])
+            continue; /* empty = generated */
+        assert_int_equal(vm_validate_id(bad_ids[i], &err), -1);
+        assert_int_equal(err->code, CHCP_INVALID_ARGUMENT);
+        assert_non_null(strstr(err->message, "vm_id"));
+        error_free(err);
+    }
+    assert_int_equal(vm_validate_id("0abc-def", NULL), 0);
+    assert_int_equal(vm_validate_id("a-", NULL), 0);
+
+    cfgbuf b;
+    cfg_init(&b, t);
+    assert_int_equal(create_cfg(t, "bad", NULL, NULL, 0).code, CHCP_INVALID_ARGUMENT);
+    b.c.payload = NULL;
+    expect_invalid(t, &b, CHCP_INVALID_ARGUMENT, "config.payload");
+    char fw[256];
+    snprintf(fw, sizeof(fw), "%s/fw.bin", t->image_dir);
+    b.p.firmware = fw;
+    expect_invalid(t, &b, CHCP_INVALID_ARGUMENT, "mutually exclusive");
+    b.p.kernel = "";
+    expect_invalid(t, &b, CHCP_INVALID_ARGUMENT, "config.payload");
+    b.mem.size = 0;
+    expect_invalid(t, &b, CHCP_INVALID_ARGUMENT, "config.memory.size");
+    b.mem.size = 4097;
+    expect_invalid(t, &b, CHCP_INVALID_ARGUMENT, "config.memory.size");
+    b.mem.size = 1ull << 50;
+    expect_invalid(t, &b, CHCP_INVALID_ARGUMENT, "CHCP_MAX_MEMORY_MIB");
+    b.mem.size = UINT64_MAX - 4095;
+    expect_invalid(t, &b, CHCP_INVALID_ARGUMENT, "config.memory");
+    b.cpus.boot_vcpus = 0;
+    expect_invalid(t, &b, CHCP_INVALID_ARGUMENT, "config.cpus.boot_vcpus");
+    b.cpus.boot_vcpus = 4;
+    b.cpus.max_vcpus = 2;
+    expect_invalid(t, &b, CHCP_INVALID_ARGUMENT, "config.cpus.max_vcpus");
+    b.cpus.boot_vcpus = 4000000000u;
+    expect_invalid(t, &b, CHCP_INVALID_ARGUMENT, "CHCP_MAX_VCPUS");
+    b.p.kernel = "/etc/passwd";
+    expect_invalid(t, &b, CHCP_PERMISSION_DENIED, "config.payload.kernel");
+    char esc[256];
+    snprintf(esc, sizeof(esc), "%s/escape", t->image_dir);
+    b.p.kernel = esc;
+    expect_invalid(t, &b, CHCP_PERMISSION_DENIED, "outside the image directories");
+    char dots[256];
+    snprintf(dots, sizeof(dots), "%s/../../etc/passwd", t->image_dir);
+    b.p.kernel = dots;
+    expect_invalid(t, &b, CHCP_INVALID_ARGUMENT, "config.payload.kernel");
+    char missing[256];
+    snprintf(missing, sizeof(missing), "%s/missing", t->image_dir);
+    b.p.kernel = missing;
+    expect_invalid(t, &b, CHCP_INVALID_ARGUMENT, "config.payload.kernel");
+    b.p.kernel = "relative";
+    expect_invalid(t, &b, CHCP_INVALID_ARGUMENT, "config.payload.kernel");
+    b.disk.path = "/dev/sda";
+    b.disks[0] = &b.disk;
+    b.c.disks = b.disks;
+    b.c.n_disks = 1;
+    expect_invalid(t, &b, CHCP_PERMISSION_DENIED, "config.disks[0].path");
+    b.console.mode = CLOUDHYPERVISOR__V1__CONSOLE_MODE__CONSOLE_MODE_FILE;
+    b.console.file = "/tmp/x";
+    b.c.console = &b.console;
+    expect_invalid(t, &b, CHCP_INVALID_ARGUMENT, "config.console");
+    vm_label l[2] = {{"k", "v"}, {"k", "w"}};
+    cfg_init(&b, t);
+    assert_int_equal(create_cfg(t, "bad", &b.c, l, 2).code, CHCP_INVALID_ARGUMENT);
+    vm_label ctl = {"k\n", "v"};
+    assert_int_equal(create_cfg(t, "bad", &b.c, &ctl, 1).code, CHCP_INVALID_ARGUMENT);
+    assert_int_equal(vm_manager_count(t->m), 0);
+    assert_int_equal(t->fb.starts, 0);
+}
+
+static void test_no_image_dirs(void **state)
+{
+    tctx *t = *state;
+    vm_manager_config cfg = {.state_dir = t->state_dir, .max_vcpus = 2, .max_memory_mib = 512};
+    chcp_error *err = NULL;
+    t->m = vm_manager_new(&t->loop, &cfg, &fake_ops, &t->fb, &err);
+    assert_non_null(t->m);
+    op_result r = create(t, "a");
+    assert_int_equal(r.code, CHCP_PERMISSION_DENIED);
+    assert_non_null(strstr(r.msg, "CHCP_IMAGE_DIRS"));
+}
+
+/* ---- BootVm failures ---------------------------------------------------------------- */
+
+static void test_boot_failure(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    reach(t, "a", VM_CREATED);
+    reach(t, "b", VM_SHUTDOWN);
+    /* vm.boot refused and nothing kept: back to CREATED */
+    t->fb.mode[VMB_BOOT] = FAKE_FAIL;
+    op_result r = run_op(t, VM_OP_BOOT, "a", NULL);
+    assert_int_equal(r.code, CHCP_INTERNAL);
+    assert_non_null(strstr(r.msg, "vm.boot"));
+    assert_int_equal(state_of(t, "a"), VM_CREATED);
+    /* ... from SHUTDOWN back to SHUTDOWN */
+    r = run_op(t, VM_OP_BOOT, "b", NULL);
+    assert_int_equal(r.code, CHCP_INTERNAL);
+    assert_int_equal(state_of(t, "b"), VM_SHUTDOWN);
+    /* VMM unreachable for vm.info too: FAILED with the reason */
+    t->fb.mode[VMB_INFO] = FAKE_UNAVAILABLE;
+    r = run_op(t, VM_OP_BOOT, "a", NULL);
+    assert_int_equal(state_of(t, "a"), VM_FAILED);
+    assert_non_null(strstr(vm_manager_find(t->m, "a")->state_reason, "boot failed"));
+}
+
+/* ---- ShutdownVm ------------------------------------------------------------------------- */
+
+static void test_shutdown_graceful(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    reach(t, "a", VM_RUNNING);
+    /* the guest reacts to the power button: no forced vm.shutdown */
+    t->fb.emit_shutdown_on_power_button = true;
+    op_result r = run_op(t, VM_OP_SHUTDOWN, "a", NULL);
+    assert_int_equal(r.code, CHCP_OK);
+    assert_int_equal(r.state, VM_SHUTDOWN);
+    assert_int_equal(t->fb.requests[VMB_POWER_BUTTON], 1);
+    assert_int_equal(t->fb.requests[VMB_SHUTDOWN], 0);
+    /* the guest ignores it: forced after the grace period */
+    t->fb.emit_shutdown_on_power_button = false;
+    assert_int_equal(run_op(t, VM_OP_BOOT, "a", NULL).code, CHCP_OK);
+    vm_op_params p = {.graceful_ms = 50, .graceful_ms_set = true};
+    uint64_t t0 = uv_now(&t->loop);
+    r = run_op(t, VM_OP_SHUTDOWN, "a", &p);
+    assert_int_equal(r.code, CHCP_OK);
+    assert_true(uv_now(&t->loop) - t0 >= 45);
+    assert_int_equal(t->fb.requests[VMB_POWER_BUTTON], 2);
+    assert_int_equal(t->fb.requests[VMB_SHUTDOWN], 1);
+    /* paused: straight to vm.shutdown */
+    assert_int_equal(run_op(t, VM_OP_BOOT, "a", NULL).code, CHCP_OK);
+    assert_int_equal(run_op(t, VM_OP_PAUSE, "a", NULL).code, CHCP_OK);
+    assert_int_equal(run_op(t, VM_OP_SHUTDOWN, "a", NULL).code, CHCP_OK);
+    assert_int_equal(t->fb.requests[VMB_POWER_BUTTON], 2);
+    assert_int_equal(t->fb.requests[VMB_SHUTDOWN], 2);
+    /* the late vm/shutdown event of a forced shutdown does not stop the next boot */
+    assert_int_equal(run_op(t, VM_OP_BOOT, "a", NULL).code, CHCP_OK);
+    t->fb.last->cb->on_event(t->fb.last->cb_ud, "vm", "shutdown");
+    assert_int_equal(state_of(t, "a"), VM_RUNNING);
+}
+
+/* ---- serialisation, deadlines, cancel -------------------------------------------------- */
+
+static void test_serialised(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    reach(t, "a", VM_RUNNING);
+    reach(t, "b", VM_RUNNING);
+    op_result r[4] = {0};
+    vm_op_kind seq[4] = {VM_OP_PAUSE, VM_OP_RESUME, VM_OP_PAUSE, VM_OP_RESUME};
+    for (int i = 0; i < 4; i++)
+        assert_non_null(vm_op_submit(t->m, seq[i], "a", NULL, op_result_cb, &r[i], NULL));
+    assert_true(tv_run_until(&t->loop, &r[3].done, 2000));
+    for (int i = 0; i < 4; i++) {
+        assert_true(r[i].done);
+        assert_int_equal(r[i].code, CHCP_OK);
+        assert_int_equal(r[i].state, i % 2 ? VM_RUNNING : VM_PAUSED);
+    }
+    assert_int_equal(t->fb.requests[VMB_PAUSE], 2);
+    /* a hung pause holds the queue; a waiting op times out at its deadline,
+     * another is cancelled, and VM b is not affected */
+    t->fb.mode[VMB_PAUSE] = FAKE_HANG;
+    op_result hung = {0}, late = {0}, canceled = {0};
+    vm_op_submit(t->m, VM_OP_PAUSE, "a", NULL, op_result_cb, &hung, NULL);
+    vm_op_params dl = {.deadline_ns = time_mono_ns() + 50 * 1000000ull};
+    vm_op_submit(t->m, VM_OP_RESUME, "a", &dl, op_result_cb, &late, NULL);
+    vm_op *c = vm_op_submit(t->m, VM_OP_REBOOT, "a", NULL, op_result_cb, &canceled, NULL);
+    vm_op_cancel(c);
+    assert_false(canceled.done);
+    assert_true(tv_run_until(&t->loop, &late.done, 1000));
+    assert_int_equal(late.code, CHCP_DEADLINE_EXCEEDED);
+    assert_true(canceled.done);
+    assert_int_equal(canceled.code, CHCP_CANCELED);
+    assert_false(hung.done);
+    assert_int_equal(run_op(t, VM_OP_REBOOT, "b", NULL).code, CHCP_OK);
+    /* deleting finishes the hung op (aborted) */
+    op_result d = run_op(t, VM_OP_DELETE, "a", NULL);
+    assert_int_equal(d.code, CHCP_OK);
+    assert_true(hung.done);
+    assert_int_equal(hung.code, CHCP_ABORTED);
+}
+
+static void test_delete_mid_operation(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    /* mid-boot, with a second DeleteVm and a queued op waiting */
+    reach(t, "a", VM_CREATED);
+    t->fb.mode[VMB_BOOT] = FAKE_HANG;
+    op_result boot = {0}, queued = {0}, d1 = {0}, d2 = {0};
+    vm_op_submit(t->m, VM_OP_BOOT, "a", NULL, op_result_cb, &boot, NULL);
+    vm_op_submit(t->m, VM_OP_PAUSE, "a", NULL, op_result_cb, &queued, NULL);
+    tv_spin(&t->loop, 5);
+    assert_int_equal(state_of(t, "a"), VM_BOOTING);
+    vm_op_submit(t->m, VM_OP_DELETE, "a", NULL, op_result_cb, &d1, NULL);
+    assert_int_equal(state_of(t, "a"), VM_DELETING);
+    vm_op_submit(t->m, VM_OP_DELETE, "a", NULL, op_result_cb, &d2, NULL);
+    assert_true(tv_run_until(&t->loop, &d2.done, 2000));
+    assert_true(d1.done && boot.done && queued.done);
+    assert_int_equal(d1.code, CHCP_OK);
+    assert_int_equal(d2.code, CHCP_OK);
+    assert_int_equal(boot.code, CHCP_ABORTED);
+    assert_int_equal(queued.code, CHCP_ABORTED);
+    assert_null(vm_manager_find(t->m, "a"));
+    assert_false(dir_exists(t, "a"));
+    /* mid-create (VMM never becomes ready) */
+    t->fb.start_mode = FAKE_HANG;
+    op_result cr = {0}, d3 = {0};
+    cfgbuf b;
+    cfg_init(&b, t);
+    vm_op_create(t->m, "c", &b.c, NULL, 0, NULL, op_result_cb, &cr, NULL);
+    tv_spin(&t->loop, 5);
+    assert_int_equal(state_of(t, "c"), VM_CREATING);
+    vm_op_submit(t->m, VM_OP_DELETE, "c", NULL, op_result_cb, &d3, NULL);
+    assert_true(tv_run_until(&t->loop, &d3.done, 2000));
+    assert_int_equal(d3.code, CHCP_OK);
+    assert_true(cr.done);
+    assert_int_not_equal(cr.code, CHCP_OK);
+    assert_false(dir_exists(t, "c"));
+    /* mid graceful shutdown */
+    t->fb.start_mode = FAKE_OK;
+    t->fb.mode[VMB_BOOT] = FAKE_OK;
+    reach(t, "d", VM_RUNNING);
+    op_result sd = {0}, d4 = {0};
+    vm_op_submit(t->m, VM_OP_SHUTDOWN, "d", NULL, op_result_cb, &sd, NULL);
+    tv_spin(&t->loop, 5);
+    assert_int_equal(state_of(t, "d"), VM_SHUTTING_DOWN);
+    vm_op_submit(t->m, VM_OP_DELETE, "d", NULL, op_result_cb, &d4, NULL);
+    assert_true(tv_run_until(&t->loop, &d4.done, 2000));
+    assert_int_equal(sd.code, CHCP_ABORTED);
+    assert_int_equal(t->fb.live, 0);
+}
+
+/* ---- crashes and guest events ------------------------------------------------------------- */
+
+static void test_crash(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    reach(t, "a", VM_RUNNING);
+    fake_exit(t->fb.last, -1, 9);
+    const vm_record *rec = vm_manager_find(t->m, "a");
+    assert_int_equal(rec->state, VM_CRASHED);
+    assert_true(rec->has_exit);
+    assert_int_equal(rec->exit_signal, 9);
+    assert_int_equal(rec->vmm_pid, 0);
+    assert_non_null(strstr(rec->state_reason, "signal 9"));
+    /* a pending call fails with unavailable and the exit reason */
+    reach(t, "b", VM_RUNNING);
+    t->fb.mode[VMB_PAUSE] = FAKE_HANG;
+    op_result p = {0};
+    vm_op_submit(t->m, VM_OP_PAUSE, "b", NULL, op_result_cb, &p, NULL);
+    tv_spin(&t->loop, 5);
+    fake_exit(t->fb.last, 3, 0);
+    assert_true(tv_run_until(&t->loop, &p.done, 1000));
+    assert_int_equal(p.code, CHCP_UNAVAILABLE);
+    assert_non_null(strstr(p.msg, "exited with code 3"));
+    assert_int_equal(state_of(t, "b"), VM_CRASHED);
+    /* a graceful shutdown waiting for the guest */
+    t->fb.mode[VMB_PAUSE] = FAKE_OK;
+    reach(t, "c", VM_RUNNING);
+    op_result sd = {0};
+    vm_op_submit(t->m, VM_OP_SHUTDOWN, "c", NULL, op_result_cb, &sd, NULL);
+    tv_spin(&t->loop, 5);
+    fake_exit(t->fb.last, 1, 0);
+    assert_true(tv_run_until(&t->loop, &sd.done, 1000));
+    assert_int_equal(sd.code, CHCP_UNAVAILABLE);
+    assert_int_equal(state_of(t, "c"), VM_CRASHED);
+}
+
+static void test_guest_events(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    reach(t, "a", VM_RUNNING);
+    fake_vmm *v = t->fb.last;
+    v->cb->on_event(v->cb_ud, "vm", "rebooting");
+    v->cb->on_event(v->cb_ud, "vm", "rebooted");
+    assert_int_equal(state_of(t, "a"), VM_RUNNING);
+    assert_string_equal(vm_manager_find(t->m, "a")->state_reason, "guest rebooted");
+    /* our own reboot is not reported as the guest's */
+    assert_int_equal(run_op(t, VM_OP_REBOOT, "a", NULL).code, CHCP_OK);
+    v->cb->on_event(v->cb_ud, "vm", "rebooted");
+    assert_string_equal(vm_manager_find(t->m, "a")->state_reason, "");
+    v->cb->on_event(v->cb_ud, "guest", "panic");
+    assert_int_equal(state_of(t, "a"), VM_RUNNING);
+    assert_string_equal(vm_manager_find(t->m, "a")->state_reason, "guest panicked");
+    strcpy(v->ch_state, "Created");
+    v->cb->on_event(v->cb_ud, "vm", "shutdown");
+    assert_int_equal(state_of(t, "a"), VM_SHUTDOWN);
+    assert_string_equal(vm_manager_find(t->m, "a")->state_reason, "guest powered off");
+    /* bootable again */
+    assert_int_equal(run_op(t, VM_OP_BOOT, "a", NULL).code, CHCP_OK);
+    /* a lost event is caught by GetVmInfo's vm.info refresh */
+    strcpy(v->ch_state, "Created");
+    op_result r = run_op(t, VM_OP_INFO, "a", NULL);
+    assert_int_equal(r.state, VM_SHUTDOWN);
+    assert_string_equal(vm_manager_find(t->m, "a")->vmm_state, "Created");
+}
+
+static void test_info_unresponsive(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    reach(t, "a", VM_RUNNING);
+    t->fb.mode[VMB_INFO] = FAKE_UNAVAILABLE;
+    op_result r = run_op(t, VM_OP_INFO, "a", NULL);
+    assert_int_equal(r.code, CHCP_OK);
+    assert_int_equal(r.state, VM_RUNNING);
+    assert_non_null(strstr(r.reason, "VMM not responding"));
+    t->fb.mode[VMB_INFO] = FAKE_OK;
+    r = run_op(t, VM_OP_INFO, "a", NULL);
+    assert_string_equal(r.reason, "");
+    assert_int_equal(vm_manager_find(t->m, "a")->memory_actual_size, 4096);
+    /* concurrent reads share one vm.info */
+    int before = t->fb.requests[VMB_INFO];
+    op_result a = {0}, b = {0};
+    vm_op_submit(t->m, VM_OP_INFO, "a", NULL, op_result_cb, &a, NULL);
+    vm_op_submit(t->m, VM_OP_INFO, "a", NULL, op_result_cb, &b, NULL);
+    assert_true(tv_run_until(&t->loop, &b.done, 1000));
+    assert_true(a.done);
+    assert_int_equal(t->fb.requests[VMB_INFO], before + 1);
+}
+
+/* ---- listing and limits --------------------------------------------------------------------- */
+
+static void test_list(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    cfgbuf b;
+    for (int i = 9; i >= 0; i--) {
+        char id[16];
+        snprintf(id, sizeof(id), "vm-%d", i);
+        vm_label l = {"tier", i % 2 ? "odd" : "even"};
+        cfg_init(&b, t);
+        assert_int_equal(create_cfg(t, id, &b.c, &l, 1).code, CHCP_OK);
+    }
+    assert_int_equal(run_op(t, VM_OP_BOOT, "vm-3", NULL).code, CHCP_OK);
+    const vm_record *out[10];
+    bool more;
+    size_t n = vm_manager_list(t->m, NULL, NULL, 4, out, &more);
+    assert_int_equal(n, 4);
+    assert_true(more);
+    assert_string_equal(out[0]->id, "vm-0");
+    assert_string_equal(out[3]->id, "vm-3");
+    n = vm_manager_list(t->m, NULL, "vm-3", 10, out, &more);
+    assert_int_equal(n, 6);
+    assert_false(more);
+    assert_string_equal(out[0]->id, "vm-4");
+    vm_label odd = {"tier", "odd"};
+    vm_list_filter f = {.labels = &odd, .n_labels = 1};
+    n = vm_manager_list(t->m, &f, NULL, 10, out, &more);
+    assert_int_equal(n, 5);
+    vm_state running = VM_RUNNING;
+    f.states = &running;
+    f.n_states = 1;
+    n = vm_manager_list(t->m, &f, NULL, 10, out, &more);
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0]->id, "vm-3");
+    vm_label even = {"tier", "even"};
+    f.labels = &even;
+    assert_int_equal(vm_manager_list(t->m, &f, NULL, 10, out, &more), 0);
+}
+
+static void test_start_cap(void **state)
+{
+    tctx *t = *state;
+    t->max_starts = 2;
+    start_manager(t);
+    t->fb.start_mode = FAKE_HANG;
+    cfgbuf b;
+    cfg_init(&b, t);
+    op_result r1 = {0}, r2 = {0};
+    assert_non_null(vm_op_create(t->m, "a", &b.c, NULL, 0, NULL, op_result_cb, &r1, NULL));
+    assert_non_null(vm_op_create(t->m, "b", &b.c, NULL, 0, NULL, op_result_cb, &r2, NULL));
+    op_result r3 = create(t, "c");
+    assert_int_equal(r3.code, CHCP_RESOURCE_EXHAUSTED);
+    assert_null(vm_manager_find(t->m, "c"));
+    op_result d = run_op(t, VM_OP_DELETE, "a", NULL);
+    assert_int_equal(d.code, CHCP_OK);
+    assert_true(r1.done);
+    t->fb.start_mode = FAKE_OK;
+    assert_int_equal(create(t, "c").code, CHCP_OK);
+}
+
+static void test_attach_mode(void **state)
+{
+    tctx *t = *state;
+    t->attach = true;
+    start_manager(t);
+    reach(t, "a", VM_RUNNING);
+    assert_int_equal(create(t, "b").code, CHCP_RESOURCE_EXHAUSTED);
+    assert_int_equal(run_op(t, VM_OP_DELETE, "a", NULL).code, CHCP_OK);
+    /* vm.delete, not a process stop */
+    assert_int_equal(t->fb.requests[VMB_DELETE], 1);
+    assert_int_equal(t->fb.stops, 0);
+    assert_int_equal(create(t, "b").code, CHCP_OK);
+}
+
+static void test_manager_shutdown(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    reach(t, "a", VM_RUNNING);
+    reach(t, "b", VM_PAUSED);
+    bool done = false;
+    vm_manager_shutdown(t->m, (void (*)(void *))(void *)NULL, NULL);
+    tv_run_until(&t->loop, &done, 200);
+    assert_int_equal(vm_manager_count(t->m), 0);
+    assert_int_equal(t->fb.live, 0);
+    assert_false(dir_exists(t, "a"));
+    assert_int_equal(create(t, "c").code, CHCP_UNAVAILABLE);
+}
+
+/* 1,000 defined VMs must cost well under 64 KiB each (records, configs,
+ * labels, backend handles; the fake's handles are tiny like ch's). */
+static void test_memory_per_vm(void **state)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    skip(); /* ASan's allocator does not report through mallinfo2 */
+#else
+    tctx *t = *state;
+    start_manager(t);
+    cfgbuf b;
+    cfg_init(&b, t);
+    vm_label l[4] = {{"env", "prod"}, {"team", "compute"}, {"tier", "web"}, {"zone", "a"}};
+    size_t before = mallinfo2().uordblks;
+    for (int i = 0; i < 1000; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "mem-%04d", i);
+        assert_int_equal(create_cfg(t, id, &b.c, l, 4).code, CHCP_OK);
+    }
+    size_t per_vm = (mallinfo2().uordblks - before) / 1000;
+    print_message("memory per VM: %zu bytes\n", per_vm);
+    assert_true(per_vm < 64 * 1024);
+    assert_true(per_vm > 256); /* the measurement sees the records at all */
+#endif
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_state_table, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_basics, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_failures_are_atomic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_validation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_image_dirs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_boot_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_graceful, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_serialised, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_mid_operation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_guest_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_info_unresponsive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_start_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_attach_mode, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_manager_shutdown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_memory_per_vm, setup, teardown),
+    };
+    log_set_level(LOG_ERROR);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
