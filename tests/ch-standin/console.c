@@ -13,7 +13,9 @@
  *     SerialManager drop), but not when a never-booted config is deleted;
  *   - console (virtio) Socket mode is refused: "No socket option support for
  *     console device";
- *   - Off/Null/Pty: nothing the stand-in produces (Pty is not emulated).
+ *   - Pty mode: a pty pair is opened and its path written into the config's
+ *     `file` field (vm.info shows it), guest text goes to the pty;
+ *   - Off/Null: nothing.
  */
 #include "standin.h"
 
@@ -29,6 +31,7 @@
 #define MAX_CLIENTS 8
 
 static int listen_fd = -1;
+static int pty_fds[2] = {-1, -1}; /* console, serial: pty main sides */
 static char *listen_path;
 static int clients[MAX_CLIENTS];
 static int nclients;
@@ -72,6 +75,25 @@ static int bind_serial_socket(const char *path)
     return fd;
 }
 
+/* create_pty(): the main side stays with the VMM, the sub side's path is
+ * written into the config so clients find it in vm.info. */
+static int open_pty(const char *key, int *out)
+{
+    int fd = posix_openpt(O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    const char *name = NULL;
+    if (grantpt(fd) < 0 || unlockpt(fd) < 0 || !(name = ptsname(fd))) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    json_object_set_new(json_object_get(g_vm.config, key), "file", json_string(name));
+    *out = fd;
+    return 0;
+}
+
 int si_console_create(si_reply *r, const char *ctx)
 {
     si_console_release(false);
@@ -80,7 +102,10 @@ int si_console_create(si_reply *r, const char *ctx)
     for (int i = 0; i < 3; i++) {
         const char *mode = mode_of(keys[i], defs[i]);
         const char *file = path_of(keys[i], "file");
-        if (!strcmp(mode, "File") && file) {
+        if (!strcmp(mode, "Pty") && i < 2) {
+            if (open_pty(keys[i], &pty_fds[i]) < 0)
+                return create_error(r, ctx, "Error creating console device", errno);
+        } else if (!strcmp(mode, "File") && file) {
             int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
             if (fd < 0)
                 return create_error(r, ctx, "Error creating console device", errno);
@@ -103,6 +128,11 @@ int si_console_create(si_reply *r, const char *ctx)
 
 void si_console_release(bool remove_socket)
 {
+    for (int i = 0; i < 2; i++) {
+        if (pty_fds[i] >= 0)
+            close(pty_fds[i]);
+        pty_fds[i] = -1;
+    }
     for (int i = 0; i < nclients; i++)
         close(clients[i]);
     nclients = 0;
@@ -151,6 +181,11 @@ void si_console_out(const char *text)
         const char *mode = mode_of(keys[i], defs[i]);
         const char *file = path_of(keys[i], "file");
         int fd = -1;
+        if (!strcmp(mode, "Pty") && pty_fds[i] >= 0) {
+            ssize_t n = write(pty_fds[i], text, strlen(text)); /* non-blocking */
+            (void)n;
+            continue;
+        }
         if (!strcmp(mode, "Tty"))
             fd = STDOUT_FILENO;
         else if (!strcmp(mode, "File") && file)

@@ -588,11 +588,14 @@ void si_guest_reboot(const char *why)
     si_reply r = {0};
     if (si_console_create(&r, "The VM could not reboot") < 0 ||
         si_guest_boot(&r, "The VM could not reboot") < 0) {
-        /* control_loop: vm_reboot()? fails -> the VMM thread exits with an error */
-        fprintf(stderr,
-                "Error: Cloud Hypervisor exited with the following chain of errors:\n"
-                "  0: VMM thread exited with error\n  1: Error rebooting VM\n  2: %s\n",
-                r.body ? r.body : "?");
+        /* control_loop: vm_reboot()? fails -> the VMM thread returns the
+         * error and main() prints the chain: exit 1, socket left in place. */
+        fprintf(stderr, "Error: Cloud Hypervisor exited with the following chain of errors:\n"
+                        "  0: VMM thread exited with error\n  1: Error rebooting VM\n");
+        json_t *chain = json_loads(r.body ? r.body : "[]", 0, NULL);
+        for (size_t i = 2; i < json_array_size(chain); i++) /* skip the HTTP wrapping */
+            fprintf(stderr, "  %zu: %s\n", i, json_string_value(json_array_get(chain, i)));
+        json_decref(chain);
         LOGE("Guest reboot failed: %s", r.body ? r.body : "?");
         free(r.body);
         g_vm.exists = false;

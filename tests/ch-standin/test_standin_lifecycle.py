@@ -124,6 +124,26 @@ def test_serial_socket(tmp_path):
         assert not os.path.exists(path)
 
 
+def test_pty_console(tmp_path):
+    with StandIn(tmp_path) as si:
+        assert si.put("vm.create", minimal_config(tmp_path, serial={"mode": "Pty"})).status == 204
+        path = si.get("vm.info").json()["config"]["serial"]["file"]
+        assert path.startswith("/dev/pts/")  # CH writes the pty path into the config
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            assert si.put("vm.boot").status == 204
+            data = b""
+            deadline = time.monotonic() + 2
+            while b"Run /init" not in data and time.monotonic() < deadline:
+                try:
+                    data += os.read(fd, 4096)
+                except BlockingIOError:
+                    time.sleep(0.01)
+            assert b"Linux version" in data
+        finally:
+            os.close(fd)
+
+
 def test_serial_socket_quirks(tmp_path):
     path = str(tmp_path / "serial.sock")
     with StandIn(tmp_path) as si:
@@ -214,6 +234,21 @@ def test_signal_guest_events(tmp_path):
         si.signal(signal.SIGUSR1)  # no guest any more: ignored
         time.sleep(0.1)
         assert names(si.events()).count("vm/shutdown") == 1
+
+
+def test_failed_guest_reboot_kills_the_vmm(tmp_path):
+    with StandIn(tmp_path) as si:
+        booted(si, tmp_path)
+        os.unlink(minimal_config(tmp_path)["payload"]["kernel"])
+        si.signal(signal.SIGUSR2)
+        assert si.wait_exit() == 1
+        err = si.proc.stderr.read().decode()
+        assert err.startswith("Error: Cloud Hypervisor exited with the following chain of "
+                              "errors:\n  0: VMM thread exited with error\n"
+                              "  1: Error rebooting VM\n  2: Cannot open kernel file\n")
+        assert "(os error 2)" in err
+        assert names(si.events())[-1] == "vm/rebooting"
+        assert os.path.exists(si.sock_path)  # not a clean exit: the socket stays
 
 
 def test_panic_needs_pvpanic(tmp_path):
