@@ -439,9 +439,10 @@ static int check_duplicate_keys(pjd *d, const ProtobufCFieldDescriptor *kf,
 {
     if (kf->type == PROTOBUF_C_TYPE_STRING || n < 2)
         return 0;
-    ProtobufCMessage **sorted = xmalloc(n * sizeof(*sorted));
-    memcpy(sorted, entries, n * sizeof(*sorted));
-    qsort_r(sorted, n, sizeof(*sorted), cmp_int_keys, (void *)kf);
+    /* An array of message pointers (sizeof(void *) each). */
+    ProtobufCMessage **sorted = xmalloc(n * sizeof(void *));
+    memcpy(sorted, entries, n * sizeof(void *));
+    qsort_r(sorted, n, sizeof(void *), cmp_int_keys, (void *)kf);
     int r = 0;
     for (size_t i = 1; i < n && r == 0; i++)
         if (cmp_int_keys(&sorted[i - 1], &sorted[i], (void *)kf) == 0)

@@ -103,7 +103,9 @@ static int write_string(enc *e, const char *str, size_t len)
             esc[1] = 't';
             break;
         default:
-            memcpy(esc, "\\u00", 4);
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
             esc[4] = hex[c >> 4];
             esc[5] = hex[c & 15];
             n = 6;

@@ -64,7 +64,8 @@ bool pj_format_timestamp(char out[PJ_TIME_TEXT_MAX], int64_t secs, int32_t nanos
     int n = sprintf(out, "%04d-%02u-%02uT%02d:%02d:%02d", (int)y, m, d, (int)(rem / 3600),
                     (int)(rem / 60 % 60), (int)(rem % 60));
     n += format_nanos(out + n, nanos);
-    strcpy(out + n, "Z");
+    out[n] = 'Z';
+    out[n + 1] = '\0';
     return true;
 }
 
@@ -81,7 +82,8 @@ bool pj_format_duration(char out[PJ_TIME_TEXT_MAX], int64_t secs, int32_t nanos)
     }
     n += sprintf(out + n, "%lld", (long long)secs);
     n += format_nanos(out + n, nanos);
-    strcpy(out + n, "s");
+    out[n] = 's';
+    out[n + 1] = '\0';
     return true;
 }
 
