@@ -778,6 +778,17 @@ static void test_info_unresponsive(void **state)
     assert_true(tv_run_until(&t->loop, &b.done, 1000));
     assert_true(a.done);
     assert_int_equal(t->fb.requests[VMB_INFO], before + 1);
+    /* DeleteVm while a GetVmInfo waits on a stuck VMM: both finish, the read
+     * without a record (the VM is gone) */
+    t->fb.mode[VMB_INFO] = FAKE_HANG;
+    op_result i1 = {0}, d = {0};
+    vm_op_submit(t->m, VM_OP_INFO, "a", NULL, op_result_cb, &i1, NULL);
+    tv_spin(&t->loop, 2);
+    vm_op_submit(t->m, VM_OP_DELETE, "a", NULL, op_result_cb, &d, NULL);
+    assert_true(tv_run_until(&t->loop, &d.done, 1000));
+    assert_true(tv_run_until(&t->loop, &i1.done, 1000));
+    assert_int_equal(d.code, CHCP_OK);
+    assert_false(i1.has_vm);
 }
 
 /* ---- listing and limits --------------------------------------------------------------------- */
