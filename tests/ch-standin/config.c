@@ -450,7 +450,9 @@ static char *check_obj(const schema *s, json_t *v)
     }
     for (const field *f = s->fields; f->key; f++) {
         json_t *fv = json_object_get(v, f->key);
-        if (!fv || (json_is_null(fv) && !f->required)) {
+        /* null is None for Option fields (no serde default here); a field
+         * with a default is not an Option, so null is a type error there. */
+        if (!fv || (json_is_null(fv) && !f->required && !f->def)) {
             if (f->required)
                 return si_xasprintf("missing field `%s`", f->key);
             continue;

@@ -260,30 +260,6 @@ json_t *si_device_tree(void)
 
 /* ---- guest console output ------------------------------------------------------------- */
 
-/* What a guest prints lands where CH sends it: mode Tty -> CH's stdout, File ->
- * the file (created at vm.create). Both the virtio console and the serial port
- * get the text; Off/Null/Pty/Socket get nothing. */
-static void console_out(const char *text)
-{
-    const char *keys[] = {"console", "serial"};
-    for (int i = 0; i < 2; i++) {
-        json_t *c = json_object_get(g_vm.config, keys[i]);
-        const char *mode = mode_of(g_vm.config, keys[i], i ? "Null" : "Tty");
-        int fd = -1;
-        if (!strcmp(mode, "Tty"))
-            fd = STDOUT_FILENO;
-        else if (!strcmp(mode, "File") && json_is_string(json_object_get(c, "file")))
-            fd = open(json_string_value(json_object_get(c, "file")),
-                      O_WRONLY | O_APPEND | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t n = write(fd, text, strlen(text));
-        (void)n;
-        if (fd != STDOUT_FILENO)
-            close(fd);
-    }
-}
-
 static void console_boot_banner(void)
 {
     const char *cmd =
@@ -292,7 +268,7 @@ static void console_boot_banner(void)
                            "stand-in)\n[    0.000000] Command line: %s\n[    0.100000] Run "
                            "/init as init process\n",
                            cmd ? cmd : "");
-    console_out(t);
+    si_console_out(t);
     free(t);
 }
 
@@ -588,9 +564,10 @@ void si_guest_poweroff(const char *why)
         return;
     }
     LOGI("VM guest exit event (%s)", why);
-    console_out("reboot: Power down\n");
+    si_console_out("reboot: Power down\n");
     if (g_opts.no_shutdown) {
         si_guest_stop();
+        si_console_release(true);
         si_event("vm", "shutdown", NULL);
     } else {
         si_vmm_shutdown(0);
@@ -604,16 +581,21 @@ void si_guest_reboot(const char *why)
         return;
     }
     LOGI("VM reset event (%s)", why);
-    console_out("reboot: Restarting system\n");
+    si_console_out("reboot: Restarting system\n");
     si_event("vm", "rebooting", NULL);
     si_guest_stop();
+    si_console_release(true);
     si_reply r = {0};
-    if (si_guest_boot(&r, "The VM could not reboot") < 0) {
-        /* control_loop: vm_reboot()? fails -> the VMM thread exits with an error */
-        fprintf(stderr,
-                "Error: Cloud Hypervisor exited with the following chain of errors:\n"
-                "  0: VMM thread exited with error\n  1: Error rebooting VM\n  2: %s\n",
-                r.body ? r.body : "?");
+    if (si_console_create(&r, "The VM could not reboot") < 0 ||
+        si_guest_boot(&r, "The VM could not reboot") < 0) {
+        /* control_loop: vm_reboot()? fails -> the VMM thread returns the
+         * error and main() prints the chain: exit 1, socket left in place. */
+        fprintf(stderr, "Error: Cloud Hypervisor exited with the following chain of errors:\n"
+                        "  0: VMM thread exited with error\n  1: Error rebooting VM\n");
+        json_t *chain = json_loads(r.body ? r.body : "[]", 0, NULL);
+        for (size_t i = 2; i < json_array_size(chain); i++) /* skip the HTTP wrapping */
+            fprintf(stderr, "  %zu: %s\n", i, json_string_value(json_array_get(chain, i)));
+        json_decref(chain);
         LOGE("Guest reboot failed: %s", r.body ? r.body : "?");
         free(r.body);
         g_vm.exists = false;
@@ -630,7 +612,7 @@ void si_guest_panic(const char *why)
         LOGI("standin: guest panic (%s) ignored: no running guest", why);
         return;
     }
-    console_out("Kernel panic - not syncing: standin\n");
+    si_console_out("Kernel panic - not syncing: standin\n");
     if (!json_is_true(json_object_get(g_vm.config, "pvpanic"))) {
         LOGI("standin: guest panicked (%s) but no pvpanic device: no event", why);
         return;
