@@ -64,7 +64,8 @@ bool pj_format_timestamp(char out[PJ_TIME_TEXT_MAX], int64_t secs, int32_t nanos
     int n = sprintf(out, "%04d-%02u-%02uT%02d:%02d:%02d", (int)y, m, d, (int)(rem / 3600),
                     (int)(rem / 60 % 60), (int)(rem % 60));
     n += format_nanos(out + n, nanos);
-    strcpy(out + n, "Z");
+    out[n] = 'Z';
+    out[n + 1] = '\0';
     return true;
 }
 
@@ -81,7 +82,8 @@ bool pj_format_duration(char out[PJ_TIME_TEXT_MAX], int64_t secs, int32_t nanos)
     }
     n += sprintf(out + n, "%lld", (long long)secs);
     n += format_nanos(out + n, nanos);
-    strcpy(out + n, "s");
+    out[n] = 's';
+    out[n + 1] = '\0';
     return true;
 }
 
@@ -103,7 +105,8 @@ static bool leap(int y)
 }
 
 /* RFC 3339 "YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)", as Go's time.Parse
- * with RFC3339Nano reads it, plus protojson's limit of 9 fraction digits. */
+ * with RFC3339Nano reads it (quirks included), plus protojson's limit of 9
+ * fraction digits. */
 bool pj_parse_timestamp(const char *s, int64_t *secs, int32_t *nanos)
 {
     static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -117,16 +120,18 @@ bool pj_parse_timestamp(const char *s, int64_t *secs, int32_t *nanos)
         return false;
     const char *p = s + 19;
     int32_t ns = 0;
-    if (*p == '.') {
-        p++;
+    if ((*p == '.' || *p == ',') && p[1] >= '0' && p[1] <= '9') {
+        /* Go also takes ',' and then (its 9-digit check looks for '.')
+         * truncates longer fractions. */
+        bool comma = *p++ == ',';
         int n = 0;
         while (*p >= '0' && *p <= '9') {
-            if (++n > 9)
+            if (++n > 9 && !comma)
                 return false;
-            ns = ns * 10 + (*p++ - '0');
+            if (n <= 9)
+                ns = ns * 10 + (*p - '0');
+            p++;
         }
-        if (n == 0)
-            return false;
         for (; n < 9; n++)
             ns *= 10;
     }
@@ -134,8 +139,9 @@ bool pj_parse_timestamp(const char *s, int64_t *secs, int32_t *nanos)
     if (*p == 'Z') {
         p++;
     } else if (*p == '+' || *p == '-') {
+        /* Go's fallback parser allows offsets up to 24:60. */
         int oh, om;
-        if (!digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om) || oh > 23 || om > 59)
+        if (!digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om) || oh > 24 || om > 60)
             return false;
         offset = (oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
         p += 6;

@@ -185,11 +185,18 @@ class Daemon:
     # ---- clients ---------------------------------------------------------
 
     @property
+    def host(self):
+        """Where to connect: the listen address, or loopback for 0.0.0.0."""
+        addr = self.env.get("CHCP_ADDRESS", "127.0.0.1")
+        return "127.0.0.1" if addr in ("0.0.0.0", "localhost") else addr
+
+    @property
     def base_url(self):
-        return "http://127.0.0.1:%d" % self.port
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "http://%s:%d" % (host, self.port)
 
     def connection(self, timeout=10):
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def http(self, method, path, body=None, headers=None, timeout=10):
         """One HTTP/1.1 request on a new connection: (status, headers, body)."""
@@ -204,7 +211,7 @@ class Daemon:
     def raw(self, data, timeout=5):
         """Send raw bytes on a new TCP connection; return all bytes read
         until the server closes or `timeout` passes."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+        with socket.create_connection((self.host, self.port), timeout=timeout) as s:
             s.sendall(data)
             chunks = []
             deadline = time.monotonic() + timeout

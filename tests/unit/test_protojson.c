@@ -220,6 +220,26 @@ static void test_encode_map_wire_duplicates(void **state)
     assert_string_equal(s, "{\"int32String\":{\"-7\":\"neg\",\"5\":\"last\"}}");
     free(s);
 
+    /* A big map (as a binary request could carry) sorts fast and right. */
+    enum { BIG = 60000 };
+    Chcptest__V1__Maps__Int32StringEntry *big = xcalloc(BIG, sizeof(*big));
+    Chcptest__V1__Maps__Int32StringEntry **big_ptrs = xcalloc(BIG, sizeof(*big_ptrs));
+    for (int i = 0; i < BIG; i++) {
+        chcptest__v1__maps__int32_string_entry__init(&big[i]);
+        big[i].key = (BIG - i) / 2; /* descending; 1..29999 twice, even i last */
+        big[i].value = i % 2 ? "odd" : "even";
+        big_ptrs[i] = &big[i];
+    }
+    m.n_int32_string = BIG;
+    m.int32_string = big_ptrs;
+    s = encode(&m);
+    const char *head = "{\"int32String\":{\"0\":\"odd\",\"1\":\"even\",\"2\":\"even\",";
+    assert_true(strncmp(s, head, strlen(head)) == 0);
+    assert_non_null(strstr(s, ",\"30000\":\"even\"}}"));
+    free(s);
+    free(big);
+    free(big_ptrs);
+
     /* An entry without a value encodes the value type's default. */
     Chcptest__V1__Maps__StringNestedEntry ne = CHCPTEST__V1__MAPS__STRING_NESTED_ENTRY__INIT;
     ne.key = "k";
