@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "chcptest/naming.pb-c.h"
 #include "chcptest/v1/test.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
@@ -112,6 +113,27 @@ static void test_protometa_lookup(void **state)
     protometa_register(&chcptest_protometa);
     assert_ptr_equal(protometa_find_message(&chcptest__v1__nested__descriptor)->descriptor,
                      &chcptest__v1__nested__descriptor);
+}
+
+/* protoc-c's names for odd identifiers (this links only if the generator
+ * derived them right) and json names as protoc computes them. */
+static void test_generator_naming(void **state)
+{
+    const protometa_message *pm = protometa_find_message(&httpserver_v2__descriptor);
+    assert_non_null(pm);
+    assert_ptr_equal(protometa_find_by_name("HTTPServer_v2.URLPath2Thing"),
+                     &httpserver_v2__urlpath2_thing__descriptor);
+    assert_true(protometa_find_message(&httpserver_v2__by_id_entry__descriptor)->map_entry);
+    assert_null(protometa_find_by_name("google.protobuf.FieldOptions"));
+    const char *json = "{\"p\":{\"aBC\":1,\"x2y\":\"z\"},\"k\":\"KIND_ONE\","
+                       "\"byId\":{\"-1\":{}},\"Leading\":\"l\"}";
+    HTTPServerV2 *m = decode(&httpserver_v2__descriptor, json);
+    assert_int_equal(m->p->a_b_c, 1);
+    assert_string_equal(m->_leading, "l");
+    char *s = encode(m);
+    assert_string_equal(s, json);
+    free(s);
+    protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 
 /* A message type no table knows still encodes and decodes, with protoc's
@@ -555,6 +577,7 @@ int main(void)
         cmocka_unit_test(test_protometa_lookup),
         cmocka_unit_test(test_protometa_field_order),
         cmocka_unit_test(test_unregistered_descriptor),
+        cmocka_unit_test(test_generator_naming),
         cmocka_unit_test(test_encode_presence),
         cmocka_unit_test(test_encode_map_wire_duplicates),
         cmocka_unit_test(test_encode_errors),
