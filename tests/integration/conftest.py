@@ -8,6 +8,7 @@ starts more, with custom configuration, under the same rules; a test that
 ends a daemon some other way (second signal) sets `d.exit_checked = True`.
 """
 
+import glob
 import os
 import subprocess
 
@@ -57,6 +58,11 @@ def node_tool(name):
 
 @pytest.fixture(scope="session")
 def buf():
+    # The npm package's `buf` is a node shim that starts the platform's
+    # native binary; calling that binary directly saves ~0.5 s per call.
+    native = glob.glob(os.path.join(NODE_BIN, "..", "@bufbuild", "buf-linux-*", "bin", "buf"))
+    if native and os.access(native[0], os.X_OK):
+        return os.path.abspath(native[0])
     return node_tool("buf")
 
 
