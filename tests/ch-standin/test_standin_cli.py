@@ -222,6 +222,19 @@ def test_unsupported_method_is_a_micro_http_parse_error(tmp_path):
         assert b"Invalid value. Key:Content-Length" in c.read_response().body
 
 
+def test_one_kib_line_limit(tmp_path):
+    with StandIn(tmp_path) as si:
+        c = si.conn()
+        c.send_raw(b"GET /api/v1/vmm.ping HTTP/1.1\r\nX-Pad: " + b"a" * 1000 + b"\r\n\r\n")
+        assert c.read_response().status == 200  # a 1 KiB header line still fits
+        c.send_raw(b"GET /api/v1/vmm.ping HTTP/1.1\r\nX-Pad: " + b"a" * 1100 + b"\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 400 and r.headers["server"] == "Firecracker API"
+        c2 = si.conn()
+        c2.send_raw(b"GET /api/v1/" + b"x" * 1100 + b" HTTP/1.1\r\n\r\n")
+        assert b"Invalid request." in c2.read_response().body
+
+
 def test_body_rules(tmp_path):
     with StandIn(tmp_path) as si:
         r = si.put("vm.create")  # no body at all
