@@ -520,20 +520,19 @@ bool vm_lifecycle_try_remove(vm_entry *e)
     }
     /* Answer everyone: a failed CreateVm with its error, DeleteVm calls with
      * success. The record is gone for all of them. */
+    log_vm(LOG_INFO, e->rec.id, "removed");
     vm_op *c = steal_pointer(&e->create_op);
-    if (c) {
-        c->vm = NULL;
-        vm_op_finish(c, e->removal_err);
-    }
     vm_op *d = steal_pointer(&e->delete_ops);
+    chcp_error *removal_err = steal_pointer(&e->removal_err);
+    vm_entry_destroy(e); /* stays allocated while the ops below refer to it */
+    if (c)
+        vm_op_finish(c, removal_err);
     while (d) {
         vm_op *next = d->next;
-        d->vm = NULL;
         vm_op_finish(d, NULL);
         d = next;
     }
-    log_vm(LOG_INFO, e->rec.id, "removed");
-    vm_entry_destroy(e);
+    error_free(removal_err);
     return true;
 }
 

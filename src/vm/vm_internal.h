@@ -72,6 +72,8 @@ struct vm_entry {
     int expect_shutdown_events;
     int expect_reboot_events;
     bool unresponsive;
+    int refs;     /* operations pointing here (they may complete later) */
+    bool removed; /* out of the registry; freed when refs drops to 0 */
 };
 
 struct vm_manager {
