@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from harness import Daemon, NODE_BIN, REPO, chcp_bin
+from harness import Daemon, NODE_BIN, REPO, chcp_bin, standin_bin
 
 
 def pytest_configure(config):
@@ -29,8 +29,8 @@ def pytest_configure(config):
 def start_daemon():
     started = []
 
-    def start(env=None, args=None, unix_socket=True):
-        d = Daemon(env=env, args=args, unix_socket=unix_socket)
+    def start(env=None, args=None, unix_socket=True, vmm=False):
+        d = Daemon(env=env, args=args, unix_socket=unix_socket, vmm=vmm)
         started.append(d)
         return d.start()
 
@@ -47,6 +47,15 @@ def start_daemon():
 @pytest.fixture
 def daemon(start_daemon):
     return start_daemon(env={"CHCP_TEST_HOOKS": "1"})
+
+
+@pytest.fixture
+def vm_daemon(start_daemon):
+    """A daemon that can run VMs: the CH stand-in and an image directory."""
+    if not os.access(standin_bin(), os.X_OK):
+        pytest.fail("CH stand-in missing at %s: make B=... SAN=1 standin-build "
+                    "(make integration-test does), or set CHCP_STANDIN" % standin_bin())
+    return start_daemon(vmm=True)
 
 
 def node_tool(name):
