@@ -85,7 +85,7 @@ class Process:
         except FileNotFoundError:
             return ""
 
-    def stop(self, grace=10):
+    def stop(self, grace=3):
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:

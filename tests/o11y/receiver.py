@@ -14,6 +14,8 @@ what a daemon exports.
 
 import gzip
 import http.server
+import select
+import socket
 import sys
 import threading
 import time
@@ -57,6 +59,8 @@ class Receiver:
     - ("hang",)                    never answer (until release() or stop())
     - ("delay", seconds)           answer 200 after `seconds`
     - ("sequence", [mode, ...])    one mode per request, the last one repeats
+
+    set_mode(..., path="/v1/traces") applies to that path only.
     """
 
     def __init__(self):
@@ -65,8 +69,7 @@ class Receiver:
         self.requests = []
         self.in_flight = {}  # path -> requests being served now
         self.max_in_flight = {}  # path -> the most ever served at once
-        self._mode = ("ok",)
-        self._sequence = None
+        self._modes = {None: ("ok",)}  # path (None: any) -> mode
         self._released = threading.Event()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.server.daemon_threads = True
@@ -86,28 +89,33 @@ class Receiver:
         self.server.shutdown()
         self.server.server_close()
 
-    def set_mode(self, *mode):
+    def set_mode(self, *mode, path=None):
+        """Answer requests (to `path` only, or to every path) this way."""
         with self.lock:
             if mode[0] == "sequence":
-                self._sequence = list(mode[1])
+                self._modes[path] = ("sequence", list(mode[1]))
             else:
-                self._sequence = None
-                self._mode = tuple(mode)
-            if mode[0] != "hang":
-                self._released.set()
-            else:
+                self._modes[path] = tuple(mode)
+            if path is None:
+                for p in [p for p in self._modes if p is not None]:
+                    del self._modes[p]
+            if any(m[0] == "hang" for m in self._modes.values()):
                 self._released.clear()
+            else:
+                self._released.set()
 
     def release(self):
         """Let hanging requests go (they then answer 200)."""
         self._released.set()
 
-    def _next_mode(self):
+    def _next_mode(self, path):
         with self.lock:
-            if self._sequence:
-                m = self._sequence.pop(0) if len(self._sequence) > 1 else self._sequence[0]
-                return tuple(m)
-            return self._mode
+            key = path if path in self._modes else None
+            mode = self._modes.get(key, ("ok",))
+            if mode[0] == "sequence":
+                seq = mode[1]
+                return tuple(seq.pop(0) if len(seq) > 1 else seq[0])
+            return mode
 
     # ---- queries -----------------------------------------------------------
 
@@ -194,16 +202,37 @@ class Receiver:
                         receiver.in_flight[req.path] -= 1
                         receiver.cond.notify_all()
 
+            def _hold(self, limit):
+                """Wait for release(); False if the client hung up first."""
+                deadline = time.monotonic() + limit
+                while time.monotonic() < deadline:
+                    if receiver._released.wait(0.05):
+                        return True
+                    r, _, _ = select.select([self.connection], [], [], 0)
+                    if r:
+                        try:
+                            if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                                return False
+                        except OSError:
+                            return False
+                return True
+
             def _serve(self, req):
                 try:
                     req.body = self._read_body()
                     decode(req)
                 except Exception as e:  # a malformed request is recorded, answered 400
                     req.decode_error = "%s: %s" % (type(e).__name__, e)
-                mode = receiver._next_mode()
+                mode = receiver._next_mode(req.path)
                 if mode[0] == "hang":
-                    # Hold the connection until released (bounded: tests stop us).
-                    receiver._released.wait(120)
+                    # Hold the request until released, or until the client
+                    # gives up and closes (an abandoned request is no longer
+                    # in flight). Bounded: tests stop us.
+                    if not self._hold(120):
+                        req.ended = time.monotonic()
+                        req.status = -1  # abandoned by the client
+                        receiver._record(req)
+                        return
                     mode = ("ok",)
                 elif mode[0] == "delay":
                     time.sleep(mode[1])

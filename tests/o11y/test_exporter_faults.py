@@ -50,7 +50,7 @@ def traces_requests(receiver):
 
 
 def test_400_is_not_retried_dropped_and_logged_once(start_chcp, receiver):
-    receiver.set_mode("status", 400, {})
+    receiver.set_mode("status", 400, {}, path="/v1/traces")
     chcp = start(start_chcp, receiver)
     batches = 4
     for i in range(batches):
@@ -81,12 +81,12 @@ def test_400_is_not_retried_dropped_and_logged_once(start_chcp, receiver):
 @pytest.mark.parametrize("status", [429, 503])
 def test_retryable_status_honours_retry_after(start_chcp, receiver, status):
     receiver.set_mode("sequence", [("status", status, {"Retry-After": "2"}),
-                                   ("status", status, {"Retry-After": "1"}), ("ok",)])
+                                   ("status", status, {"Retry-After": "1"}), ("ok",)], path="/v1/traces")
     chcp = start(start_chcp, receiver)
     assert chcp.call("ListVms", {})[0] == "ok"
     receiver.wait_for(lambda r: len(traces_requests(r)) >= 3, 15, "two retries")
     reqs = traces_requests(receiver)
-    assert [r.status for r in reqs[:3]] == [status, status, 200]
+    assert [r.status for r in reqs[:3]] == [status, status, 200], [r.status for r in reqs]
     gap1 = reqs[1].started - reqs[0].ended
     gap2 = reqs[2].started - reqs[1].ended
     assert 1.8 <= gap1 <= 4.0, "Retry-After: 2 not honoured (%.2f s)" % gap1
@@ -114,7 +114,7 @@ def test_hanging_collector_overflows_queue_never_blocks(start_chcp, receiver):
     chcp = start(start_chcp, receiver)
     baseline = time_calls(chcp, 40)
     receiver.wait_for(lambda r: r.spans(), 10, "the baseline spans")
-    receiver.set_mode("hang")
+    receiver.set_mode("hang", path="/v1/traces")
     # 2048 spans queued + one batch (512) in flight; the rest must drop.
     n = 2800
     during = time_calls(chcp, n)
@@ -132,7 +132,7 @@ def test_hanging_collector_overflows_queue_never_blocks(start_chcp, receiver):
 def test_slow_collector_never_blocks(start_chcp, receiver):
     chcp = start(start_chcp, receiver)
     baseline = time_calls(chcp, 30)
-    receiver.set_mode("delay", 1.5)
+    receiver.set_mode("delay", 1.5, path="/v1/traces")
     during = time_calls(chcp, 300)
     _latency_ok(baseline, during)
     receiver.set_mode("ok")
