@@ -865,6 +865,12 @@ static void test_attach_mode(void **state)
     assert_int_equal(t->fb.requests[VMB_DELETE], 1);
     assert_int_equal(t->fb.stops, 0);
     assert_int_equal(create(t, "b").code, CHCP_OK);
+    assert_int_equal(run_op(t, VM_OP_DELETE, "b", NULL).code, CHCP_OK);
+    /* a refused vm.create leaves whatever the VMM holds alone */
+    t->fb.mode[VMB_CREATE] = FAKE_FAIL;
+    assert_int_equal(create(t, "c").code, CHCP_INTERNAL);
+    assert_int_equal(t->fb.requests[VMB_DELETE], 2);
+    assert_int_equal(t->fb.stops, 0);
 }
 
 static void test_manager_shutdown(void **state)
