@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
+#include "api/api.h"
 #include "cloudhypervisor/v1/vm.pb-c.h"
 #include "rpc/protojson.h"
 #include "rpc/rpc.h"
@@ -34,6 +35,7 @@ typedef struct daemon_state {
     uv_loop_t loop;
     const chcp_config *cfg;
     rpc_server *rpc;
+    vm_manager *vms;
     transport *tp;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
@@ -47,15 +49,28 @@ typedef struct daemon_state {
 /* ---- services ----------------------------------------------------------- */
 
 /*
- * The one place the API is plugged in. Until the VM lifecycle work lands,
- * VmService is registered from its descriptor with no handlers, so every
- * method answers `unimplemented`; that work replaces this body with
- * api_register(st->rpc, ...).
+ * The one place the API is plugged in: the VM manager (with the Cloud
+ * Hypervisor backend, spawn or attach mode) and VmService on top of it.
  */
 static int register_services(daemon_state *st, chcp_error **err)
 {
-    return rpc_server_register(st->rpc, &cloudhypervisor__v1__vm_service__descriptor, NULL, 0, NULL,
-                               err);
+    const chcp_config *c = st->cfg;
+    vm_backend_ch_config bc = {.ch_binary = c->ch_binary, .attach_path = c->ch_endpoint_path};
+    const vm_backend_ops *ops;
+    void *backend;
+    if (vm_backend_ch_new(&st->loop, &bc, &ops, &backend, err) < 0)
+        return -1;
+    vm_manager_config vc = {.state_dir = c->state_dir,
+                            .image_dirs = (const char *const *)c->image_dirs,
+                            .n_image_dirs = c->n_image_dirs,
+                            .max_vcpus = c->max_vcpus,
+                            .max_memory_mib = c->max_memory_mib,
+                            .max_concurrent_starts = c->max_concurrent_starts,
+                            .attach_mode = c->ch_endpoint_path != NULL};
+    st->vms = vm_manager_new(&st->loop, &vc, ops, backend, err);
+    if (!st->vms)
+        return -1;
+    return api_register(st->rpc, st->vms, err);
 }
 
 /* ---- plain HTTP endpoints (rpc fallback) ---------------------------------- */
@@ -214,6 +229,9 @@ static void on_transport_closed(void *ud)
 {
     daemon_state *st = ud;
     st->tp = NULL;
+    /* VMMs keep the loop alive until they are stopped (see teardown). */
+    if (st->vms)
+        vm_manager_shutdown(st->vms, NULL, NULL);
     /* Nothing else keeps the loop alive once these are closed. */
     uv_close((uv_handle_t *)&st->sigterm, close_cb_noop);
     uv_close((uv_handle_t *)&st->sigint, close_cb_noop);
@@ -406,8 +424,22 @@ static void teardown(daemon_state *st)
         }
         uv_run(&st->loop, UV_RUN_DEFAULT);
     }
-    if (st->rpc)
+    if (st->vms) {
+        /* No durable store yet: VMs cannot outlive the daemon, so stop every
+         * VMM (and answer calls still waiting on them) before the rpc server
+         * goes. */
+        vm_manager_shutdown(st->vms, NULL, NULL);
+        uv_run(&st->loop, UV_RUN_DEFAULT);
+        vm_manager_free(st->vms);
+        st->vms = NULL;
+    }
+    /* Every call was cancelled by transport_close() and the loop ran until
+     * their handlers finished; a call still open here would point into a
+     * freed server, so keep it (a leak the sanitizers report) instead. */
+    if (st->rpc && rpc_server_active_calls(st->rpc) == 0)
         rpc_server_free(st->rpc);
+    else if (st->rpc)
+        log_error("%zu rpc call(s) still open at exit", rpc_server_active_calls(st->rpc));
     st->rpc = NULL;
     uv_walk(&st->loop, close_any, NULL);
     uv_run(&st->loop, UV_RUN_DEFAULT);

@@ -11,10 +11,10 @@
  * be freed the same way when decoding fails.
  *
  * jansson keeps numbers as long long or double, which would lose uint64
- * values above INT64_MAX and the exact digits of reals. So a pre-pass (see
- * protect_numbers) turns every number jansson cannot keep exactly into a
- * string that starts with a marker character absent from the input; such a
- * string is then read back as the original number text.
+ * values above INT64_MAX and the exact digits of reals. So a pre-pass
+ * (pjd_protect_numbers, protojson_scan.c) turns every number jansson cannot
+ * keep exactly into a string that starts with a marker character absent from
+ * the input; such a string is then read back as the original number text.
  */
 #include "rpc/protojson_internal.h"
 

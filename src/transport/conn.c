@@ -313,6 +313,16 @@ static void on_timer(uv_timer_t *h)
     uint64_t next = check_read_timeouts(c, now);
     if (c->closing)
         return;
+    /* A peer that stops reading our output is as gone as a silent one. */
+    if (c->writing) {
+        uint64_t due = c->write_since + c->t->lim.idle_timeout_ms;
+        if (now >= due) {
+            conn_close(c);
+            return;
+        }
+        if (due < next)
+            next = due;
+    }
     if (conn_is_idle(c)) {
         uint64_t due = c->last_activity + c->t->lim.idle_timeout_ms;
         if (now >= due) {
@@ -489,6 +499,8 @@ static void conn_write(conn *c)
         return;
     }
     c->writing = true;
+    c->write_since = uv_now(c->t->loop);
+    conn_timer_want(c, c->write_since + c->t->lim.idle_timeout_ms);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)

@@ -313,7 +313,7 @@ static void append_uint(chcp_buf *b, size_t v)
 
 static void serialize(chcp_buf *b, treq *r, const http_response *resp, bool close)
 {
-    int status = resp->status >= 100 && resp->status <= 999 ? resp->status : 500;
+    int status = resp->status >= 200 && resp->status <= 999 ? resp->status : 500;
     const char *reason = http_reason(status);
     buf_reserve(b, 64 + resp->body_len);
     buf_append(b, "HTTP/1.1 ", 9);

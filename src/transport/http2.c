@@ -356,7 +356,7 @@ void h2_respond(treq *r, const http_response *resp)
     nghttp2_nv stack[H2_NV_STACK];
     nghttp2_nv *nv = max <= H2_NV_STACK ? stack : xmalloc(max * sizeof(*nv));
     char status[4], length[24];
-    int st = resp->status >= 100 && resp->status <= 999 ? resp->status : 500;
+    int st = resp->status >= 200 && resp->status <= 999 ? resp->status : 500;
     snprintf(status, sizeof(status), "%d", st);
     size_t n = 0;
     nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};

@@ -142,6 +142,7 @@ struct conn {
     uint64_t last_activity; /* loop ms of the last input */
     uint64_t timer_due;     /* 0 = timer not armed */
     uint64_t linger_due;
+    uint64_t write_since;   /* loop ms the pending uv_write started */
     char peer[64];
 };
 

@@ -138,6 +138,7 @@ static void create_done(void *ud, chcp_error *err, const vmb_reply *reply)
             error_prefix(err, "%s", exit_reason(e));
         create_fail(op, err);
     } else {
+        e->vmm_created = true;
         vm_set_state(e, VM_CREATED, "%s", "");
         free(e->rec.vmm_state);
         e->rec.vmm_state = xstrdup("Created");
@@ -494,7 +495,10 @@ static void start_removal(vm_entry *e)
     }
     if (!e->vmm) {
         e->stop_done = true;
-    } else if (e->m->cfg.attach_mode && !e->rec.has_exit) {
+    } else if (e->m->cfg.attach_mode && (!e->vmm_created || e->rec.has_exit)) {
+        /* Nothing of ours is in the VMM (or it is gone): just let go. */
+        e->stop_done = true;
+    } else if (e->m->cfg.attach_mode) {
         /* The VMM is not ours to stop: drop the VM from it. */
         e->inflight++;
         ops_of(e)->request(e->vmm, VMB_DELETE, NULL, ATTACH_DELETE_TIMEOUT_MS, removal_done, e);
@@ -520,20 +524,19 @@ bool vm_lifecycle_try_remove(vm_entry *e)
     }
     /* Answer everyone: a failed CreateVm with its error, DeleteVm calls with
      * success. The record is gone for all of them. */
+    log_vm(LOG_INFO, e->rec.id, "removed");
     vm_op *c = steal_pointer(&e->create_op);
-    if (c) {
-        c->vm = NULL;
-        vm_op_finish(c, e->removal_err);
-    }
     vm_op *d = steal_pointer(&e->delete_ops);
+    chcp_error *removal_err = steal_pointer(&e->removal_err);
+    vm_entry_destroy(e); /* stays allocated while the ops below refer to it */
+    if (c)
+        vm_op_finish(c, removal_err);
     while (d) {
         vm_op *next = d->next;
-        d->vm = NULL;
         vm_op_finish(d, NULL);
         d = next;
     }
-    log_vm(LOG_INFO, e->rec.id, "removed");
-    vm_entry_destroy(e);
+    error_free(removal_err);
     return true;
 }
 

@@ -3,13 +3,16 @@
  *
  * Boot follows CH's order because it decides which error a broken config
  * gets and whether a Vm object is left behind:
- *   Vm::new:  memory manager -> VmConfig::validate() -> devices (disk images
- *             and initramfs opened) -> [fail_boot=1]          (no Vm kept)
+ *   Vm::new:  memory manager -> VmConfig::validate() (validate.c) -> devices
+ *             (disk images opened; ids written back into the config) ->
+ *             initramfs opened -> [fail_boot=1]               (no Vm kept)
  *   Vm::boot: kernel/firmware loaded -> disk locks -> [fail_boot=late]
  *             (the Vm is kept in state Created; a second vm.boot gets 500
  *             "VM is already created" until vm.delete/vm.shutdown)
- * A successful boot writes device ids back into the config ("_disk0",
- * "_net1": one DeviceManager counter shared by all device kinds), like CH.
+ * Device ids ("_disk0", "_net1": one DeviceManager counter shared by all
+ * device kinds) stay in the config even if a later step fails; a disk image
+ * that does not open drops the whole disk list from the config (CH's
+ * make_virtio_block_devices takes the list out and returns early).
  *
  * The guest is a set of timers that stop while the VM is paused: ACPI power
  * button -> poweroff after acpi_delay_ms, poweroff/reboot/panic_after_ms,

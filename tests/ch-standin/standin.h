@@ -207,8 +207,8 @@ void si_guest_stop(void);
 void si_guest_freeze(void);
 void si_guest_thaw(void);
 void si_guest_power_button(void);
-/* Full validation as VmConfig::validate(); NULL if fine, else sets *kind and
- * returns the message list (NULL-terminated, caller frees each and the array). */
+/* validate.c: VmConfig::validate(); NULL if fine, else sets *kind and returns
+ * the message list (NULL-terminated, caller frees each and the array). */
 char **si_validate(json_t *cfg, enum si_err *kind);
 /* Assign "_disk0"-style ids to devices without one (DeviceManager naming). */
 char *si_next_device_name(json_t *cfg, const char *prefix);

@@ -11,11 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
+#include "chcptest/naming.pb-c.h"
 #include "chcptest/v1/test.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
+#include "google/protobuf/timestamp.pb-c.h"
 #include "rpc/protojson.h"
 
 extern const protometa_table chcptest_protometa;
@@ -110,6 +113,27 @@ static void test_protometa_lookup(void **state)
     protometa_register(&chcptest_protometa);
     assert_ptr_equal(protometa_find_message(&chcptest__v1__nested__descriptor)->descriptor,
                      &chcptest__v1__nested__descriptor);
+}
+
+/* protoc-c's names for odd identifiers (this links only if the generator
+ * derived them right) and json names as protoc computes them. */
+static void test_generator_naming(void **state)
+{
+    const protometa_message *pm = protometa_find_message(&httpserver_v2__descriptor);
+    assert_non_null(pm);
+    assert_ptr_equal(protometa_find_by_name("HTTPServer_v2.URLPath2Thing"),
+                     &httpserver_v2__urlpath2_thing__descriptor);
+    assert_true(protometa_find_message(&httpserver_v2__by_id_entry__descriptor)->map_entry);
+    assert_null(protometa_find_by_name("google.protobuf.FieldOptions"));
+    const char *json = "{\"p\":{\"aBC\":1,\"x2y\":\"z\"},\"k\":\"KIND_ONE\","
+                       "\"byId\":{\"-1\":{}},\"Leading\":\"l\"}";
+    HTTPServerV2 *m = decode(&httpserver_v2__descriptor, json);
+    assert_int_equal(m->p->a_b_c, 1);
+    assert_string_equal(m->_leading, "l");
+    char *s = encode(m);
+    assert_string_equal(s, json);
+    free(s);
+    protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 
 /* A message type no table knows still encodes and decodes, with protoc's
@@ -466,6 +490,37 @@ static void test_float_round_trip(void **state)
     }
 }
 
+/* Timestamps across years 1..9999 agree with the C library's calendar and
+ * read back to the same value. */
+static void test_timestamp_sweep(void **state)
+{
+    const int64_t min = -62135596800LL, max = 253402300799LL;
+    uint64_t x = 88172645463325252ULL;
+    for (int i = 0; i < 20000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+        ts.seconds = min + (int64_t)(x % (uint64_t)(max - min + 1));
+        static const int32_t nanos[] = {0, 5000000, 123000, 999999999};
+        ts.nanos = nanos[i % 4];
+        time_t t = (time_t)ts.seconds;
+        struct tm tm;
+        assert_non_null(gmtime_r(&t, &tm));
+        char want[64];
+        int n = snprintf(want, sizeof(want), "\"%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        static const char *const frac[] = {"", ".005", ".000123", ".999999999"};
+        snprintf(want + n, sizeof(want) - (size_t)n, "%sZ\"", frac[i % 4]);
+        char *got = encode(&ts);
+        assert_string_equal(got, want);
+        Google__Protobuf__Timestamp *back = decode(&google__protobuf__timestamp__descriptor, got);
+        assert_true(back->seconds == ts.seconds && back->nanos == ts.nanos);
+        protobuf_c_message_free_unpacked(&back->base, NULL);
+        free(got);
+    }
+}
+
 /* JSON -> message -> protobuf binary -> message -> JSON gives the same JSON. */
 static void test_binary_round_trip(void **state)
 {
@@ -522,6 +577,7 @@ int main(void)
         cmocka_unit_test(test_protometa_lookup),
         cmocka_unit_test(test_protometa_field_order),
         cmocka_unit_test(test_unregistered_descriptor),
+        cmocka_unit_test(test_generator_naming),
         cmocka_unit_test(test_encode_presence),
         cmocka_unit_test(test_encode_map_wire_duplicates),
         cmocka_unit_test(test_encode_errors),
@@ -529,6 +585,7 @@ int main(void)
         cmocka_unit_test(test_depth_limits),
         cmocka_unit_test(test_number_marker_choice),
         cmocka_unit_test(test_float_round_trip),
+        cmocka_unit_test(test_timestamp_sweep),
         cmocka_unit_test(test_binary_round_trip),
         cmocka_unit_test(test_encode_appends),
     };

@@ -215,6 +215,38 @@ static void test_close_cancels_outstanding(void **state)
     close(b);
 }
 
+/* A client that never reads its (large) response is dropped after the idle
+ * timeout instead of pinning the connection and its buffers forever. */
+static void test_write_stall(void **state)
+{
+    transport_limits lim;
+    srv_init_limits(&lim);
+    lim.idle_timeout_ms = 300;
+    lim.max_body_bytes = 32u << 20;
+    srv *s = srv_start(&lim, false);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(s->port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    size_t len = 16u << 20; /* more than the kernel buffers between us */
+    char *body = calloc(1, len);
+    char head[128];
+    snprintf(head, sizeof(head), "POST /big HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", len);
+    send_str(fd, head);
+    send_all(fd, body, len);
+    WAIT_FOR(s, st->conns == 0); /* closed while we were not reading */
+    size_t got = 0;
+    ssize_t n;
+    while ((n = recv(fd, body, len, MSG_DONTWAIT)) > 0)
+        got += (size_t)n;
+    assert_true(got < len);
+    free(body);
+    close(fd);
+    srv_stop(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -225,6 +257,7 @@ int main(void)
         cmocka_unit_test(test_client_disconnect_cancels),
         cmocka_unit_test(test_stop_accepting_drains),
         cmocka_unit_test(test_close_cancels_outstanding),
+        cmocka_unit_test(test_write_stall),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -301,6 +301,69 @@ static void test_state_table(void **state)
     assert_int_equal(run_op(t, VM_OP_INFO, "Bad_Id", NULL).code, CHCP_INVALID_ARGUMENT);
 }
 
+/* Transitional states: calls queue behind the running operation (GetVmInfo
+ * answers at once with the transitional state), then the row of the state
+ * it ends in applies; during DELETING everything but GetVmInfo is refused. */
+static void test_transitional_states(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    reach(t, "a", VM_CREATED);
+    t->fb.mode[VMB_BOOT] = FAKE_HANG;
+    op_result boot = {0};
+    vm_op_submit(t->m, VM_OP_BOOT, "a", NULL, op_result_cb, &boot, NULL);
+    tv_spin(&t->loop, 5);
+    assert_int_equal(state_of(t, "a"), VM_BOOTING);
+    t->fb.mode[VMB_BOOT] = FAKE_OK;
+    vm_op_kind kinds[] = {VM_OP_BOOT, VM_OP_PAUSE, VM_OP_RESUME, VM_OP_REBOOT};
+    vm_state want[] = {VM_RUNNING, VM_PAUSED, VM_RUNNING, VM_RUNNING};
+    op_result r[4] = {0};
+    for (int i = 0; i < 4; i++)
+        assert_non_null(vm_op_submit(t->m, kinds[i], "a", NULL, op_result_cb, &r[i], NULL));
+    op_result info = run_op(t, VM_OP_INFO, "a", NULL);
+    assert_int_equal(info.state, VM_BOOTING);
+    assert_false(r[0].done);
+    fake_unhang(t->fb.last);
+    assert_true(tv_run_until(&t->loop, &r[3].done, 1000));
+    assert_int_equal(boot.code, CHCP_OK);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(r[i].code, CHCP_OK);
+        assert_int_equal(r[i].state, want[i]);
+    }
+    /* SHUTTING_DOWN: the guest ignores the button; a queued boot runs after */
+    op_result sd = {0}, b2 = {0};
+    vm_op_params grace = {.graceful_ms = 60000, .graceful_ms_set = true};
+    vm_op_submit(t->m, VM_OP_SHUTDOWN, "a", &grace, op_result_cb, &sd, NULL);
+    vm_op_submit(t->m, VM_OP_BOOT, "a", NULL, op_result_cb, &b2, NULL);
+    tv_spin(&t->loop, 5);
+    assert_int_equal(state_of(t, "a"), VM_SHUTTING_DOWN);
+    assert_int_equal(run_op(t, VM_OP_INFO, "a", NULL).state, VM_SHUTTING_DOWN);
+    t->fb.last->cb->on_event(t->fb.last->cb_ud, "vm", "shutdown"); /* guest got there */
+    assert_true(tv_run_until(&t->loop, &b2.done, 1000));
+    assert_int_equal(sd.code, CHCP_OK);
+    assert_int_equal(sd.state, VM_SHUTDOWN);
+    assert_int_equal(b2.state, VM_RUNNING);
+    /* DELETING */
+    t->fb.mode[VMB_PAUSE] = FAKE_HANG;
+    op_result p = {0}, d = {0};
+    vm_op_submit(t->m, VM_OP_PAUSE, "a", NULL, op_result_cb, &p, NULL);
+    tv_spin(&t->loop, 2);
+    vm_op_submit(t->m, VM_OP_DELETE, "a", NULL, op_result_cb, &d, NULL);
+    assert_int_equal(state_of(t, "a"), VM_DELETING);
+    vm_op_kind all[] = {VM_OP_BOOT, VM_OP_PAUSE, VM_OP_RESUME, VM_OP_REBOOT, VM_OP_SHUTDOWN};
+    for (size_t i = 0; i < ARRAY_SIZE(all); i++) {
+        op_result x = run_op(t, all[i], "a", NULL);
+        assert_int_equal(x.code, CHCP_FAILED_PRECONDITION);
+        assert_non_null(strstr(x.msg, "DELETING"));
+    }
+    cfgbuf b;
+    cfg_init(&b, t);
+    assert_int_equal(create_cfg(t, "a", &b.c, NULL, 0).code, CHCP_ABORTED);
+    assert_true(tv_run_until(&t->loop, &d.done, 1000));
+    assert_int_equal(d.code, CHCP_OK);
+    assert_int_equal(p.code, CHCP_ABORTED);
+}
+
 /* ---- CreateVm ----------------------------------------------------------------------- */
 
 static void test_create_basics(void **state)
@@ -715,6 +778,17 @@ static void test_info_unresponsive(void **state)
     assert_true(tv_run_until(&t->loop, &b.done, 1000));
     assert_true(a.done);
     assert_int_equal(t->fb.requests[VMB_INFO], before + 1);
+    /* DeleteVm while a GetVmInfo waits on a stuck VMM: both finish, the read
+     * without a record (the VM is gone) */
+    t->fb.mode[VMB_INFO] = FAKE_HANG;
+    op_result i1 = {0}, d = {0};
+    vm_op_submit(t->m, VM_OP_INFO, "a", NULL, op_result_cb, &i1, NULL);
+    tv_spin(&t->loop, 2);
+    vm_op_submit(t->m, VM_OP_DELETE, "a", NULL, op_result_cb, &d, NULL);
+    assert_true(tv_run_until(&t->loop, &d.done, 1000));
+    assert_true(tv_run_until(&t->loop, &i1.done, 1000));
+    assert_int_equal(d.code, CHCP_OK);
+    assert_false(i1.has_vm);
 }
 
 /* ---- listing and limits --------------------------------------------------------------------- */
@@ -791,6 +865,12 @@ static void test_attach_mode(void **state)
     assert_int_equal(t->fb.requests[VMB_DELETE], 1);
     assert_int_equal(t->fb.stops, 0);
     assert_int_equal(create(t, "b").code, CHCP_OK);
+    assert_int_equal(run_op(t, VM_OP_DELETE, "b", NULL).code, CHCP_OK);
+    /* a refused vm.create leaves whatever the VMM holds alone */
+    t->fb.mode[VMB_CREATE] = FAKE_FAIL;
+    assert_int_equal(create(t, "c").code, CHCP_INTERNAL);
+    assert_int_equal(t->fb.requests[VMB_DELETE], 2);
+    assert_int_equal(t->fb.stops, 0);
 }
 
 static void test_manager_shutdown(void **state)
@@ -837,6 +917,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_state_table, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transitional_states, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_basics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_failures_are_atomic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validation, setup, teardown),

@@ -168,6 +168,19 @@ static void fake_exit(fake_vmm *v, int code, int sig)
     v->cb->on_exit(v->cb_ud, code, sig, NULL);
 }
 
+/* Let hung requests finish normally now. */
+static void fake_unhang(fake_vmm *v)
+{
+    fake_req *r = v->hung;
+    v->hung = NULL;
+    while (r) {
+        fake_req *next = r->next;
+        fake_answer(r, FAKE_OK);
+        uv_close((uv_handle_t *)&r->timer, fake_req_closed);
+        r = next;
+    }
+}
+
 typedef struct fake_start {
     uv_timer_t timer;
     fake_vmm *v;
