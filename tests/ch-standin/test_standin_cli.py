@@ -341,10 +341,10 @@ def test_half_close_drops_the_connection(tmp_path):
         # Keep the (single) HTTP thread busy so the request and the half-close
         # are seen together, as micro_http would see them.
         assert si.put("vm.create", minimal_config(
-            tmp_path, cmdline="standin.boot_delay_ms=300")).status == 204
+            tmp_path, cmdline="standin.boot_delay_ms=800")).status == 204
         busy = si.conn()
         busy.send_raw(b"PUT /api/v1/vm.boot HTTP/1.1\r\n\r\n")
-        time.sleep(0.05)
+        si.wait_event("vm/booting")  # the HTTP thread is now blocked on the boot
         c = si.conn()
         c.send_raw(b"GET /api/v1/vmm.ping HTTP/1.1\r\n\r\n")
         c.sock.shutdown(socket.SHUT_WR)
