@@ -138,6 +138,7 @@ static void create_done(void *ud, chcp_error *err, const vmb_reply *reply)
             error_prefix(err, "%s", exit_reason(e));
         create_fail(op, err);
     } else {
+        e->vmm_created = true;
         vm_set_state(e, VM_CREATED, "%s", "");
         free(e->rec.vmm_state);
         e->rec.vmm_state = xstrdup("Created");
@@ -494,7 +495,10 @@ static void start_removal(vm_entry *e)
     }
     if (!e->vmm) {
         e->stop_done = true;
-    } else if (e->m->cfg.attach_mode && !e->rec.has_exit) {
+    } else if (e->m->cfg.attach_mode && (!e->vmm_created || e->rec.has_exit)) {
+        /* Nothing of ours is in the VMM (or it is gone): just let go. */
+        e->stop_done = true;
+    } else if (e->m->cfg.attach_mode) {
         /* The VMM is not ours to stop: drop the VM from it. */
         e->inflight++;
         ops_of(e)->request(e->vmm, VMB_DELETE, NULL, ATTACH_DELETE_TIMEOUT_MS, removal_done, e);
@@ -525,11 +529,16 @@ bool vm_lifecycle_try_remove(vm_entry *e)
     vm_op *d = steal_pointer(&e->delete_ops);
     chcp_error *removal_err = steal_pointer(&e->removal_err);
     vm_entry_destroy(e); /* stays allocated while the ops below refer to it */
+    /* Deferred: a removal can finish inside the CreateVm/DeleteVm call that
+     * started it (nothing to stop), and callers are promised no completion
+     * before their call returns. */
     if (c)
-        vm_op_finish(c, removal_err);
+        vm_op_complete_now(c, removal_err ? removal_err->code : CHCP_INTERNAL, "%s",
+                           removal_err ? removal_err->message : "CreateVm failed");
     while (d) {
         vm_op *next = d->next;
-        vm_op_finish(d, NULL);
+        d->next = NULL;
+        vm_op_complete_now(d, CHCP_OK, "%s", "deleted");
         d = next;
     }
     error_free(removal_err);

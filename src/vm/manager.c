@@ -354,7 +354,8 @@ static bool labels_equal(const vm_record *r, const vm_label *sorted, size_t n)
     if (r->n_labels != n)
         return false;
     for (size_t i = 0; i < n; i++)
-        if (strcmp(r->labels[i].key, sorted[i].key) || strcmp(r->labels[i].value, sorted[i].value))
+        if (strcmp(r->labels[i].key, sorted[i].key) != 0 ||
+            strcmp(r->labels[i].value, sorted[i].value) != 0)
             return false;
     return true;
 }

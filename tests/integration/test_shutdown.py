@@ -1,6 +1,7 @@
 """Graceful shutdown: in-flight requests finish, the deadline is kept, a
 second signal exits at once, systemd is told, nothing is left behind."""
 
+import json
 import os
 import signal
 import socket
@@ -222,3 +223,73 @@ def test_sigpipe_ignored(start_daemon):
         time.sleep(0.2)
         assert d.proc.poll() is None, "daemon died: %s" % d.proc.returncode
     assert d.http("GET", "/health")[0] == 200
+
+
+def connect_call(d, method, request, timeout=30):
+    status, _, body = d.http("POST", "/cloudhypervisor.v1.VmService/" + method,
+                             body=json.dumps(request).encode(),
+                             headers={"content-type": "application/json"}, timeout=timeout)
+    return status, json.loads(body)
+
+
+def test_in_flight_boot_completes(start_daemon):
+    """A real slow call: BootVm on a VMM that takes 1.5 s to boot (a
+    stand-in directive) is answered before the daemon exits 0."""
+    d = start_daemon(vmm=True)
+    status, res = connect_call(d, "CreateVm", {
+        "vmId": "slow-boot",
+        "config": {"payload": {"kernel": d.kernel, "cmdline": "console=hvc0 standin.boot_delay_ms=1500"},
+                   "memory": {"size": "67108864"}}})
+    assert status == 200, res
+    results = []
+
+    def boot():
+        try:
+            results.append(connect_call(d, "BootVm", {"vmId": "slow-boot"}))
+        except Exception as e:  # noqa: BLE001 - the test inspects it
+            results.append(e)
+    t = threading.Thread(target=boot)
+    t.start()
+    time.sleep(0.5)  # BootVm is now waiting on the VMM
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    t.join(30)
+    assert results and not isinstance(results[0], Exception), results
+    status, res = results[0]
+    assert status == 200, res
+    assert res["vm"]["state"] == "VM_STATE_RUNNING"
+    assert d.wait(timeout=20) == 0
+    assert time.monotonic() - t0 > 0.7  # it waited for the boot
+    d.stop()
+    assert any("finishing 1 in-flight" in r["msg"] for r in d.log_records()), d.output()
+
+
+def test_shutdown_timeout_with_vmm_call_in_flight(start_daemon):
+    """The deadline passes while BootVm waits on a slow VMM: the call is
+    cancelled, the VMM stopped, and the daemon still exits 0, leak-free."""
+    d = start_daemon(vmm=True, env={"CHCP_SHUTDOWN_TIMEOUT_MS": "500"})
+    status, res = connect_call(d, "CreateVm", {
+        "vmId": "very-slow-boot",
+        "config": {"payload": {"kernel": d.kernel, "cmdline": "console=hvc0 standin.boot_delay_ms=20000"},
+                   "memory": {"size": "67108864"}}})
+    assert status == 200, res
+    results = []
+
+    def boot():
+        try:
+            results.append(connect_call(d, "BootVm", {"vmId": "very-slow-boot"}))
+        except Exception as e:  # noqa: BLE001 - the test inspects it
+            results.append(e)
+    t = threading.Thread(target=boot)
+    t.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.wait(timeout=20) == 0
+    assert time.monotonic() - t0 < 10
+    t.join(10)
+    assert results and (isinstance(results[0], Exception) or results[0][0] != 200), results
+    d.stop()
+    # No VMM outlives the daemon.
+    out = subprocess.run(["pgrep", "-f", d.tmp.name], capture_output=True, text=True).stdout
+    assert out.strip() == "", out

@@ -381,6 +381,18 @@ static void test_error_paths(void **state)
     e = decode_error(d, "", 0);
     assert_contains(e, "invalid JSON");
     free(e);
+    /* Numbers are never keys, even those the number pre-pass rewrites. */
+    static const char *const numeric_keys[] = {
+        "{1.5:2}",
+        "{\"maps\":{\"stringString\":{1e3 :\"x\"}}}",
+        "{\"maps\":{\"int32String\":{18446744073709551616\n:\"x\"}}}",
+        "{-0:1}",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(numeric_keys); i++) {
+        e = decode_error(d, numeric_keys[i], strlen(numeric_keys[i]));
+        assert_contains(e, "invalid JSON");
+        free(e);
+    }
     /* Embedded NUL: not JSON text. */
     e = decode_error(d, "{}\0{}", 5);
     free(e);

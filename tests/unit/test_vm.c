@@ -430,6 +430,15 @@ static void test_create_failures_are_atomic(void **state)
     assert_false(dir_exists(t, "a"));
     assert_int_equal(t->fb.live, 0);
     assert_int_equal(t->fb.stops, 2);
+    /* nothing could be started at all: still answered after the call */
+    t->fb.mode[VMB_CREATE] = FAKE_OK;
+    t->fb.start_mode = FAKE_SYNC_FAIL;
+    r = create(t, "a");
+    assert_int_equal(r.code, CHCP_UNAVAILABLE);
+    assert_non_null(strstr(r.msg, "fork: fake failure"));
+    assert_null(vm_manager_find(t->m, "a"));
+    assert_false(dir_exists(t, "a"));
+    t->fb.start_mode = FAKE_OK;
     /* and the id is free again */
     t->fb.mode[VMB_CREATE] = FAKE_OK;
     assert_int_equal(create(t, "a").code, CHCP_OK);
@@ -865,6 +874,12 @@ static void test_attach_mode(void **state)
     assert_int_equal(t->fb.requests[VMB_DELETE], 1);
     assert_int_equal(t->fb.stops, 0);
     assert_int_equal(create(t, "b").code, CHCP_OK);
+    assert_int_equal(run_op(t, VM_OP_DELETE, "b", NULL).code, CHCP_OK);
+    /* a refused vm.create leaves whatever the VMM holds alone */
+    t->fb.mode[VMB_CREATE] = FAKE_FAIL;
+    assert_int_equal(create(t, "c").code, CHCP_INTERNAL);
+    assert_int_equal(t->fb.requests[VMB_DELETE], 2);
+    assert_int_equal(t->fb.stops, 0);
 }
 
 static void test_manager_shutdown(void **state)
