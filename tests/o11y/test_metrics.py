@@ -252,3 +252,36 @@ def test_otlp_metric_push_is_cumulative(start_chcp, receiver):
     hist = [mm for q2 in receiver.snapshot("/v1/metrics") for _, mm in q2.metrics
             if mm.name == "rpc.server.request.duration"]
     assert hist and hist[-1].histogram.aggregation_temporality == 2
+
+
+def test_active_requests_counts_a_call_in_progress(start_chcp, receiver):
+    import threading
+
+    chcp = start_chcp(otel={"UNKEY_CHCP_OTEL_ENDPOINT": receiver.endpoint})
+    assert chcp.call("CreateVm", {"vmId": "slow", "config": chcp.vm_config(["standin.boot_delay_ms=1500"])},
+                     timeout=30)[0] == "ok"
+    result = {}
+    other = type(chcp)  # a second client connection: the first is busy with BootVm
+
+    def boot():
+        c2 = other.__new__(other)
+        c2.port, c2._conn = chcp.port, None
+        result["boot"] = c2.call("BootVm", {"vmId": "slow"}, timeout=30)[0]
+
+    th = threading.Thread(target=boot)
+    th.start()
+
+    def active():
+        _, text = chcp.metrics_text(port=chcp.prom_port)
+        for (name, labels), v in parse_exposition(text).items():
+            if name == "rpc_server_active_requests" and dict(labels).get("rpc_method") == "BootVm":
+                return v
+        return 0.0
+
+    try:
+        wait_until(lambda: active() == 1.0, 5, "rpc_server_active_requests{rpc_method=BootVm} == 1")
+    finally:
+        th.join(30)
+    assert result.get("boot") == "ok", result
+    assert active() == 0.0
+    assert chcp.call("DeleteVm", {"vmId": "slow"}, timeout=30)[0] == "ok"
