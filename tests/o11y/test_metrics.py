@@ -261,12 +261,11 @@ def test_active_requests_counts_a_call_in_progress(start_chcp, receiver):
     assert chcp.call("CreateVm", {"vmId": "slow", "config": chcp.vm_config(["standin.boot_delay_ms=1500"])},
                      timeout=30)[0] == "ok"
     result = {}
-    other = type(chcp)  # a second client connection: the first is busy with BootVm
 
-    def boot():
-        c2 = other.__new__(other)
-        c2.port, c2._conn = chcp.port, None
+    def boot():  # on a second connection
+        c2 = chcp.client()
         result["boot"] = c2.call("BootVm", {"vmId": "slow"}, timeout=30)[0]
+        c2.close()
 
     th = threading.Thread(target=boot)
     th.start()
