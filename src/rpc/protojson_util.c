@@ -7,6 +7,8 @@
  * work from the literal text: integers accept "1", "1.0" and "1e2" but never
  * round through a double, and floats are written with the shortest digits
  * that read back to the same value, formatted the way Go's protojson does.
+ * printf/strtod are used in the C locale ('.' as the decimal point): chcp
+ * never calls setlocale().
  */
 #include "rpc/protojson_internal.h"
 

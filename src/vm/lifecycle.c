@@ -529,11 +529,16 @@ bool vm_lifecycle_try_remove(vm_entry *e)
     vm_op *d = steal_pointer(&e->delete_ops);
     chcp_error *removal_err = steal_pointer(&e->removal_err);
     vm_entry_destroy(e); /* stays allocated while the ops below refer to it */
+    /* Deferred: a removal can finish inside the CreateVm/DeleteVm call that
+     * started it (nothing to stop), and callers are promised no completion
+     * before their call returns. */
     if (c)
-        vm_op_finish(c, removal_err);
+        vm_op_complete_now(c, removal_err ? removal_err->code : CHCP_INTERNAL, "%s",
+                           removal_err ? removal_err->message : "CreateVm failed");
     while (d) {
         vm_op *next = d->next;
-        vm_op_finish(d, NULL);
+        d->next = NULL;
+        vm_op_complete_now(d, CHCP_OK, "%s", "deleted");
         d = next;
     }
     error_free(removal_err);

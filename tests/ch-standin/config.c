@@ -117,9 +117,7 @@ static const field payload_f[] = {{"firmware", F_STR, false, NULL, NULL, NULL, f
                                   {"kernel", F_STR, false, NULL, NULL, NULL, false},
                                   {"cmdline", F_STR, false, NULL, NULL, NULL, false},
                                   {"initramfs", F_STR, false, NULL, NULL, NULL, false},
-                                  {"igvm", F_STR, false, NULL, NULL, NULL, false},
-                                  {"host_data", F_STR, false, NULL, NULL, NULL, false},
-                                  END};
+                                  END}; /* igvm, host_data: not in a default build */
 static const schema payload_s = {"PayloadConfig", payload_f};
 
 static const field disk_f[] = {

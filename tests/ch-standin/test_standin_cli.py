@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from chclient import Conn, StandIn, chain, minimal_config, names, run
+from chclient import Conn, StandIn, chain, minimal_config, names, read_events, run
 
 
 # ---- command line --------------------------------------------------------------------
@@ -40,6 +40,35 @@ def test_clap_errors_exit_2(args, msg, tmp_path):
     err = r.stderr.decode()
     assert err.startswith("error: ") and msg in err
     assert os.listdir(tmp_path) == []
+
+
+def test_help():
+    r = run(["--help"])
+    assert r.returncode == 0 and b"--api-socket" in r.stdout
+
+
+def test_without_api_socket_only_signals_work(tmp_path):
+    ev = tmp_path / "ev"
+    with StandIn(tmp_path, args=["--event-monitor", f"path={ev}"]) as si:
+        deadline = time.monotonic() + 10
+        while (not ev.exists() or "starting" not in ev.read_text()) and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not any(p.suffix == ".sock" for p in tmp_path.iterdir())
+        si.signal(signal.SIGTERM)
+        assert si.wait_exit() == 0
+        assert names(read_events(str(ev))) == ["vmm/starting", "vmm/shutdown"]
+
+
+def test_igvm_is_not_a_boot_item_in_default_builds(tmp_path):
+    with StandIn(tmp_path) as si:
+        cfg = minimal_config(tmp_path)
+        cfg["payload"] = {"igvm": cfg["payload"]["kernel"]}
+        assert si.put("vm.create", cfg).status == 204
+        assert "igvm" not in si.get("vm.info").json()["config"]["payload"]
+        r = si.put("vm.boot")
+        assert r.status == 400 and chain(r)[-1] == ("No bootitem provided: neither firmware "
+                                                    "nor kernel")
 
 
 def test_unsupported_vm_flag_is_an_error(tmp_path):

@@ -156,8 +156,8 @@ static char **check_payload(vctx *v)
     json_t *payload = json_object_get(v->cfg, "payload");
     bool kernel = json_is_string(json_object_get(payload, "kernel"));
     bool fw = json_is_string(json_object_get(payload, "firmware"));
-    bool igvm = json_is_string(json_object_get(payload, "igvm"));
-    if (!json_is_object(payload) || (!kernel && !fw && !igvm))
+    /* igvm exists only with the igvm feature, which default builds lack */
+    if (!json_is_object(payload) || (!kernel && !fw))
         return fail(v, SI_E_VALIDATION, si_xstrdup("Payload configuration is not bootable"),
                     si_xstrdup("No bootitem provided: neither firmware nor kernel"));
     if (fw && kernel)

@@ -430,6 +430,15 @@ static void test_create_failures_are_atomic(void **state)
     assert_false(dir_exists(t, "a"));
     assert_int_equal(t->fb.live, 0);
     assert_int_equal(t->fb.stops, 2);
+    /* nothing could be started at all: still answered after the call */
+    t->fb.mode[VMB_CREATE] = FAKE_OK;
+    t->fb.start_mode = FAKE_SYNC_FAIL;
+    r = create(t, "a");
+    assert_int_equal(r.code, CHCP_UNAVAILABLE);
+    assert_non_null(strstr(r.msg, "fork: fake failure"));
+    assert_null(vm_manager_find(t->m, "a"));
+    assert_false(dir_exists(t, "a"));
+    t->fb.start_mode = FAKE_OK;
     /* and the id is free again */
     t->fb.mode[VMB_CREATE] = FAKE_OK;
     assert_int_equal(create(t, "a").code, CHCP_OK);
