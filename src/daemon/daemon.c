@@ -42,6 +42,7 @@ typedef struct daemon_state {
     uv_timer_t drain_timer;
     uint64_t drain_deadline_ns;
     bool handles_open;   /* signals and timer initialised */
+    bool unix_listening; /* the Unix socket file is ours to remove */
     bool stopping;       /* first signal received: draining */
     bool closing;        /* transport_close() called */
     sleep_req *sleeping; /* test hook requests waiting on their timer */
@@ -389,6 +390,11 @@ static int start(daemon_state *st, chcp_error **err)
         error_prefix(*err, "listening on %s", c->unix_socket);
         return -1;
     }
+    st->unix_listening = c->unix_socket != NULL;
+    /* Whoever can connect can run VMs: owner and group only, whatever the
+     * umask (like docker.sock; grant access through the socket's group). */
+    if (c->unix_socket && chmod(c->unix_socket, 0660) < 0)
+        return error_set_errno(err, CHCP_INTERNAL, errno, "chmod %s", c->unix_socket);
 
     uv_signal_init(&st->loop, &st->sigterm);
     uv_signal_init(&st->loop, &st->sigint);
@@ -448,10 +454,11 @@ static void teardown(daemon_state *st)
     uv_run(&st->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&st->loop) != 0)
         log_warn("event loop still had active handles at exit");
-    /* The transport may or may not remove its socket file; do not leave a
-     * dead one behind for the next start to trip over. */
+    /* Do not leave a dead socket file behind (the transport removes it when
+     * it closes its listener; this covers any other way out). Only ours: a
+     * start that failed because another server owns the path keeps off it. */
     struct stat sb;
-    if (st->cfg->unix_socket && lstat(st->cfg->unix_socket, &sb) == 0 && S_ISSOCK(sb.st_mode))
+    if (st->unix_listening && lstat(st->cfg->unix_socket, &sb) == 0 && S_ISSOCK(sb.st_mode))
         unlink(st->cfg->unix_socket);
 }
 

@@ -183,7 +183,7 @@ def test_sd_notify_ready_and_stopping(start_daemon, tmp_path):
 
 def test_unix_socket_removed_after_exit(start_daemon, tmp_path):
     d = start_daemon()
-    assert os.path.exists(d.unix_socket)
+    assert os.stat(d.unix_socket).st_mode & 0o777 == 0o660
     d.stop()
     assert not os.path.exists(d.unix_socket)
 
