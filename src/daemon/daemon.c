@@ -1,7 +1,8 @@
 /*
- * daemon.c - wires chcp-api together and runs it: one libuv loop, the rpc
- * server with VmService registered, the transport's TCP (and optional Unix)
- * listeners, GET /health, and graceful shutdown on SIGTERM/SIGINT.
+ * daemon.c - wires chcp-api together and runs it: one libuv loop, the VM
+ * manager on the Cloud Hypervisor backend, the rpc server with VmService on
+ * top, the transport's TCP (and optional Unix) listeners, GET /health, and
+ * graceful shutdown on SIGTERM/SIGINT.
  *
  * Shutdown is two-staged, as orchestrators expect: the first signal stops
  * accepting, lets in-flight requests finish for at most
@@ -232,9 +233,8 @@ static void on_transport_closed(void *ud)
     /* VMMs keep the loop alive until they are stopped (see teardown). */
     if (st->vms)
         vm_manager_shutdown(st->vms, NULL, NULL);
-    /* Nothing else keeps the loop alive once these are closed. */
-    uv_close((uv_handle_t *)&st->sigterm, close_cb_noop);
-    uv_close((uv_handle_t *)&st->sigint, close_cb_noop);
+    /* The signal handles stay open (unreferenced) until teardown, so a
+     * second signal still cuts a slow VMM stop short. */
     uv_close((uv_handle_t *)&st->drain_timer, close_cb_noop);
 }
 
@@ -395,6 +395,9 @@ static int start(daemon_state *st, chcp_error **err)
     st->sigterm.data = st->sigint.data = st;
     uv_signal_start(&st->sigterm, on_signal, SIGTERM);
     uv_signal_start(&st->sigint, on_signal, SIGINT);
+    /* Signals alone must not keep the loop running once all else is done. */
+    uv_unref((uv_handle_t *)&st->sigterm);
+    uv_unref((uv_handle_t *)&st->sigint);
     uv_timer_init(&st->loop, &st->drain_timer);
     st->drain_timer.data = st;
     st->handles_open = true;

@@ -38,36 +38,50 @@ static const char *mode_of(json_t *cfg, const char *key, const char *def)
 
 /* ---- device names (DeviceManager::next_device_name) ---------------------------------- */
 
-static bool id_in_use(json_t *cfg, const char *name)
+/* Every device id in the config, as a set (json object keys). */
+static json_t *used_ids(json_t *cfg)
 {
+    json_t *set = json_object();
     for (size_t l = 0; l < sizeof(device_lists) / sizeof(device_lists[0]); l++) {
         size_t i;
         json_t *d;
         json_array_foreach(json_object_get(cfg, device_lists[l]), i, d)
         {
             const char *id = json_string_value(json_object_get(d, "id"));
-            if (id && !strcmp(id, name))
-                return true;
+            if (id)
+                json_object_set_new(set, id, json_true());
         }
     }
     const char *vid = json_string_value(json_object_get(json_object_get(cfg, "vsock"), "id"));
-    return vid && !strcmp(vid, name);
+    if (vid)
+        json_object_set_new(set, vid, json_true());
+    return set;
 }
 
 static unsigned device_id_cnt;
 
-char *si_next_device_name(json_t *cfg, const char *prefix)
+static char *next_name(json_t *used, const char *prefix)
 {
-    for (unsigned tries = 0; tries < 100000; tries++) {
+    for (unsigned tries = 0; tries < 1000000; tries++) {
         char *name = si_xasprintf("%s%u", prefix, device_id_cnt++);
-        if (!id_in_use(cfg, name))
+        if (!json_object_get(used, name)) {
+            json_object_set_new(used, name, json_true());
             return name;
+        }
         free(name);
     }
     return si_xasprintf("%s%u", prefix, device_id_cnt++);
 }
 
-static void assign_list_ids(json_t *cfg, const char *list, const char *prefix)
+char *si_next_device_name(json_t *cfg, const char *prefix)
+{
+    json_t *used = used_ids(cfg);
+    char *name = next_name(used, prefix);
+    json_decref(used);
+    return name;
+}
+
+static void assign_list_ids(json_t *cfg, json_t *used, const char *list, const char *prefix)
 {
     size_t i;
     json_t *d;
@@ -75,7 +89,7 @@ static void assign_list_ids(json_t *cfg, const char *list, const char *prefix)
     {
         if (json_is_string(json_object_get(d, "id")))
             continue;
-        char *name = si_next_device_name(cfg, prefix);
+        char *name = next_name(used, prefix);
         json_object_set_new(d, "id", json_string(name));
         free(name);
     }
@@ -84,21 +98,23 @@ static void assign_list_ids(json_t *cfg, const char *list, const char *prefix)
 /* make_virtio_devices() order: block, net, (rng), fs, pmem, vsock, vdpa; then VFIO. */
 static void assign_ids(json_t *cfg)
 {
+    json_t *used = used_ids(cfg);
     device_id_cnt = 0;
-    assign_list_ids(cfg, "disks", "_disk");
-    assign_list_ids(cfg, "net", "_net");
-    assign_list_ids(cfg, "generic_vhost_user", "_generic_vhost_user");
-    assign_list_ids(cfg, "fs", "_fs");
-    assign_list_ids(cfg, "pmem", "_pmem");
+    assign_list_ids(cfg, used, "disks", "_disk");
+    assign_list_ids(cfg, used, "net", "_net");
+    assign_list_ids(cfg, used, "generic_vhost_user", "_generic_vhost_user");
+    assign_list_ids(cfg, used, "fs", "_fs");
+    assign_list_ids(cfg, used, "pmem", "_pmem");
     json_t *vsock = json_object_get(cfg, "vsock");
     if (vsock && !json_is_string(json_object_get(vsock, "id"))) {
-        char *name = si_next_device_name(cfg, "_vsock");
+        char *name = next_name(used, "_vsock");
         json_object_set_new(vsock, "id", json_string(name));
         free(name);
     }
-    assign_list_ids(cfg, "vdpa", "_vdpa");
-    assign_list_ids(cfg, "devices", "_vfio");
-    assign_list_ids(cfg, "user_devices", "_vfio_user");
+    assign_list_ids(cfg, used, "vdpa", "_vdpa");
+    assign_list_ids(cfg, used, "devices", "_vfio");
+    assign_list_ids(cfg, used, "user_devices", "_vfio_user");
+    json_decref(used);
 }
 
 /* Devices the guest activates, in PCI order: console, disks, nets, rng, ... */
