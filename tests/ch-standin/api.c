@@ -386,6 +386,17 @@ static void vm_add(const struct addkind *k, si_call *c, si_reply *r)
         r->status = 204;
         goto out;
     }
+    if (!json_is_string(json_object_get(dev, "id"))) {
+        char *name = si_next_device_name(trial, k->prefix);
+        json_object_set_new(dev, "id", json_string(name));
+        free(name);
+    }
+    if (!si_pci_slots_ok(trial)) {
+        si_reply_error(r, SI_E_OTHER, k->ctx, "Error from device manager",
+                       "Failed to find an available PCI device ID",
+                       "Could not find an available device slot on the PCI bus", NULL);
+        goto out;
+    }
     const char *path = json_string_value(json_object_get(dev, "path"));
     if (!strcmp(k->action, "vm.add-disk") && path) {
         int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -398,21 +409,17 @@ static void vm_add(const struct addkind *k, si_call *c, si_reply *r)
         }
         close(fd);
     }
-    if (!json_is_string(json_object_get(dev, "id"))) {
-        char *name = si_next_device_name(trial, k->prefix);
-        json_object_set_new(dev, "id", json_string(name));
-        free(name);
-    }
     json_decref(g_vm.config);
     g_vm.config = json_incref(trial);
     json_t *tree = si_device_tree();
     const char *id = json_string_value(json_object_get(dev, "id"));
-    char *pci = si_xasprintf("_virtio-pci-%s", id);
-    const char *bdf = json_string_value(json_object_get(json_object_get(tree, pci), "pci_bdf"));
-    reply_json(r, 200, json_pack("{s:s,s:s}", "id", id, "bdf", bdf ? bdf : "0000:00:10.0"));
-    free(pci);
+    const char *parent = json_string_value(json_object_get(json_object_get(tree, id), "parent"));
+    const char *bdf =
+        json_string_value(json_object_get(json_object_get(tree, parent ? parent : ""), "pci_bdf"));
+    reply_json(r, 200, json_pack("{s:s,s:s}", "id", id, "bdf", bdf ? bdf : "0000:00:00.0"));
+    if (parent && !strncmp(parent, "_virtio-pci-", 12)) /* the guest driver picks it up */
+        si_event("virtio-device", "activated", "id", id, NULL);
     json_decref(tree);
-    si_event("virtio-device", "activated", "id", id, NULL);
 out:
     if (r->status != 200 && r->status != 204)
         si_close_device_fds(dev);

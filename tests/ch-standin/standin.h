@@ -213,6 +213,8 @@ char **si_validate(json_t *cfg, enum si_err *kind);
 /* Assign "_disk0"-style ids to devices without one (DeviceManager naming). */
 char *si_next_device_name(json_t *cfg, const char *prefix);
 json_t *si_device_tree(void);
+/* Does every PCI segment have a free slot for each device (31 per bus)? */
+bool si_pci_slots_ok(json_t *cfg);
 /* ms until the next guest timer (-1 = none); fire those that are due. */
 int si_guest_next_timeout(void);
 void si_guest_fire_due(void);

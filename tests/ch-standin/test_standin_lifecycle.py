@@ -53,6 +53,35 @@ def test_boot_without_config_still_emits_booting(tmp_path):
         assert names(si.events()) == ["vmm/starting", "vm/booting", "vm/rebooting"]
 
 
+def test_full_event_pipe_drops_events_instead_of_blocking(tmp_path):
+    rfd, wfd = os.pipe()
+    sock = str(tmp_path / "api.sock")
+    with StandIn(tmp_path, args=["--api-socket", f"path={sock}", "--event-monitor",
+                                 f"fd={wfd}"], pass_fds=[wfd]) as si:
+        os.close(wfd)
+        si.sock_path = sock
+        si.wait_socket()
+        booted(si, tmp_path)
+        c = si.conn()
+        t0 = time.monotonic()
+        for _ in range(300):  # ~4 events of ~130 bytes each: far beyond a 64 KiB pipe
+            assert c.request("PUT", "vm.pause").status == 204
+            assert c.request("PUT", "vm.resume").status == 204
+        assert time.monotonic() - t0 < 30  # never blocked on the unread pipe
+        os.set_blocking(rfd, False)
+        data = b""
+        while True:
+            try:
+                chunk = os.read(rfd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        assert 0 < len(data) <= 65536 and data.count(b'"event"') < 1200
+    os.close(rfd)
+
+
 def test_event_delay_delivers_after_the_reply(tmp_path):
     with StandIn(tmp_path) as si:
         assert si.put("vm.create", minimal_config(

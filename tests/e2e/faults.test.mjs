@@ -90,7 +90,9 @@ describe("injected faults", () => {
     const t1 = Date.now();
     const other = await reach(d, "hang-2", S.RUNNING);
     assert.equal(other.state, S.RUNNING);
-    assert.ok(Date.now() - t1 < 2000, `another VM took ${Date.now() - t1} ms to create and boot`);
+    // Blocked behind the stuck VMM it would take the 10 s call timeout; the
+    // margin below that absorbs a loaded test machine.
+    assert.ok(Date.now() - t1 < 5000, `another VM took ${Date.now() - t1} ms to create and boot`);
     const p = await pausing;
     assert.equal(p.ok, false);
     assert.equal(Code[p.code], Code[Code.Unavailable], p.message);
