@@ -20,6 +20,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "api/api.h"
+#include "daemon/observe.h"
 #include "cloudhypervisor/v1/vm.pb-c.h"
 #include "rpc/protojson.h"
 #include "rpc/rpc.h"
@@ -29,6 +30,8 @@ extern const protometa_table chcp_protometa;
 
 /* While draining, how often to check whether in-flight requests are done. */
 #define DRAIN_POLL_MS 10
+/* How long the last telemetry export may take at shutdown. */
+#define OBSERVE_FLUSH_MS 3000
 
 typedef struct sleep_req sleep_req;
 
@@ -37,6 +40,7 @@ typedef struct daemon_state {
     const chcp_config *cfg;
     rpc_server *rpc;
     vm_manager *vms;
+    observe *obs; /* telemetry, /metrics, /_/health */
     transport *tp;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
@@ -192,6 +196,8 @@ static bool daemon_fallback(http_request *req, void *ud)
         serve_health(st, req);
         return true;
     }
+    if (st->obs && observe_serve(st->obs, req, st->stopping))
+        return true;
     if (st->cfg->test_hooks && strcmp(req->path, "/_test/sleep") == 0) {
         serve_sleep(st, req);
         return true;
@@ -231,6 +237,9 @@ static void on_transport_closed(void *ud)
 {
     daemon_state *st = ud;
     st->tp = NULL;
+    /* Last spans and metrics out (bounded), then the telemetry handles go. */
+    if (st->obs)
+        observe_shutdown(st->obs, OBSERVE_FLUSH_MS, NULL, NULL);
     /* VMMs keep the loop alive until they are stopped (see teardown). */
     if (st->vms)
         vm_manager_shutdown(st->vms, NULL, NULL);
@@ -377,6 +386,9 @@ static int start(daemon_state *st, chcp_error **err)
     if (register_services(st, err) < 0)
         return -1;
     rpc_server_set_fallback(st->rpc, daemon_fallback, st);
+    st->obs = observe_start(&st->loop, c, st->rpc, st->vms, err);
+    if (*err)
+        return -1;
 
     transport_limits defaults, lim;
     transport_limits_default(&defaults);
@@ -424,6 +436,8 @@ static void close_any(uv_handle_t *h, void *arg)
 /* Release everything on the loop, whichever stage start() reached. */
 static void teardown(daemon_state *st)
 {
+    if (st->obs && !st->handles_open) /* start() failed before serving */
+        observe_shutdown(st->obs, 0, NULL, NULL);
     if (st->tp) {
         if (!st->handles_open) {
             transport_close(st->tp, transport_closed_noop, NULL);
@@ -442,6 +456,9 @@ static void teardown(daemon_state *st)
         vm_manager_free(st->vms);
         st->vms = NULL;
     }
+    uv_run(&st->loop, UV_RUN_DEFAULT);
+    observe_free(st->obs);
+    st->obs = NULL;
     /* Every call was cancelled by transport_close() and the loop ran until
      * their handlers finished; a call still open here would point into a
      * freed server, so keep it (a leak the sanitizers report) instead. */

@@ -749,6 +749,11 @@ size_t vm_manager_count_state(const vm_manager *m, vm_state s)
     return n;
 }
 
+void *vm_manager_op_token(const vm_manager *m, const char *id)
+{
+    return vm_current_token(registry_get(m, id));
+}
+
 void *vm_current_token(const vm_entry *e)
 {
     return e && e->current ? e->current->obs_token : NULL;

@@ -256,6 +256,8 @@ typedef struct vm_observer {
 } vm_observer;
 
 void vm_manager_set_observer(vm_manager *m, const vm_observer *obs);
+/* The observer token of the operation VM `id` is running now (NULL if none). */
+void *vm_manager_op_token(const vm_manager *m, const char *id);
 const char *vm_op_kind_name(vm_op_kind kind); /* "create", "boot", ... */
 /* States in numeric order, for per-state gauges. */
 size_t vm_manager_count_state(const vm_manager *m, vm_state s);
