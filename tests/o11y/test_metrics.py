@@ -149,6 +149,8 @@ def test_label_values_round_trip_through_prometheus(start_chcp, start_prometheus
     """Whatever label values the daemon emits, Prometheus stores the same
     series the text shows (escaping survives the scrape)."""
     chcp = start_chcp(otel={"UNKEY_CHCP_OTEL_ENDPOINT": receiver.endpoint})
+    assert chcp.call("ListVms", {})[0] == "ok"
+    assert chcp.call("GetVmInfo", {"vmId": "nope"})[0] == "not_found"
     for path in ('/%s/Quote"Me' % SERVICE, "/%s/Back\\slash" % SERVICE):
         raw = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                "Content-Length: 2\r\nConnection: close\r\n\r\n{}" % path).encode()
