@@ -12,6 +12,7 @@
 #include "daemon/daemon.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -43,6 +44,7 @@ typedef struct daemon_state {
     bool handles_open;   /* signals and timer initialised */
     bool stopping;       /* first signal received: draining */
     bool closing;        /* transport_close() called */
+    bool recovered;      /* durable state re-adopted: VmService serves */
     sleep_req *sleeping; /* test hook requests waiting on their timer */
 } daemon_state;
 
@@ -66,7 +68,11 @@ static int register_services(daemon_state *st, chcp_error **err)
                             .max_vcpus = c->max_vcpus,
                             .max_memory_mib = c->max_memory_mib,
                             .max_concurrent_starts = c->max_concurrent_starts,
-                            .attach_mode = c->ch_endpoint_path != NULL};
+                            .attach_mode = c->ch_endpoint_path != NULL,
+                            /* Durable state (docs/durability.md): spawned VMMs
+                             * outlive the daemon; an attached VMM is not ours. */
+                            .durable = c->ch_endpoint_path == NULL,
+                            .orphan_keep = c->orphan_keep};
     st->vms = vm_manager_new(&st->loop, &vc, ops, backend, err);
     if (!st->vms)
         return -1;
@@ -91,6 +97,39 @@ static void respond_text(http_request *req, int status, const char *body, const 
                           .n_headers = n,
                           .body = (const uint8_t *)body,
                           .body_len = head ? 0 : strlen(body)};
+    http_respond(req, &resp);
+}
+
+/* GET /_/health (durable state): JSON with the recovery's progress; 503
+ * until every stored VM is re-adopted and while shutting down. Kept small:
+ * the telemetry side may add to it. */
+static void serve_health_json(daemon_state *st, http_request *req)
+{
+    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+        respond_text(req, 405, "method not allowed\n", "GET, HEAD");
+        return;
+    }
+    vm_recovery_status rs = {0};
+    if (st->vms)
+        vm_manager_recovery_status(st->vms, &rs);
+    const char *status = st->stopping ? "shutting_down" : !st->recovered ? "recovering" : "ok";
+    json_t *o = json_pack("{s:s, s:{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}", "status", status,
+                          "recovery", "complete", st->recovered, "total", (json_int_t)rs.total,
+                          "settled", (json_int_t)rs.settled, "adopted", (json_int_t)rs.adopted,
+                          "crashed", (json_int_t)rs.crashed, "orphans", (json_int_t)rs.orphans,
+                          "orphan_dirs", (json_int_t)rs.orphan_dirs, "elapsed_ms",
+                          (json_int_t)rs.elapsed_ms);
+    cleanup_free char *body = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    http_header h = {.name = "content-type", .value = "application/json"};
+    h.name_len = strlen(h.name);
+    h.value_len = strlen(h.value);
+    bool head = strcmp(req->method, "HEAD") == 0;
+    http_response resp = {.status = strcmp(status, "ok") == 0 ? 200 : 503,
+                          .headers = &h,
+                          .n_headers = 1,
+                          .body = (const uint8_t *)body,
+                          .body_len = head || !body ? 0 : strlen(body)};
     http_respond(req, &resp);
 }
 
@@ -188,6 +227,10 @@ static bool daemon_fallback(http_request *req, void *ud)
     daemon_state *st = ud;
     if (strcmp(req->path, "/health") == 0) {
         serve_health(st, req);
+        return true;
+    }
+    if (strcmp(req->path, "/_/health") == 0) {
+        serve_health_json(st, req);
         return true;
     }
     if (st->cfg->test_hooks && strcmp(req->path, "/_test/sleep") == 0) {
@@ -363,6 +406,13 @@ static void log_startup(const daemon_state *st, const transport_limits *lim)
         log_warn("CHCP_TEST_HOOKS is on: test-only endpoints are served; never use in production");
 }
 
+static void on_recovered(void *ud)
+{
+    daemon_state *st = ud;
+    st->recovered = true;
+    sd_notify(0, "READY=1");
+}
+
 static int start(daemon_state *st, chcp_error **err)
 {
     const chcp_config *c = st->cfg;
@@ -400,8 +450,14 @@ static int start(daemon_state *st, chcp_error **err)
     st->handles_open = true;
 
     log_startup(st, &lim);
-    sd_notify(0, "READY=1");
-    return 0;
+    /* Durable state: the listeners are up (GET /_/health shows progress)
+     * but VmService answers `unavailable` until every stored VM is
+     * re-adopted; READY=1 waits for that too. */
+    if (c->ch_endpoint_path) { /* attach mode: nothing stored */
+        on_recovered(st);
+        return 0;
+    }
+    return vm_manager_recover(st->vms, on_recovered, st, err);
 }
 
 /* ---- teardown ------------------------------------------------------------- */
@@ -425,9 +481,10 @@ static void teardown(daemon_state *st)
         uv_run(&st->loop, UV_RUN_DEFAULT);
     }
     if (st->vms) {
-        /* No durable store yet: VMs cannot outlive the daemon, so stop every
-         * VMM (and answer calls still waiting on them) before the rpc server
-         * goes. */
+        /* Durable mode (spawned VMMs): write every record and let go of the
+         * VMMs, which keep running for the next start. Attach mode: drop
+         * the VM from the VMM. Either way calls still waiting on a VMM are
+         * answered before the rpc server goes. */
         vm_manager_shutdown(st->vms, NULL, NULL);
         uv_run(&st->loop, UV_RUN_DEFAULT);
         vm_manager_free(st->vms);

@@ -228,6 +228,38 @@ static void *chb_start(void *backend, const vmb_start_params *p, const vmb_callb
     return v;
 }
 
+/* Durable mode: a VMM spawned by an earlier run (ch_vmm_adopt re-checks the
+ * pid against its start time and follows events.json from the offset). */
+static void *chb_adopt(void *backend, const vmb_adopt_params *p, const vmb_callbacks *cb,
+                       void *cb_ud, chcp_error **err)
+{
+    chb *b = backend;
+    if (b->attach_path) {
+        error_set(err, CHCP_FAILED_PRECONDITION, "attach mode adopts nothing");
+        return NULL;
+    }
+    chb_vmm *v = xcalloc(1, sizeof(*v));
+    v->b = b;
+    v->cb = cb;
+    v->cb_ud = cb_ud;
+    ch_adopt_opts o = {.dir = p->dir,
+                       .vm_id = p->vm_id,
+                       .pid = p->pid,
+                       .start_time = p->start_time,
+                       .event_offset = p->event_offset};
+    v->vmm = ch_vmm_adopt(b->loop, &o, &ch_cbs, v, err);
+    if (!v->vmm) {
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
+static uint64_t chb_event_offset(void *vmm)
+{
+    return ch_vmm_event_offset(((chb_vmm *)vmm)->vmm);
+}
+
 static void chb_stop(void *vmm, vmb_done_fn done, void *ud)
 {
     chb_vmm *v = vmm;
@@ -283,6 +315,8 @@ static const vm_backend_ops chb_ops = {
     .pid = chb_pid,
     .start_time = chb_start_time,
     .free = chb_free,
+    .adopt = chb_adopt,
+    .event_offset = chb_event_offset,
 };
 
 int vm_backend_ch_new(uv_loop_t *loop, const vm_backend_ch_config *cfg, const vm_backend_ops **ops,
