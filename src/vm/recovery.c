@@ -241,7 +241,8 @@ static void load_row(const vm_store_row *row, void *ud)
     r->state_reason = xstrdup(row->state_reason ? row->state_reason : "");
     r->generation = row->generation;
     r->config_pb = xmalloc(row->config_len ? row->config_len : 1);
-    memcpy(r->config_pb, row->config, row->config_len);
+    if (row->config_len)
+        memcpy(r->config_pb, row->config, row->config_len);
     r->config_pb_len = row->config_len;
     r->vmm_config_json = xstrdup(""); /* only CreateVm needs it */
     r->dir = xasprintf("%s/%s", m->vms_dir, row->id);

@@ -148,12 +148,13 @@ def proc_start_time(pid):
     return int(s[s.rindex(")") + 2:].split()[19])
 
 
-def vmm_processes(vms_dir):
-    """{pid: vm_id} of every process holding <vms_dir>/<id>/events.json open."""
+def vmm_processes(vms_dir, exclude=()):
+    """{pid: vm_id} of every process holding <vms_dir>/<id>/events.json open
+    (but those in `exclude`: chcp-api itself follows the event files)."""
     vms_real = os.path.realpath(vms_dir)
     out = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
+        if not name.isdigit() or int(name) in exclude:
             continue
         fd_dir = "/proc/%s/fd" % name
         try:
