@@ -45,6 +45,7 @@ typedef struct daemon_state {
     bool stopping;       /* first signal received: draining */
     bool closing;        /* transport_close() called */
     bool recovered;      /* durable state re-adopted: VmService serves */
+    transport_limits lim; /* for the start-up log line */
     sleep_req *sleeping; /* test hook requests waiting on their timer */
 } daemon_state;
 
@@ -406,10 +407,13 @@ static void log_startup(const daemon_state *st, const transport_limits *lim)
         log_warn("CHCP_TEST_HOOKS is on: test-only endpoints are served; never use in production");
 }
 
+/* The "listening" line (which harnesses and operators wait for) and READY=1
+ * come once recovery is complete, i.e. when VmService really serves. */
 static void on_recovered(void *ud)
 {
     daemon_state *st = ud;
     st->recovered = true;
+    log_startup(st, &st->lim);
     sd_notify(0, "READY=1");
 }
 
@@ -449,10 +453,10 @@ static int start(daemon_state *st, chcp_error **err)
     st->drain_timer.data = st;
     st->handles_open = true;
 
-    log_startup(st, &lim);
+    st->lim = lim;
     /* Durable state: the listeners are up (GET /_/health shows progress)
      * but VmService answers `unavailable` until every stored VM is
-     * re-adopted; READY=1 waits for that too. */
+     * re-adopted; the "listening" line and READY=1 wait for that. */
     if (c->ch_endpoint_path) { /* attach mode: nothing stored */
         on_recovered(st);
         return 0;

@@ -219,8 +219,7 @@ void vm_persist_detach(vm_manager *m)
      * the next start reconciles it with vm.info. */
     for (size_t i = 0; i < m->n_vms; i++) {
         vm_entry *e = m->vms[i];
-        if (e->persisted && !e->store_removing && !transient(e->rec.state) &&
-            (e->dirty || e->vmm))
+        if (e->persisted && !e->store_removing && !transient(e->rec.state) && (e->dirty || e->vmm))
             queue_write(e, NULL, NULL);
     }
     vm_store_flush(m->store);

@@ -126,8 +126,7 @@ static bool events_link_id(const char *target, const char *vms_real, char id[VM_
         return false;
     const char *name = target + l + 1;
     const char *slash = strchr(name, '/');
-    if (!slash || strcmp(slash, "/events.json") != 0 || slash - name > VM_ID_MAX ||
-        slash == name)
+    if (!slash || strcmp(slash, "/events.json") != 0 || slash - name > VM_ID_MAX || slash == name)
         return false;
     memcpy(id, name, (size_t)(slash - name));
     id[slash - name] = '\0';

@@ -262,7 +262,7 @@ static void test_recover_adopt_crash_orphans(void **state)
     finish(dead);
     vm_dir(t, "orphan", d, sizeof(d));
     snprintf(ev, sizeof(ev), "%s/events.json", d);
-    pid_t orphan = spawn_holder(ev); /* spawned, crash before the record */
+    pid_t orphan = spawn_holder(ev);  /* spawned, crash before the record */
     vm_dir(t, "stale", d, sizeof(d)); /* a directory nobody owns */
 
     vm_store_row rows[] = {
