@@ -510,12 +510,12 @@ static void on_shutdown(uv_shutdown_t *req, int status)
         conn_close(c);
 }
 
-/* Close politely: for HTTP/1.1 send FIN and keep reading (and dropping) for a
- * moment, so a client still sending a body sees our response rather than a
- * reset. */
+/* Close. After an error answer (400, 408, 413-style, 431) the client may
+ * still be sending: send FIN and keep reading (and dropping) for a moment, so
+ * it sees our response rather than a reset caused by unread input. */
 static void conn_finish(conn *c)
 {
-    if (!c->has_io || c->proto == PROTO_H2 || c->peer_eof || c->lingering) {
+    if (!c->has_io || !c->linger_wanted || c->peer_eof || c->lingering) {
         if (!c->lingering)
             conn_close(c);
         return;

@@ -139,6 +139,7 @@ static void h1_too_large(conn *c, treq *r)
     r->close = true;
     buf_reset(&r->body);
     c->rd_discard = true;
+    c->linger_wanted = true;
     c->cur = NULL;
     http_parser_pause(&c->parser, 1);
     treq_dispatch(r);
@@ -383,6 +384,7 @@ void h1_fail(conn *c, int status)
         r = treq_new(c);
     c->cur = NULL;
     c->rd_discard = true;
+    c->linger_wanted = true;
     r->internal = true;
     r->dispatched = true;
     r->close = true;

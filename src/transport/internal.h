@@ -136,13 +136,14 @@ struct conn {
     bool close_after_flush; /* close once the output is written */
     bool draining;          /* transport_stop_accepting: finish and close */
     bool lingering;         /* FIN sent, discarding input until EOF/timeout */
+    bool linger_wanted;     /* closing on an error: the peer may still send */
     bool peer_eof;
     int handles_open;
 
     uint64_t last_activity; /* loop ms of the last input */
     uint64_t timer_due;     /* 0 = timer not armed */
     uint64_t linger_due;
-    uint64_t write_since;   /* loop ms the pending uv_write started */
+    uint64_t write_since; /* loop ms the pending uv_write started */
     char peer[64];
 };
 

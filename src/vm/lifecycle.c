@@ -30,11 +30,24 @@ static const vm_backend_ops *ops_of(vm_entry *e)
     return e->m->ops;
 }
 
+static const char *action_name(vmb_action a)
+{
+    static const char *const names[] = {
+        [VMB_PING] = "vmm.ping",    [VMB_CREATE] = "vm.create",
+        [VMB_BOOT] = "vm.boot",     [VMB_SHUTDOWN] = "vm.shutdown",
+        [VMB_REBOOT] = "vm.reboot", [VMB_PAUSE] = "vm.pause",
+        [VMB_RESUME] = "vm.resume", [VMB_POWER_BUTTON] = "vm.power-button",
+        [VMB_DELETE] = "vm.delete", [VMB_INFO] = "vm.info",
+    };
+    return (unsigned)a < ARRAY_SIZE(names) && names[a] ? names[a] : "unknown";
+}
+
 static void request(vm_op *op, vmb_action a, const char *body, uint64_t timeout_ms, vmb_done_fn cb)
 {
     vm_entry *e = op->vm;
     e->inflight++;
-    ops_of(e)->request(e->vmm, a, body, timeout_ms, cb, op);
+    vm_call_watch *w = vm_call_watch_start(e, op->obs_token, action_name(a), cb, op);
+    ops_of(e)->request(e->vmm, a, body, timeout_ms, vm_call_watch_done, w);
 }
 
 /* Last step of every backend completion: a pending removal may now finish. */
@@ -239,8 +252,11 @@ static void run_create(vm_op *op)
     }
     vmb_start_params p = {.vm_id = e->rec.id, .dir = e->rec.dir};
     e->inflight++;
-    e->vmm = ops_of(e)->start(e->m->backend, &p, &backend_callbacks, e, create_started, op, &err);
+    vm_call_watch *w = vm_call_watch_start(e, op->obs_token, "spawn", create_started, op);
+    e->vmm =
+        ops_of(e)->start(e->m->backend, &p, &backend_callbacks, e, vm_call_watch_done, w, &err);
     if (!e->vmm) {
+        vm_call_watch_abandon(w, err); /* nothing started: `done` never fires */
         e->inflight--;
         error_prefix(err, "starting the VMM");
         create_fail(op, err);
@@ -577,13 +593,21 @@ static void removal_finish(vm_entry *e, const chcp_error *store_err, void *ud)
     chcp_error *removal_err = steal_pointer(&e->removal_err);
     e->store_removing = false;
     vm_entry_destroy(e); /* stays allocated while the ops below refer to it */
+    /* Deferred: a removal can finish inside the CreateVm/DeleteVm call that
+     * started it (nothing to stop), and callers are promised no completion
+     * before their call returns. */
     if (c)
-        vm_op_finish(c, removal_err);
+        vm_op_complete_now(c, removal_err ? removal_err->code : CHCP_INTERNAL, "%s",
+                           removal_err ? removal_err->message : "CreateVm failed");
     while (d) {
         vm_op *next = d->next;
+        d->next = NULL;
         /* A record that could not be deleted is still DELETING in the
          * store: the next start finishes the removal. */
-        vm_op_finish(d, store_err);
+        if (store_err)
+            vm_op_complete_now(d, store_err->code, "%s", store_err->message);
+        else
+            vm_op_complete_now(d, CHCP_OK, "%s", "deleted");
         d = next;
     }
     error_free(removal_err);
@@ -683,8 +707,11 @@ void vm_lifecycle_info(vm_op *op)
 static void on_event(void *ud, const char *source, const char *event)
 {
     vm_entry *e = ud;
+    if (e->m->obs.event)
+        e->m->obs.event(e->m->obs.ud, vm_current_token(e), &e->rec, source, event);
     /* Adopted VMMs replay events since the saved offset; vm.info (recovery.c)
-     * is the truth about those, so they are not applied again. */
+     * is the truth about those, so they are not applied again. (The saved
+     * offset is the backend's byte offset, persist.c.) */
     if (e->deleting || e->recovering)
         return;
     vm_op *cur = e->current;
@@ -728,6 +755,8 @@ static void on_vmm_exit(void *ud, int exit_code, int sig, const char *detail)
     free(e->rec.vmm_state);
     e->rec.vmm_state = xstrdup("");
     vm_cleanup_leftovers(&e->rec); /* a crashed VMM leaves its API socket */
+    if (e->m->obs.vmm_exit)
+        e->m->obs.vmm_exit(e->m->obs.ud, &e->rec, e->deleting);
     if (e->deleting) {
         vm_touch(e);
         return;

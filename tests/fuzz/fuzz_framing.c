@@ -8,7 +8,8 @@
  *
  * Input layout: byte 0 selects method/path/HTTP version; then up to four
  * '\n'-terminated fields (content-type, encoding, timeout, query); the rest
- * is the body. Invariant checked: every request gets exactly one answer.
+ * is the body. Invariant checked: every request gets exactly one answer, also
+ * when the handler ("Slow") only answers after the client went away.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -23,15 +24,17 @@ static const ProtobufCMethodDescriptor methods[] = {
      &google__protobuf__string_value__descriptor},
     {"Missing", &google__protobuf__string_value__descriptor,
      &google__protobuf__string_value__descriptor},
+    {"Slow", &google__protobuf__string_value__descriptor,
+     &google__protobuf__string_value__descriptor},
 };
-static const unsigned method_index[] = {0, 1, 2};
+static const unsigned method_index[] = {0, 1, 2, 3};
 static const ProtobufCServiceDescriptor service = {
     PROTOBUF_C__SERVICE_DESCRIPTOR_MAGIC,
     "fuzz.v1.Svc",
     "Svc",
     "Fuzz__V1__Svc",
     "fuzz.v1",
-    3,
+    4,
     methods,
     method_index,
 };
@@ -62,7 +65,20 @@ static void echo(rpc_call *call, const ProtobufCMessage *req, void *sd)
     rpc_call_succeed(call, req);
 }
 
-static const rpc_method_impl impls[] = {{"Echo", echo}, {"Get", echo}};
+/* Slow answers only after the client is gone: the late answer is dropped. */
+static rpc_call *slow;
+static bool slow_canceled;
+static void on_slow_cancel(rpc_call *call, void *ud)
+{
+    slow_canceled = true;
+}
+static void slow_handler(rpc_call *call, const ProtobufCMessage *req, void *sd)
+{
+    slow = call;
+    rpc_call_on_cancel(call, on_slow_cancel, NULL);
+}
+
+static const rpc_method_impl impls[] = {{"Echo", echo}, {"Get", echo}, {"Slow", slow_handler}};
 static uv_loop_t loop;
 static rpc_server *srv;
 
@@ -73,7 +89,7 @@ static void init(void)
     rpc_limits lim = {.max_message_bytes = 4096, .compress_min_bytes = 16};
     srv = rpc_server_new(&loop, &lim);
     rpc_server_set_responder(srv, capture);
-    if (rpc_server_register(srv, &service, impls, 2, NULL, NULL) < 0)
+    if (rpc_server_register(srv, &service, impls, ARRAY_SIZE(impls), NULL, NULL) < 0)
         abort();
 }
 
@@ -107,7 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *query = field(&p, &left);
 
     static const char *const paths[] = {"/fuzz.v1.Svc/Echo", "/fuzz.v1.Svc/Get",
-                                        "/fuzz.v1.Svc/Missing", "/nope"};
+                                        "/fuzz.v1.Svc/Missing", "/fuzz.v1.Svc/Slow"};
     static const char *const verbs[] = {"POST", "GET", "PUT", "POST"};
     http_header h[4];
     size_t nh = 0;
@@ -128,7 +144,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     http_request req = {
         .http_major = (ctl & 0x10) ? 2 : 1,
         .method = verbs[(ctl >> 2) & 3],
-        .path = paths[ctl & 3],
+        .path = (ctl & 0xe0) == 0x60 ? "/nope" : paths[ctl & 3],
         .query = query,
         .headers = h,
         .n_headers = nh,
@@ -138,9 +154,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .received_ns = time_mono_ns(),
     };
     answers = 0;
+    slow = NULL;
+    slow_canceled = false;
     rpc_server_on_request(&req, srv);
+    if (slow) {
+        /* Still pending: the client goes away, then the handler answers. */
+        if (answers != 0)
+            abort();
+        rpc_server_on_cancel(&req, srv);
+        if (!slow_canceled)
+            abort();
+        Google__Protobuf__StringValue late = GOOGLE__PROTOBUF__STRING_VALUE__INIT;
+        rpc_call_succeed(slow, &late.base);
+    }
     if (answers != 1)
-        abort();                  /* handlers here answer at once: exactly one response */
+        abort();                  /* exactly one response per request */
     uv_run(&loop, UV_RUN_NOWAIT); /* close deadline timers */
     if (rpc_server_active_calls(srv) != 0)
         abort();

@@ -55,6 +55,9 @@ def start_chcp():
     yield start
     try:
         for c in started:
+            # Shown by pytest only when the test fails: the daemon's last words.
+            print("---- chcp-api log (%s), last lines:\n%s" % (c.service_name, "\n".join(
+                c.output().splitlines()[-40:])))
             c.stop()
     finally:
         for c in started:

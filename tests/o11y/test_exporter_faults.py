@@ -107,7 +107,8 @@ def _latency_ok(baseline, during):
     b50 = statistics.median(baseline)
     d50 = statistics.median(during)
     assert d50 <= 3 * b50 + 0.02, "median latency %.1f ms vs %.1f ms before" % (d50 * 1e3, b50 * 1e3)
-    assert max(during) < 1.0, "a call took %.2f s while the collector misbehaved" % max(during)
+    # A blocked loop would show the exporter's 10 s request timeout.
+    assert max(during) < 2.0, "a call took %.2f s while the collector misbehaved" % max(during)
 
 
 def test_hanging_collector_overflows_queue_never_blocks(start_chcp, receiver):

@@ -184,12 +184,15 @@ static void test_stop_accepting_drains(void **state)
     assert_int_equal(st0.conns, 1);
     assert_int_equal(st0.active, 1);
 
+    uint64_t t0 = time_mono_ns();
     srv_release_held(s);
     assert_true(h1_read(busy, r));
     assert_header(r, "x-path", "/b");
     assert_header(r, "connection", "close");
     assert_true(wait_closed(busy->fd, 2000));
+    /* Drained promptly, even though the client has not closed its end. */
     WAIT_FOR(s, st->conns == 0 && st->active == 0);
+    assert_true(time_mono_ns() - t0 < 1000 * 1000000ull);
     close(idle->fd);
     close(busy->fd);
     free(idle);

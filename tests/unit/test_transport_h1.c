@@ -176,6 +176,38 @@ static void test_body_too_large_chunked(void **state)
     srv_stop(s);
 }
 
+/* The client keeps uploading a body far over the limit: the 413 still
+ * reaches it and the connection closes; nothing of the body is buffered. */
+static void test_body_too_large_keeps_sending(void **state)
+{
+    transport_limits lim;
+    srv_init_limits(&lim);
+    lim.max_body_bytes = 1000;
+    srv *s = srv_start(&lim, false);
+    h1client *c = calloc(1, sizeof(*c));
+    c->fd = client_tcp(s->port);
+    h1resp *r = calloc(1, sizeof(*r));
+    size_t len = 4u << 20;
+    char *body = calloc(1, 65536);
+    char head[128];
+    snprintf(head, sizeof(head), "POST /big HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", len);
+    send_str(c->fd, head);
+    for (size_t sent = 0; sent < len;) {
+        ssize_t n = send(c->fd, body, 65536, MSG_NOSIGNAL);
+        if (n <= 0)
+            break;
+        sent += (size_t)n;
+    }
+    assert_true(h1_read(c, r));
+    assert_int_equal(r->status, 413);
+    assert_true(wait_closed(c->fd, 3000));
+    free(body);
+    close(c->fd);
+    free(c);
+    free(r);
+    srv_stop(s);
+}
+
 static void test_headers_too_large(void **state)
 {
     transport_limits lim;
@@ -399,12 +431,19 @@ static void test_listen_addresses(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_keepalive_and_parsing), cmocka_unit_test(test_pipelining_in_order),
-        cmocka_unit_test(test_pipelining_bound),      cmocka_unit_test(test_chunked_body),
-        cmocka_unit_test(test_expect_continue),       cmocka_unit_test(test_body_too_large_chunked),
-        cmocka_unit_test(test_headers_too_large),     cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_http10_and_close),      cmocka_unit_test(test_client_eof),
-        cmocka_unit_test(test_unix_socket),           cmocka_unit_test(test_unix_stale_socket),
+        cmocka_unit_test(test_keepalive_and_parsing),
+        cmocka_unit_test(test_pipelining_in_order),
+        cmocka_unit_test(test_pipelining_bound),
+        cmocka_unit_test(test_chunked_body),
+        cmocka_unit_test(test_expect_continue),
+        cmocka_unit_test(test_body_too_large_chunked),
+        cmocka_unit_test(test_body_too_large_keeps_sending),
+        cmocka_unit_test(test_headers_too_large),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_http10_and_close),
+        cmocka_unit_test(test_client_eof),
+        cmocka_unit_test(test_unix_socket),
+        cmocka_unit_test(test_unix_stale_socket),
         cmocka_unit_test(test_listen_addresses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,7 +20,7 @@
 
 #include "vm/vm.h"
 
-enum fake_mode { FAKE_OK = 0, FAKE_FAIL, FAKE_HANG, FAKE_UNAVAILABLE };
+enum fake_mode { FAKE_OK = 0, FAKE_FAIL, FAKE_HANG, FAKE_UNAVAILABLE, FAKE_SYNC_FAIL };
 
 typedef struct fake_backend fake_backend;
 
@@ -204,6 +204,10 @@ static void *fake_start_vmm(void *backend, const vmb_start_params *p, const vmb_
 {
     fake_backend *b = backend;
     b->starts++;
+    if (b->start_mode == FAKE_SYNC_FAIL) {
+        error_set(err, CHCP_UNAVAILABLE, "fork: fake failure");
+        return NULL;
+    }
     fake_vmm *v = calloc(1, sizeof(*v));
     v->b = b;
     v->cb = cb;
