@@ -91,7 +91,7 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             st, body = self.health()
-            if st == 200 and body.get("status") == "ok":
+            if body.get("recovery", {}).get("complete"):
                 return body
             time.sleep(0.005)
         raise AssertionError("recovery did not complete: %r\n%s" % (body, self.log_tail()))

@@ -263,6 +263,11 @@ def test_in_flight_boot_completes(start_daemon):
     assert time.monotonic() - t0 > 0.5  # it waited for the boot
     d.stop()
     assert any("finishing 1 in-flight" in r["msg"] for r in d.log_records()), d.output()
+    # Durable state: the VMM outlives the daemon; end it by pid.
+    pids = subprocess.run(["pgrep", "-f", d.tmp.name], capture_output=True, text=True).stdout
+    assert len(pids.split()) == 1, pids
+    for pid in pids.split():
+        os.kill(int(pid), signal.SIGKILL)
 
 
 def test_shutdown_timeout_with_vmm_call_in_flight(start_daemon):
