@@ -42,6 +42,8 @@ def summarize_rpc(rpc):
         c, g = per_t.get("chcp"), per_t.get("connect-go")
         if c and g and c["peak_rps"] and g["peak_rps"]:
             per_t["speedup"] = c["peak_rps"] / g["peak_rps"]
+        if c and g and c["cpu_us_per_req"] and g["cpu_us_per_req"]:
+            per_t["cpu_ratio"] = g["cpu_us_per_req"] / c["cpu_us_per_req"]
     return out
 
 
@@ -76,6 +78,9 @@ def print_table(res):
     meta = res["meta"]
     p()
     p("chcp benchmarks  %s  (%s, %d CPUs, %s)" % (meta["date"], meta["cpu"], meta["cpus"], meta["git_rev"]))
+    la0, la1 = meta.get("load_avg_at_start"), meta.get("load_avg_at_end")
+    if la0 and la1:
+        p("machine load average (1 min) at start %.1f, at end %.1f" % (la0[0], la1[0]))
     p(
         "ListVms of %d VMs (%d-byte response); h2load -c %d, -m %d on h2c; %d rounds x %gs, medians"
         % (
@@ -113,7 +118,10 @@ def print_table(res):
                     )
                 )
             if per_t.get("speedup"):
-                p("%-14s %-11s %12s" % ("", "chcp/peer", fmt(per_t["speedup"], "x", 2)))
+                p(
+                    "%-14s %-11s %12s %10s  (req/s ratio; peer CPU per request / chcp's)"
+                    % ("", "chcp/peer", fmt(per_t["speedup"], "x", 2), fmt(per_t.get("cpu_ratio"), "x", 2))
+                )
     mem = res.get("rss", {})
     if mem:
         p()

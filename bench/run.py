@@ -347,6 +347,7 @@ def main():
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     res["meta"]["elapsed_s"] = round(time.monotonic() - started, 1)
+    res["meta"]["load_avg_at_end"] = os.getloadavg()
     res["targets"] = report.targets_check(res.get("rpc_summary", {}), res.get("lifecycle"), res.get("memory"))
     report.write_json(res, args.out)
     report.print_table(res)
