@@ -89,4 +89,7 @@ for pj in tests/*/package.json bench/*/package.json; do
         (cd "$d" && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi)
     fi
 done
+
+# Jaeger, Prometheus and the OTLP decoder for the o11y suite (tests/o11y).
+bash scripts/o11y-deps.sh
 exit 0

@@ -69,7 +69,7 @@ void buf_append(chcp_buf *b, const void *data, size_t len);
 void buf_append_str(chcp_buf *b, const char *s);
 void buf_append_byte(chcp_buf *b, uint8_t c);
 void buf_printf(chcp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void buf_vprintf(chcp_buf *b, const char *fmt, va_list ap);
+void buf_vprintf(chcp_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Drop the first n bytes (used by readers that consume from the front). */
 void buf_consume(chcp_buf *b, size_t n);
 void buf_reset(chcp_buf *b);

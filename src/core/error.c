@@ -42,8 +42,8 @@ int code_from_name(const char *name)
     return -1;
 }
 
-static int error_vset(chcp_error **err, chcp_code code, int errno_value, const char *fmt,
-                      va_list ap)
+__attribute__((format(printf, 4, 0))) static int
+error_vset(chcp_error **err, chcp_code code, int errno_value, const char *fmt, va_list ap)
 {
     if (!err || *err)
         return -1;

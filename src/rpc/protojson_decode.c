@@ -11,10 +11,10 @@
  * be freed the same way when decoding fails.
  *
  * jansson keeps numbers as long long or double, which would lose uint64
- * values above INT64_MAX and the exact digits of reals. So a pre-pass (see
- * protect_numbers) turns every number jansson cannot keep exactly into a
- * string that starts with a marker character absent from the input; such a
- * string is then read back as the original number text.
+ * values above INT64_MAX and the exact digits of reals. So a pre-pass
+ * (pjd_protect_numbers, protojson_scan.c) turns every number jansson cannot
+ * keep exactly into a string that starts with a marker character absent from
+ * the input; such a string is then read back as the original number text.
  */
 #include "rpc/protojson_internal.h"
 
@@ -125,33 +125,41 @@ const char *pjd_kind_name(pjd_kind k)
 
 /* ---- scalars ---------------------------------------------------------------- */
 
-/* Go's base64 choice: URL alphabet if '-' or '_' appear; '=' padding only
- * (and then required) when the length is a multiple of 4. */
-static bool decode_base64(const char *s, size_t len, ProtobufCBinaryData *out)
+/* Go's base64 rules: URL alphabet if '-' or '_' appear; padding required
+ * exactly when the raw length is a multiple of 4; '\r' and '\n' ignored. */
+static bool decode_base64(const char *raw, size_t raw_len, ProtobufCBinaryData *out)
 {
-    bool url = memchr(s, '-', len) || memchr(s, '_', len);
+    bool url = memchr(raw, '-', raw_len) || memchr(raw, '_', raw_len);
+    bool padded = raw_len % 4 == 0;
+    char stack[256];
+    char *s = raw_len <= sizeof(stack) ? stack : xmalloc(raw_len);
+    size_t len = 0;
+    for (size_t i = 0; i < raw_len; i++)
+        if (raw[i] != '\r' && raw[i] != '\n')
+            s[len++] = raw[i];
     size_t data_len = len;
-    if (len % 4 == 0)
+    bool ok = !padded || len % 4 == 0;
+    if (ok && padded)
         while (data_len > 0 && len - data_len < 2 && s[data_len - 1] == '=')
             data_len--;
-    if (data_len % 4 == 1)
-        return false;
-    for (size_t i = 0; i < data_len; i++) {
+    ok = ok && data_len % 4 != 1;
+    for (size_t i = 0; ok && i < data_len; i++) {
         char c = s[i];
-        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                  (url ? (c == '-' || c == '_') : (c == '+' || c == '/'));
-        if (!ok)
-            return false;
+        ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+             (url ? (c == '-' || c == '_') : (c == '+' || c == '/'));
     }
     chcp_buf b = CHCP_BUF_INIT;
-    if (base64_decode(&b, s, data_len) < 0) {
+    ok = ok && base64_decode(&b, s, data_len) == 0;
+    if (s != stack)
+        free(s);
+    if (!ok || !b.len) {
         buf_free(&b);
-        return false;
+        out->len = 0;
+        out->data = NULL;
+        return ok;
     }
     out->len = b.len;
-    out->data = b.len ? b.data : NULL;
-    if (!b.len)
-        buf_free(&b);
+    out->data = b.data;
     return true;
 }
 
@@ -431,9 +439,10 @@ static int check_duplicate_keys(pjd *d, const ProtobufCFieldDescriptor *kf,
 {
     if (kf->type == PROTOBUF_C_TYPE_STRING || n < 2)
         return 0;
-    ProtobufCMessage **sorted = xmalloc(n * sizeof(*sorted));
-    memcpy(sorted, entries, n * sizeof(*sorted));
-    qsort_r(sorted, n, sizeof(*sorted), cmp_int_keys, (void *)kf);
+    /* An array of message pointers (sizeof(void *) each). */
+    ProtobufCMessage **sorted = xmalloc(n * sizeof(void *));
+    memcpy(sorted, entries, n * sizeof(void *));
+    qsort_r(sorted, n, sizeof(void *), cmp_int_keys, (void *)kf);
     int r = 0;
     for (size_t i = 1; i < n && r == 0; i++)
         if (cmp_int_keys(&sorted[i - 1], &sorted[i], (void *)kf) == 0)

@@ -211,10 +211,12 @@ int pjd_wkt(pjd *d, pj_wkt wkt, json_t *j, ProtobufCMessage *msg)
     case PJ_WKT_VALUE:
         return dec_known_value(d, j, msg);
     case PJ_WKT_STRUCT:
-        return pjd_map(d, f0, j, msg);
+        return f0 ? pjd_map(d, f0, j, msg) : pjd_fail(d, "malformed Struct descriptor");
     case PJ_WKT_LIST_VALUE:
-        return pjd_list(d, f0, j, msg);
+        return f0 ? pjd_list(d, f0, j, msg) : pjd_fail(d, "malformed ListValue descriptor");
     case PJ_WKT_WRAPPER:
+        if (!f0)
+            break;
         if (json_is_null(j))
             return pjd_fail(d, "null is not a valid %s", msg->descriptor->name);
         return pjd_value(d, f0, j, (char *)msg + f0->offset, &skip);

@@ -103,7 +103,9 @@ static int write_string(enc *e, const char *str, size_t len)
             esc[1] = 't';
             break;
         default:
-            memcpy(esc, "\\u00", 4);
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
             esc[4] = hex[c >> 4];
             esc[5] = hex[c & 15];
             n = 6;
@@ -292,19 +294,25 @@ static int cmp_keys(const ProtobufCFieldDescriptor *kf, const ProtobufCMessage *
     }
 }
 
-/* Insertion sort of entry pointers by key; maps are small and this is stable,
- * so among wire duplicates the last one stays last (and wins, as in Go). */
-static void sort_entries(const ProtobufCFieldDescriptor *kf, const ProtobufCMessage **v, size_t n)
+/* Entries in key order (Go sorts map keys too); among equal keys, possible
+ * on the wire, the original order breaks the tie, so the last one stays last
+ * and wins, as in Go. qsort keeps hostile maps O(n log n). */
+typedef struct map_item {
+    const ProtobufCMessage *entry;
+    size_t index;
+} map_item;
+
+static int cmp_items(const void *a, const void *b, void *kf)
 {
-    for (size_t i = 1; i < n; i++) {
-        const ProtobufCMessage *x = v[i];
-        size_t j = i;
-        while (j > 0 && cmp_keys(kf, v[j - 1], x) > 0) {
-            v[j] = v[j - 1];
-            j--;
-        }
-        v[j] = x;
-    }
+    const map_item *x = a, *y = b;
+    int c = cmp_keys(kf, x->entry, y->entry);
+    return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+static void sort_entries(const ProtobufCFieldDescriptor *kf, map_item *v, size_t n)
+{
+    if (n > 1)
+        qsort_r(v, n, sizeof(*v), cmp_items, (void *)kf);
 }
 
 static void write_map_key(enc *e, const ProtobufCFieldDescriptor *kf, const void *p)
@@ -343,22 +351,22 @@ static int enc_map(enc *e, const ProtobufCFieldDescriptor *f, size_t n,
     const ProtobufCFieldDescriptor *vf = protobuf_c_message_descriptor_get_field(ed, 2);
     if (!kf || !vf)
         return error_set(e->err, CHCP_INTERNAL, "map entry %s lacks key or value", ed->name);
-    const ProtobufCMessage *stack[32];
-    const ProtobufCMessage **sorted = n <= ARRAY_SIZE(stack) ? stack : xmalloc(n * sizeof(*sorted));
-    if (n)
-        memcpy(sorted, entries, n * sizeof(*sorted));
+    map_item stack[32];
+    map_item *sorted = n <= ARRAY_SIZE(stack) ? stack : xmalloc(n * sizeof(*sorted));
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = (map_item){entries[i], i};
     sort_entries(kf, sorted, n);
 
     int r = 0;
     bool first = true;
     buf_append_byte(e->out, '{');
     for (size_t i = 0; i < n && r == 0; i++) {
-        if (i + 1 < n && cmp_keys(kf, sorted[i], sorted[i + 1]) == 0)
+        if (i + 1 < n && cmp_keys(kf, sorted[i].entry, sorted[i + 1].entry) == 0)
             continue; /* a later duplicate replaces this one */
         if (!first)
             buf_append_byte(e->out, ',');
         first = false;
-        const char *entry = (const char *)sorted[i];
+        const char *entry = (const char *)sorted[i].entry;
         if (kf->type == PROTOBUF_C_TYPE_STRING)
             r = write_cstring(e, *(char *const *)(entry + kf->offset));
         else

@@ -55,7 +55,14 @@ static size_t scan_numbers(const char *s, size_t len, bool rewrite, chcp_buf *ou
         size_t end = i;
         while (end < len && is_num_char(s[end]))
             end++;
-        if (needs_protection(s + i, end - i)) {
+        /* A number followed by ':' sits where a key belongs: invalid JSON
+         * that must stay invalid rather than become a string key. */
+        size_t next = end;
+        while (next < len &&
+               (s[next] == ' ' || s[next] == '\t' || s[next] == '\n' || s[next] == '\r'))
+            next++;
+        bool key_position = next < len && s[next] == ':';
+        if (!key_position && needs_protection(s + i, end - i)) {
             count++;
             if (rewrite) {
                 buf_append(out, s + copied, i - copied);

@@ -40,16 +40,28 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
     *y = (int64_t)yoe + era * 400 + (*m <= 2);
 }
 
+/* Write v as exactly `width` decimal digits (zero-padded); returns width.
+ * Timestamps are on the response path, so no printf here. */
+static int put_digits(char *out, uint64_t v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        out[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    return width;
+}
+
 /* ".123", ".123456" or ".123456789": Go trims whole groups of three zeros. */
 static int format_nanos(char *out, int32_t nanos)
 {
     if (nanos == 0)
         return 0;
+    out[0] = '.';
     if (nanos % 1000000 == 0)
-        return sprintf(out, ".%03d", nanos / 1000000);
+        return 1 + put_digits(out + 1, (uint64_t)nanos / 1000000, 3);
     if (nanos % 1000 == 0)
-        return sprintf(out, ".%06d", nanos / 1000);
-    return sprintf(out, ".%09d", nanos);
+        return 1 + put_digits(out + 1, (uint64_t)nanos / 1000, 6);
+    return 1 + put_digits(out + 1, (uint64_t)nanos, 9);
 }
 
 bool pj_format_timestamp(char out[PJ_TIME_TEXT_MAX], int64_t secs, int32_t nanos)
@@ -57,14 +69,25 @@ bool pj_format_timestamp(char out[PJ_TIME_TEXT_MAX], int64_t secs, int32_t nanos
     if (secs < TS_MIN_SECONDS || secs > TS_MAX_SECONDS || nanos < 0 || nanos > NANOS_MAX)
         return false;
     int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
-    int64_t rem = secs - days * 86400;
+    uint64_t rem = (uint64_t)(secs - days * 86400);
     int64_t y;
     unsigned m, d;
     civil_from_days(days, &y, &m, &d);
-    int n = sprintf(out, "%04d-%02u-%02uT%02d:%02d:%02d", (int)y, m, d, (int)(rem / 3600),
-                    (int)(rem / 60 % 60), (int)(rem % 60));
-    n += format_nanos(out + n, nanos);
-    strcpy(out + n, "Z");
+    /* "YYYY-MM-DDTHH:MM:SS" */
+    put_digits(out, (uint64_t)y, 4);
+    out[4] = '-';
+    put_digits(out + 5, m, 2);
+    out[7] = '-';
+    put_digits(out + 8, d, 2);
+    out[10] = 'T';
+    put_digits(out + 11, rem / 3600, 2);
+    out[13] = ':';
+    put_digits(out + 14, rem / 60 % 60, 2);
+    out[16] = ':';
+    put_digits(out + 17, rem % 60, 2);
+    int n = 19 + format_nanos(out + 19, nanos);
+    out[n] = 'Z';
+    out[n + 1] = '\0';
     return true;
 }
 
@@ -81,7 +104,8 @@ bool pj_format_duration(char out[PJ_TIME_TEXT_MAX], int64_t secs, int32_t nanos)
     }
     n += sprintf(out + n, "%lld", (long long)secs);
     n += format_nanos(out + n, nanos);
-    strcpy(out + n, "s");
+    out[n] = 's';
+    out[n + 1] = '\0';
     return true;
 }
 
@@ -103,7 +127,8 @@ static bool leap(int y)
 }
 
 /* RFC 3339 "YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)", as Go's time.Parse
- * with RFC3339Nano reads it, plus protojson's limit of 9 fraction digits. */
+ * with RFC3339Nano reads it (quirks included), plus protojson's limit of 9
+ * fraction digits. */
 bool pj_parse_timestamp(const char *s, int64_t *secs, int32_t *nanos)
 {
     static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -117,16 +142,18 @@ bool pj_parse_timestamp(const char *s, int64_t *secs, int32_t *nanos)
         return false;
     const char *p = s + 19;
     int32_t ns = 0;
-    if (*p == '.') {
-        p++;
+    if ((*p == '.' || *p == ',') && p[1] >= '0' && p[1] <= '9') {
+        /* Go also takes ',' and then (its 9-digit check looks for '.')
+         * truncates longer fractions. */
+        bool comma = *p++ == ',';
         int n = 0;
         while (*p >= '0' && *p <= '9') {
-            if (++n > 9)
+            if (++n > 9 && !comma)
                 return false;
-            ns = ns * 10 + (*p++ - '0');
+            if (n <= 9)
+                ns = ns * 10 + (*p - '0');
+            p++;
         }
-        if (n == 0)
-            return false;
         for (; n < 9; n++)
             ns *= 10;
     }
@@ -134,8 +161,9 @@ bool pj_parse_timestamp(const char *s, int64_t *secs, int32_t *nanos)
     if (*p == 'Z') {
         p++;
     } else if (*p == '+' || *p == '-') {
+        /* Go's fallback parser allows offsets up to 24:60. */
         int oh, om;
-        if (!digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om) || oh > 23 || om > 59)
+        if (!digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om) || oh > 24 || om > 60)
             return false;
         offset = (oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
         p += 6;

@@ -7,6 +7,8 @@
  * work from the literal text: integers accept "1", "1.0" and "1e2" but never
  * round through a double, and floats are written with the shortest digits
  * that read back to the same value, formatted the way Go's protojson does.
+ * printf/strtod are used in the C locale ('.' as the decimal point): chcp
+ * never calls setlocale().
  */
 #include "rpc/protojson_internal.h"
 
@@ -198,15 +200,17 @@ void pj_write_float(chcp_buf *out, double v, bool f32)
     }
     snprintf(e, sizeof(e), "%.*e", lo - 1, a);
     /* e = "d.ddddde[+-]xx": collect the digits without trailing zeros. */
-    char digits[24];
+    char digits[24] = {'0'};
     int nd = 0;
     const char *p = e;
-    for (; *p && *p != 'e'; p++)
+    for (; *p && *p != 'e' && nd < (int)sizeof(digits); p++)
         if (*p >= '0' && *p <= '9')
             digits[nd++] = *p;
     while (nd > 1 && digits[nd - 1] == '0')
         nd--;
-    int exp10 = atoi(p + 1);
+    if (nd == 0)
+        nd = 1;
+    int exp10 = *p == 'e' ? (int)strtol(p + 1, NULL, 10) : 0;
 
     if (signbit(v))
         buf_append_byte(out, '-');

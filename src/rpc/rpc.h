@@ -65,6 +65,9 @@ typedef struct rpc_observer {
 } rpc_observer;
 
 rpc_server *rpc_server_new(uv_loop_t *loop, const rpc_limits *limits);
+/* Free the server. Calls hold a pointer to it: free it only once
+ * rpc_server_active_calls() is 0 (after transport_close(), every call was
+ * cancelled; wait for the handlers to finish them). */
 void rpc_server_free(rpc_server *s);
 void rpc_server_set_observer(rpc_server *s, const rpc_observer *obs);
 
@@ -85,6 +88,7 @@ typedef bool (*rpc_fallback_fn)(http_request *req, void *ud); /* true = handled 
 void rpc_server_set_fallback(rpc_server *s, rpc_fallback_fn fn, void *ud);
 void rpc_server_on_request(http_request *req, void *rpc_server_ptr);
 void rpc_server_on_cancel(http_request *req, void *rpc_server_ptr);
+/* Calls not yet freed: routed, and not both answered and finished. */
 size_t rpc_server_active_calls(const rpc_server *s);
 
 /* ---- what a handler can see and do ------------------------------------ */

@@ -113,11 +113,11 @@ tm_metric *tm_metric_new(tm_registry *r, tm_kind kind, const char *name, const c
     m->name = xstrdup(name);
     m->unit = xstrdup(unit ? unit : "");
     m->description = xstrdup(description ? description : "");
-    while (label_keys && label_keys[m->n_labels])
+    while (label_keys && label_keys[m->n_labels] && m->n_labels < TM_MAX_LABELS)
         m->n_labels++;
     m->label_keys = xcalloc(m->n_labels + 1, sizeof(char *));
     m->prom_label_keys = xcalloc(m->n_labels + 1, sizeof(char *));
-    for (size_t i = 0; i < m->n_labels; i++) {
+    for (size_t i = 0; label_keys && i < m->n_labels; i++) {
         m->label_keys[i] = xstrdup(label_keys[i]);
         m->prom_label_keys[i] = tm_prometheus_sanitize(label_keys[i]);
     }
@@ -146,6 +146,17 @@ const char *tm_metric_prometheus_name(const tm_metric *m)
     return m->prom_name;
 }
 
+/* The label values of a call, one per label key: the caller's array ends at
+ * its first NULL (or is NULL); missing values are "". */
+static void normalize(const tm_metric *m, const char *const *in, const char **out)
+{
+    size_t i = 0;
+    for (; in && i < m->n_labels && in[i]; i++)
+        out[i] = in[i];
+    for (; i < m->n_labels; i++)
+        out[i] = "";
+}
+
 static uint64_t hash_labels(const tm_metric *m, const char *const *values)
 {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
@@ -171,11 +182,10 @@ static tm_series *series_find(const tm_metric *m, const char *const *values, uin
     return NULL;
 }
 
-static tm_series *series_get(tm_metric *m, const char *const *values)
+static tm_series *series_get(tm_metric *m, const char *const *label_values)
 {
-    static const char *const none[] = {NULL};
-    if (!values)
-        values = none;
+    const char *values[TM_MAX_LABELS + 1];
+    normalize(m, label_values, values);
     uint64_t h = hash_labels(m, values);
     tm_series *s = series_find(m, values, h);
     if (s)
@@ -184,7 +194,7 @@ static tm_series *series_get(tm_metric *m, const char *const *values)
     s->hash = h;
     s->label_values = xcalloc(m->n_labels + 1, sizeof(char *));
     for (size_t i = 0; i < m->n_labels; i++)
-        s->label_values[i] = xstrdup(values[i] ? values[i] : "");
+        s->label_values[i] = xstrdup(values[i]);
     if (m->kind == TM_HISTOGRAM)
         s->buckets = xcalloc(m->n_bounds + 1, sizeof(uint64_t));
     s->min = INFINITY;
@@ -233,10 +243,9 @@ void tm_observe(tm_metric *m, const char *const *label_values, double value)
 
 bool tm_read(const tm_metric *m, const char *const *label_values, double *out)
 {
-    static const char *const none[] = {NULL};
-    if (!label_values)
-        label_values = none;
-    const tm_series *s = series_find(m, label_values, hash_labels(m, label_values));
+    const char *values[TM_MAX_LABELS + 1];
+    normalize(m, label_values, values);
+    const tm_series *s = series_find(m, values, hash_labels(m, values));
     if (!s)
         return false;
     *out = m->kind == TM_HISTOGRAM ? (double)s->count : s->value;

@@ -9,6 +9,7 @@
 #include "telemetry/telemetry.h"
 
 #define TM_SERIES_BUCKETS 64
+#define TM_MAX_LABELS 16
 
 typedef struct tm_series {
     struct tm_series *hash_next; /* chain in the metric's table */

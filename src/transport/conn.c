@@ -50,6 +50,13 @@ static void treq_reset(treq *r)
     r->cap_headers = keep.cap_headers;
     r->tr_nv = keep.tr_nv;
     r->cap_tr = keep.cap_tr;
+    if (r->cap_refs > 256) {
+        free(r->refs);
+        free(r->headers);
+        r->refs = NULL;
+        r->headers = NULL;
+        r->cap_refs = r->cap_headers = 0;
+    }
     trim_buf(&r->strings);
     trim_buf(&r->body);
     trim_buf(&r->resp);
@@ -160,7 +167,6 @@ void treq_dispatch(treq *r)
     r->pub.body_len = r->pub.body_too_large ? 0 : r->body.len;
     if (!r->pub.body)
         r->pub.body = (const uint8_t *)"";
-    r->pub.received_ns = time_mono_ns();
     t->on_request(&r->pub, t->ud);
 }
 
@@ -307,6 +313,16 @@ static void on_timer(uv_timer_t *h)
     uint64_t next = check_read_timeouts(c, now);
     if (c->closing)
         return;
+    /* A peer that stops reading our output is as gone as a silent one. */
+    if (c->writing) {
+        uint64_t due = c->write_since + c->t->lim.idle_timeout_ms;
+        if (now >= due) {
+            conn_close(c);
+            return;
+        }
+        if (due < next)
+            next = due;
+    }
     if (conn_is_idle(c)) {
         uint64_t due = c->last_activity + c->t->lim.idle_timeout_ms;
         if (now >= due) {
@@ -353,6 +369,8 @@ static void conn_update_reading(conn *c)
     }
 }
 
+/* EOF means the client is gone, as Go's server reads it too: requests still
+ * waiting for answers are cancelled. Output already produced still goes. */
 static void conn_on_eof(conn *c)
 {
     c->peer_eof = true;
@@ -361,10 +379,11 @@ static void conn_on_eof(conn *c)
         conn_close(c);
         return;
     }
-    /* HTTP/1.1 clients may half-close after their last request: answer
-     * what was complete, drop a request that never finished. */
-    if (c->cur && !c->cur->dispatched)
-        treq_release(c->cur);
+    c->rd_discard = true;
+    buf_reset(&c->pending_in);
+    while (c->reqs)
+        treq_detach(c->reqs);
+    c->close_after_flush = true;
     conn_mark_dirty(c);
 }
 
@@ -480,6 +499,8 @@ static void conn_write(conn *c)
         return;
     }
     c->writing = true;
+    c->write_since = uv_now(c->t->loop);
+    conn_timer_want(c, c->write_since + c->t->lim.idle_timeout_ms);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -489,12 +510,12 @@ static void on_shutdown(uv_shutdown_t *req, int status)
         conn_close(c);
 }
 
-/* Close politely: for HTTP/1.1 send FIN and keep reading (and dropping) for a
- * moment, so a client still sending a body sees our response rather than a
- * reset. */
+/* Close. After an error answer (400, 408, 413-style, 431) the client may
+ * still be sending: send FIN and keep reading (and dropping) for a moment, so
+ * it sees our response rather than a reset caused by unread input. */
 static void conn_finish(conn *c)
 {
-    if (!c->has_io || c->proto == PROTO_H2 || c->peer_eof || c->lingering) {
+    if (!c->has_io || !c->linger_wanted || c->peer_eof || c->lingering) {
         if (!c->lingering)
             conn_close(c);
         return;
@@ -599,9 +620,9 @@ static void conn_link(transport *t, conn *c)
     t->n_conns++;
 }
 
-static void free_handle(uv_handle_t *h)
+static void free_unaccepted(uv_handle_t *h)
 {
-    free(h);
+    free(h->data); /* the conn that embeds the handle */
 }
 
 conn *conn_accepted(transport *t, bool tcp)
@@ -612,11 +633,11 @@ conn *conn_accepted(transport *t, bool tcp)
         uv_tcp_init(t->loop, &c->h.tcp);
     else
         uv_pipe_init(t->loop, &c->h.pipe, 0);
+    c->h.handle.data = c;
     if (uv_accept(server, &c->h.stream) < 0) {
-        uv_close(&c->h.handle, free_handle); /* c starts with the handle */
+        uv_close(&c->h.handle, free_unaccepted);
         return NULL;
     }
-    c->h.handle.data = c;
     c->has_io = true;
     if (tcp) {
         uv_tcp_nodelay(&c->h.tcp, 1);

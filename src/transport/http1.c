@@ -139,6 +139,7 @@ static void h1_too_large(conn *c, treq *r)
     r->close = true;
     buf_reset(&r->body);
     c->rd_discard = true;
+    c->linger_wanted = true;
     c->cur = NULL;
     http_parser_pause(&c->parser, 1);
     treq_dispatch(r);
@@ -167,6 +168,7 @@ static int on_headers_complete(http_parser *p)
     build_headers(r);
     split_url(r);
     r->hdrs_done = true;
+    r->pub.received_ns = time_mono_ns();
     r->pub.method = http_method_str(p->method);
     r->http_minor = (uint8_t)p->http_minor;
     r->is_head = p->method == HTTP_HEAD;
@@ -312,7 +314,7 @@ static void append_uint(chcp_buf *b, size_t v)
 
 static void serialize(chcp_buf *b, treq *r, const http_response *resp, bool close)
 {
-    int status = resp->status >= 100 && resp->status <= 999 ? resp->status : 500;
+    int status = resp->status >= 200 && resp->status <= 999 ? resp->status : 500;
     const char *reason = http_reason(status);
     buf_reserve(b, 64 + resp->body_len);
     buf_append(b, "HTTP/1.1 ", 9);
@@ -382,6 +384,7 @@ void h1_fail(conn *c, int status)
         r = treq_new(c);
     c->cur = NULL;
     c->rd_discard = true;
+    c->linger_wanted = true;
     r->internal = true;
     r->dispatched = true;
     r->close = true;

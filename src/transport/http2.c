@@ -88,6 +88,7 @@ static void dispatch_too_large(treq *r)
 static void finish_headers(conn *c, treq *r)
 {
     r->hdrs_done = true;
+    r->pub.received_ns = time_mono_ns();
     if (r->strings.len == 0)
         buf_append_byte(&r->strings, 0);
     treq_build_headers(r);
@@ -355,15 +356,22 @@ void h2_respond(treq *r, const http_response *resp)
     nghttp2_nv stack[H2_NV_STACK];
     nghttp2_nv *nv = max <= H2_NV_STACK ? stack : xmalloc(max * sizeof(*nv));
     char status[4], length[24];
-    int st = resp->status >= 100 && resp->status <= 999 ? resp->status : 500;
-    snprintf(status, sizeof(status), "%d", st);
+    int st = resp->status >= 200 && resp->status <= 999 ? resp->status : 500;
+    status[0] = (char)('0' + st / 100);
+    status[1] = (char)('0' + st / 10 % 10);
+    status[2] = (char)('0' + st % 10);
+    status[3] = '\0';
     size_t n = 0;
     nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     n += fill_nv(nv + n, resp->headers, resp->n_headers, add_length);
     if (add_length) {
-        int len = snprintf(length, sizeof(length), "%zu", resp->body_len);
-        nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)length, 14, (size_t)len,
-                               NGHTTP2_NV_FLAG_NONE};
+        size_t i = sizeof(length), v = resp->body_len;
+        do {
+            length[--i] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)length + i, 14,
+                               sizeof(length) - i, NGHTTP2_NV_FLAG_NONE};
     }
     if (submit(c, r, resp, nv, n) != 0)
         nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_INTERNAL_ERROR);

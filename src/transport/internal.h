@@ -33,8 +33,8 @@
 #define CONN_LINGER_MS 2000
 /* Recycled request objects kept per transport, and the largest buffer a
  * recycled request keeps (bigger ones go back to malloc). */
-#define TREQ_FREELIST_MAX 256
-#define TREQ_KEEP_BUF (64 * 1024)
+#define TREQ_FREELIST_MAX 64
+#define TREQ_KEEP_BUF (16 * 1024)
 
 typedef struct conn conn;
 typedef struct treq treq;
@@ -136,12 +136,14 @@ struct conn {
     bool close_after_flush; /* close once the output is written */
     bool draining;          /* transport_stop_accepting: finish and close */
     bool lingering;         /* FIN sent, discarding input until EOF/timeout */
+    bool linger_wanted;     /* closing on an error: the peer may still send */
     bool peer_eof;
     int handles_open;
 
     uint64_t last_activity; /* loop ms of the last input */
     uint64_t timer_due;     /* 0 = timer not armed */
     uint64_t linger_due;
+    uint64_t write_since; /* loop ms the pending uv_write started */
     char peer[64];
 };
 

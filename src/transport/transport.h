@@ -10,6 +10,22 @@
  *
  * Output is batched: responses are queued on the connection and written with
  * one write per loop pass; TCP_NODELAY is set on TCP sockets.
+ *
+ * Wire behaviour worth knowing in the layer above:
+ *  - HTTP/1.1: keep-alive and pipelining (answers go out in request order, at
+ *    most 16 requests wait for answers per connection), chunked bodies,
+ *    "100 Continue", HTTP/1.0. Every response gets content-length (and
+ *    "connection: close" when the connection ends after it); response headers
+ *    named content-length, connection or transfer-encoding are ignored.
+ *    Malformed requests get 400, an oversized header block 431, a request
+ *    that does not finish arriving within read_timeout_ms 408; each closes.
+ *    EOF from the client cancels the requests still being handled.
+ *  - HTTP/2: content-length is added when there is a body and no trailers;
+ *    connection-specific headers are dropped; a header block over the limit
+ *    resets that stream; a response sent before the request's END_STREAM is
+ *    followed by RST_STREAM(NO_ERROR).
+ *  - Response headers with CR, LF or NUL in them are dropped, never sent.
+ *  - A status outside 200..999 is sent as 500.
  */
 #ifndef CHCP_TRANSPORT_H
 #define CHCP_TRANSPORT_H
@@ -60,8 +76,9 @@ typedef struct http_response {
     size_t n_trailers;
 } http_response;
 
-/* Called when a request is complete. The callee must eventually call
- * http_respond(req, ...) exactly once, from the loop thread. */
+/* Called when a request is complete (or as soon as its body is known to be
+ * too large). The callee must eventually call http_respond(req, ...) exactly
+ * once, from the loop thread; it may do so right inside this callback. */
 typedef void (*http_request_fn)(http_request *req, void *ud);
 /* The peer went away (connection closed, stream reset) before the response
  * was sent. The callee must still call http_respond(); its output is dropped
@@ -87,25 +104,36 @@ typedef struct transport transport;
 transport *transport_new(uv_loop_t *loop, const transport_limits *limits,
                          http_request_fn on_request, http_cancel_fn on_cancel, void *ud);
 
-/* Listen on TCP host:port (IPv4 or IPv6 literal, or "localhost"). port 0 picks
- * one; transport_tcp_port() tells which. */
+/* Listen on TCP host:port (IPv4 or IPv6 literal, or "localhost", which means
+ * 127.0.0.1). port 0 picks one; transport_tcp_port() tells which. One TCP and
+ * one Unix listener per transport. NULL from transport_new: out of memory in
+ * nghttp2 setup. */
 int transport_listen_tcp(transport *t, const char *host, uint16_t port, chcp_error **err);
 uint16_t transport_tcp_port(const transport *t);
-/* Listen on a Unix socket path (an existing socket file is replaced). */
+/* Listen on a Unix socket path. An existing socket file nobody accepts on is
+ * replaced; a live one or a non-socket file is an error. The file is removed
+ * when the listener closes. */
 int transport_listen_unix(transport *t, const char *path, chcp_error **err);
 
+/* Answer a request. Everything in `resp` is copied before this returns. After
+ * the call `req` is gone; a second call is a bug. */
 void http_respond(http_request *req, const http_response *resp);
 
 /* Case-insensitive header lookup (first match), NULL if absent. */
 const char *http_request_header(const http_request *req, const char *name);
 
 /* Graceful stop: close listeners, let in-flight requests finish, close idle
- * connections. `transport_active_requests` tells when it is done. */
+ * connections. Busy HTTP/1.1 connections close after their last answer
+ * ("connection: close"); HTTP/2 ones get GOAWAY and close once their streams
+ * are done. `transport_active_requests` (dispatched, not yet answered) and
+ * `transport_connection_count` tell when it is done. */
 void transport_stop_accepting(transport *t);
 size_t transport_active_requests(const transport *t);
 size_t transport_connection_count(const transport *t);
-/* Close everything at once and free; callbacks for outstanding requests get
- * on_cancel. Call after the loop no longer needs the transport. */
+/* Close everything at once; outstanding requests get on_cancel (their later
+ * http_respond only frees them). `done` (optional) runs once every libuv
+ * handle is closed and the transport is freed, so the loop must keep running
+ * until then. */
 void transport_close(transport *t, void (*done)(void *ud), void *ud);
 
 #endif

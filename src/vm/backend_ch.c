@@ -81,16 +81,19 @@ static chcp_error *translate(const char *endpoint, uint64_t timeout_ms, const ch
     chcp_error *out = NULL;
     if (!err)
         return NULL;
+    /* ch's messages may already name the endpoint; name it once. */
+    const char *msg = err->message;
+    if (str_has_prefix(msg, endpoint) && str_has_prefix(msg + strlen(endpoint), ": "))
+        msg += strlen(endpoint) + 2;
     if (resp && (resp->status < 200 || resp->status > 299))
-        error_set(&out, CHCP_INTERNAL, "%s: VMM answered HTTP %d: %s", endpoint, resp->status,
-                  err->message);
+        error_set(&out, CHCP_INTERNAL, "%s: VMM answered HTTP %d: %s", endpoint, resp->status, msg);
     else if (err->code == CHCP_DEADLINE_EXCEEDED)
         error_set(&out, CHCP_UNAVAILABLE, "%s: VMM not responding (no answer in %llu ms)", endpoint,
                   (unsigned long long)timeout_ms);
     else if (err->code == CHCP_UNAVAILABLE || err->code == CHCP_CANCELED)
-        error_set(&out, CHCP_UNAVAILABLE, "%s: %s", endpoint, err->message);
+        error_set(&out, CHCP_UNAVAILABLE, "%s: %s", endpoint, msg);
     else
-        error_set(&out, err->code, "%s: %s", endpoint, err->message);
+        error_set(&out, err->code, "%s: %s", endpoint, msg);
     return out;
 }
 

@@ -136,9 +136,9 @@ static void create_done(void *ud, chcp_error *err, const vmb_reply *reply)
             error_set(&err, CHCP_UNAVAILABLE, "%s", exit_reason(e));
         else if (e->rec.has_exit)
             error_prefix(err, "%s", exit_reason(e));
-        error_prefix(err, "vm.create");
         create_fail(op, err);
     } else {
+        e->vmm_created = true;
         vm_set_state(e, VM_CREATED, "%s", "");
         free(e->rec.vmm_state);
         e->rec.vmm_state = xstrdup("Created");
@@ -255,7 +255,6 @@ static void boot_done(void *ud, chcp_error *err, const vmb_reply *reply)
         } else {
             /* Did vm.boot leave anything behind? vm.info decides between
              * "back to where we were" and FAILED. */
-            error_prefix(err, "vm.boot");
             op->result = steal_pointer(&err);
             request(op, VMB_INFO, NULL, e->m->cfg.info_timeout_ms, boot_info_done);
         }
@@ -286,10 +285,6 @@ static void simple_done(void *ud, chcp_error *err, const vmb_reply *reply)
     e->inflight--;
     if (!op_interrupted(op)) {
         if (err) {
-            static const char *const names[] = {[VM_OP_PAUSE] = "vm.pause",
-                                                [VM_OP_RESUME] = "vm.resume",
-                                                [VM_OP_REBOOT] = "vm.reboot"};
-            error_prefix(err, "%s", names[op->kind]);
             if (op->kind == VM_OP_REBOOT)
                 e->expect_reboot_events = 0;
             if (err->code == CHCP_UNAVAILABLE || err->code == CHCP_DEADLINE_EXCEEDED) {
@@ -384,7 +379,6 @@ static void forced_done(void *ud, chcp_error *err, const vmb_reply *reply)
                 e->expect_shutdown_events++; /* its vm/shutdown event is still coming */
             shutdown_reached(op);
         } else {
-            error_prefix(err, "vm.shutdown");
             op->result = steal_pointer(&err);
             request(op, VMB_INFO, NULL, e->m->cfg.info_timeout_ms, shutdown_info_done);
         }
@@ -501,7 +495,10 @@ static void start_removal(vm_entry *e)
     }
     if (!e->vmm) {
         e->stop_done = true;
-    } else if (e->m->cfg.attach_mode && !e->rec.has_exit) {
+    } else if (e->m->cfg.attach_mode && (!e->vmm_created || e->rec.has_exit)) {
+        /* Nothing of ours is in the VMM (or it is gone): just let go. */
+        e->stop_done = true;
+    } else if (e->m->cfg.attach_mode) {
         /* The VMM is not ours to stop: drop the VM from it. */
         e->inflight++;
         ops_of(e)->request(e->vmm, VMB_DELETE, NULL, ATTACH_DELETE_TIMEOUT_MS, removal_done, e);
@@ -527,20 +524,24 @@ bool vm_lifecycle_try_remove(vm_entry *e)
     }
     /* Answer everyone: a failed CreateVm with its error, DeleteVm calls with
      * success. The record is gone for all of them. */
+    log_vm(LOG_INFO, e->rec.id, "removed");
     vm_op *c = steal_pointer(&e->create_op);
-    if (c) {
-        c->vm = NULL;
-        vm_op_finish(c, e->removal_err);
-    }
     vm_op *d = steal_pointer(&e->delete_ops);
+    chcp_error *removal_err = steal_pointer(&e->removal_err);
+    vm_entry_destroy(e); /* stays allocated while the ops below refer to it */
+    /* Deferred: a removal can finish inside the CreateVm/DeleteVm call that
+     * started it (nothing to stop), and callers are promised no completion
+     * before their call returns. */
+    if (c)
+        vm_op_complete_now(c, removal_err ? removal_err->code : CHCP_INTERNAL, "%s",
+                           removal_err ? removal_err->message : "CreateVm failed");
     while (d) {
         vm_op *next = d->next;
-        d->vm = NULL;
-        vm_op_finish(d, NULL);
+        d->next = NULL;
+        vm_op_complete_now(d, CHCP_OK, "%s", "deleted");
         d = next;
     }
-    log_vm(LOG_INFO, e->rec.id, "removed");
-    vm_entry_destroy(e);
+    error_free(removal_err);
     return true;
 }
 

@@ -139,7 +139,9 @@ void vm_entry_destroy(vm_entry *e)
 {
     vm_manager *m = e->m;
     registry_remove(m, e);
-    entry_free(e);
+    e->removed = true;
+    if (e->refs == 0)
+        entry_free(e);
     if (m->shutting_down && m->n_vms == 0 && m->shutdown_done) {
         void (*cb)(void *) = m->shutdown_done;
         m->shutdown_done = NULL;
@@ -152,6 +154,9 @@ void vm_entry_destroy(vm_entry *e)
 static void op_closed(uv_handle_t *h)
 {
     vm_op *op = h->data;
+    vm_entry *e = op->vm;
+    if (e && --e->refs == 0 && e->removed)
+        entry_free(e);
     error_free(op->result);
     free(op);
 }
@@ -174,7 +179,7 @@ static void op_call_done(vm_op *op, const chcp_error *err)
     }
     /* The record after the change; none after a successful delete or when
      * the VM is gone. */
-    const vm_record *rec = e && !(op->kind == VM_OP_DELETE && !err) ? &e->rec : NULL;
+    const vm_record *rec = e && !e->removed && !(op->kind == VM_OP_DELETE && !err) ? &e->rec : NULL;
     op->done(op->ud, err, rec);
     op_release(op);
 }
@@ -242,6 +247,8 @@ static vm_op *op_new(vm_manager *m, vm_entry *e, vm_op_kind kind, const vm_op_pa
         op->p = *p;
     op->done = done;
     op->ud = ud;
+    if (e)
+        e->refs++;
     uv_timer_init(m->loop, &op->timer);
     op->timer.data = op;
     return op;
@@ -347,7 +354,8 @@ static bool labels_equal(const vm_record *r, const vm_label *sorted, size_t n)
     if (r->n_labels != n)
         return false;
     for (size_t i = 0; i < n; i++)
-        if (strcmp(r->labels[i].key, sorted[i].key) || strcmp(r->labels[i].value, sorted[i].value))
+        if (strcmp(r->labels[i].key, sorted[i].key) != 0 ||
+            strcmp(r->labels[i].value, sorted[i].value) != 0)
             return false;
     return true;
 }
@@ -473,6 +481,7 @@ vm_op *vm_op_create(vm_manager *m, const char *id, const Cloudhypervisor__V1__Vm
 
     op = op_new(m, e, VM_OP_CREATE, p, done, ud);
     if (admit_start(m, op, err) < 0) {
+        op->vm = NULL; /* never registered: freed right here */
         op_release(op);
         entry_free(e);
         op = NULL;
@@ -687,7 +696,9 @@ void vm_manager_free(vm_manager *m)
         vm_entry *e = m->vms[i];
         if (e->vmm)
             m->ops->release(e->vmm);
-        entry_free(e);
+        e->removed = true;
+        if (e->refs == 0) /* otherwise the last operation's close frees it */
+            entry_free(e);
     }
     free(m->vms);
     if (m->backend && m->ops && m->ops->free)

@@ -72,6 +72,9 @@ struct vm_entry {
     int expect_shutdown_events;
     int expect_reboot_events;
     bool unresponsive;
+    bool vmm_created; /* the VMM accepted vm.create */
+    int refs;         /* operations pointing here (they may complete later) */
+    bool removed;     /* out of the registry; freed when refs drops to 0 */
 };
 
 struct vm_manager {

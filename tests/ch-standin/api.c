@@ -106,30 +106,6 @@ static void vmm_shutdown(si_reply *r)
 
 /* ---- vm.create / vm.delete / vm.info ----------------------------------------------------- */
 
-/* pre_create_console_devices: File mode opens (and truncates) the file now. */
-static int create_consoles(si_reply *r)
-{
-    const char *keys[] = {"serial", "console"};
-    for (int i = 0; i < 2; i++) {
-        json_t *c = json_object_get(g_vm.config, keys[i]);
-        const char *mode = json_string_value(json_object_get(c, "mode"));
-        const char *file = json_string_value(json_object_get(c, "file"));
-        if (!mode || strcmp(mode, "File") || !file)
-            continue;
-        int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-        if (fd < 0) {
-            char *os = si_os_error(errno);
-            si_reply_error(r, SI_E_OTHER, "The VM could not be created",
-                           "Error creating console devices", "Error opening console file", os,
-                           NULL);
-            free(os);
-            return -1;
-        }
-        close(fd);
-    }
-    return 0;
-}
-
 static void strip_body_fds(json_t *cfg)
 {
     const char *lists[] = {"net", "devices"};
@@ -160,7 +136,7 @@ static void vm_create(si_call *c, si_reply *r)
     if (cmdline)
         si_faults_from_cmdline(&g_vm.f, cmdline);
     si_fault_point("vm.create");
-    if (create_consoles(r) < 0)
+    if (si_console_create(r, "The VM could not be created") < 0)
         return; /* like CH, the config stays stored */
     r->status = 204;
 }
@@ -203,6 +179,9 @@ static void vm_boot(si_reply *r)
         return;
     }
     si_fault_point("vm.boot");
+    /* console_info is dropped by vm.shutdown: re-created (files truncated) */
+    if (!g_vm.console_ready && si_console_create(r, "The VM could not boot") < 0)
+        return;
     if (si_guest_boot(r, "The VM could not boot") < 0)
         return;
     si_event("vm", "booted", NULL);
@@ -216,6 +195,7 @@ static void vm_shutdown(si_reply *r)
         return;
     }
     si_guest_stop();
+    si_console_release(true);
     si_event("vm", "shutdown", NULL);
     r->status = 204;
 }
@@ -228,7 +208,9 @@ static void vm_reboot(si_reply *r)
         return;
     }
     si_guest_stop();
-    if (si_guest_boot(r, "The VM could not reboot") < 0) {
+    si_console_release(true);
+    if (si_console_create(r, "The VM could not reboot") < 0 ||
+        si_guest_boot(r, "The VM could not reboot") < 0) {
         g_vm.exists = false; /* the old Vm was taken out before the new one failed */
         return;
     }

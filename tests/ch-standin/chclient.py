@@ -126,9 +126,13 @@ class StandIn:
                                      pass_fds=pass_fds, env={}, cwd=self.dir)
         self.conns = []
         if wait and api == "path" and args is None:
-            self.wait_socket()
+            try:
+                self.wait_socket()
+            except BaseException:
+                self.__exit__(None, None, None)  # never leave the process behind
+                raise
 
-    def wait_socket(self, timeout=5.0):
+    def wait_socket(self, timeout=15.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if os.path.exists(self.sock_path):
@@ -208,7 +212,7 @@ def minimal_config(tmp_path, cmdline="console=hvc0", **extra):
     return cfg
 
 
-def run(args, timeout=5, cwd=None):
+def run(args, timeout=15, cwd=None):
     """Run the stand-in to completion (clean environment, like chcp does)."""
     return subprocess.run([BIN] + args, capture_output=True, timeout=timeout, env={}, cwd=cwd)
 

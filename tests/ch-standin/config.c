@@ -117,9 +117,7 @@ static const field payload_f[] = {{"firmware", F_STR, false, NULL, NULL, NULL, f
                                   {"kernel", F_STR, false, NULL, NULL, NULL, false},
                                   {"cmdline", F_STR, false, NULL, NULL, NULL, false},
                                   {"initramfs", F_STR, false, NULL, NULL, NULL, false},
-                                  {"igvm", F_STR, false, NULL, NULL, NULL, false},
-                                  {"host_data", F_STR, false, NULL, NULL, NULL, false},
-                                  END};
+                                  END}; /* igvm, host_data: not in a default build */
 static const schema payload_s = {"PayloadConfig", payload_f};
 
 static const field disk_f[] = {
@@ -450,7 +448,9 @@ static char *check_obj(const schema *s, json_t *v)
     }
     for (const field *f = s->fields; f->key; f++) {
         json_t *fv = json_object_get(v, f->key);
-        if (!fv || (json_is_null(fv) && !f->required)) {
+        /* null is None for Option fields (no serde default here); a field
+         * with a default is not an Option, so null is a type error there. */
+        if (!fv || (json_is_null(fv) && !f->required && !f->def)) {
             if (f->required)
                 return si_xasprintf("missing field `%s`", f->key);
             continue;

@@ -3,13 +3,16 @@
  *
  * Boot follows CH's order because it decides which error a broken config
  * gets and whether a Vm object is left behind:
- *   Vm::new:  memory manager -> VmConfig::validate() -> devices (disk images
- *             and initramfs opened) -> [fail_boot=1]          (no Vm kept)
+ *   Vm::new:  memory manager -> VmConfig::validate() (validate.c) -> devices
+ *             (disk images opened; ids written back into the config) ->
+ *             initramfs opened -> [fail_boot=1]               (no Vm kept)
  *   Vm::boot: kernel/firmware loaded -> disk locks -> [fail_boot=late]
  *             (the Vm is kept in state Created; a second vm.boot gets 500
  *             "VM is already created" until vm.delete/vm.shutdown)
- * A successful boot writes device ids back into the config ("_disk0",
- * "_net1": one DeviceManager counter shared by all device kinds), like CH.
+ * Device ids ("_disk0", "_net1": one DeviceManager counter shared by all
+ * device kinds) stay in the config even if a later step fails; a disk image
+ * that does not open drops the whole disk list from the config (CH's
+ * make_virtio_block_devices takes the list out and returns early).
  *
  * The guest is a set of timers that stop while the VM is paused: ACPI power
  * button -> poweroff after acpi_delay_ms, poweroff/reboot/panic_after_ms,
@@ -24,117 +27,13 @@
 #include <string.h>
 #include <unistd.h>
 
-/* ---- validation (VmConfig::validate) ------------------------------------------ */
-
-static char **msgs(const char *a, const char *b, const char *c)
-{
-    char **m = calloc(4, sizeof(char *));
-    if (!m)
-        abort();
-    m[0] = si_xstrdup(a);
-    if (b)
-        m[1] = si_xstrdup(b);
-    if (b && c)
-        m[2] = si_xstrdup(c);
-    return m;
-}
-
-static char **invalid(enum si_err *kind, enum si_err k, char *detail)
-{
-    *kind = k;
-    char **m = msgs("Failed to validate config", detail, NULL);
-    free(detail);
-    return m;
-}
-
 static const char *const device_lists[] = {"disks",   "net",  "fs",           "pmem",
                                            "devices", "vdpa", "user_devices", "generic_vhost_user"};
-
-/* Identifier rules: "__" prefix reserved, ids unique across every device. */
-static char **check_ids(json_t *cfg, enum si_err *kind)
-{
-    json_t *seen = json_object();
-    char **res = NULL;
-    for (size_t l = 0; l < sizeof(device_lists) / sizeof(device_lists[0]) && !res; l++) {
-        json_t *arr = json_object_get(cfg, device_lists[l]);
-        size_t i;
-        json_t *d;
-        json_array_foreach(arr, i, d)
-        {
-            const char *id = json_string_value(json_object_get(d, "id"));
-            if (!id)
-                continue;
-            if (!strncmp(id, "__", 2)) {
-                res =
-                    invalid(kind, SI_E_VALIDATION, si_xasprintf("Identifier %s is not valid", id));
-                break;
-            }
-            if (json_object_get(seen, id)) {
-                res = invalid(kind, SI_E_VALIDATION_UNIQUE,
-                              si_xasprintf("Identifier %s is not unique", id));
-                break;
-            }
-            json_object_set_new(seen, id, json_true());
-        }
-    }
-    json_decref(seen);
-    return res;
-}
 
 static const char *mode_of(json_t *cfg, const char *key, const char *def)
 {
     const char *m = json_string_value(json_object_get(json_object_get(cfg, key), "mode"));
     return m ? m : def;
-}
-
-char **si_validate(json_t *cfg, enum si_err *kind)
-{
-    json_t *payload = json_object_get(cfg, "payload");
-    bool has_kernel = json_is_string(json_object_get(payload, "kernel"));
-    bool has_fw = json_is_string(json_object_get(payload, "firmware"));
-    bool has_igvm = json_is_string(json_object_get(payload, "igvm"));
-    *kind = SI_E_VALIDATION;
-    if (!json_is_object(payload) || (!has_kernel && !has_fw && !has_igvm))
-        return msgs("Failed to validate config", "Payload configuration is not bootable",
-                    "No bootitem provided: neither firmware nor kernel");
-    if (has_fw && has_kernel)
-        return msgs("Failed to validate config", "Payload configuration is not bootable",
-                    "Specifying a kernel is not supported when a firmware is provided");
-    const char *cons[] = {"console", "serial"};
-    for (int i = 0; i < 2; i++) {
-        json_t *c = json_object_get(cfg, cons[i]);
-        if (!strcmp(mode_of(cfg, cons[i], i ? "Null" : "Tty"), "File") &&
-            !json_is_string(json_object_get(c, "file")))
-            return msgs("Failed to validate config", "Path missing when using file console mode",
-                        NULL);
-    }
-    json_t *cpus = json_object_get(cfg, "cpus");
-    json_int_t boot = cpus ? json_integer_value(json_object_get(cpus, "boot_vcpus")) : 1;
-    json_int_t max = cpus ? json_integer_value(json_object_get(cpus, "max_vcpus")) : 1;
-    if (max < boot)
-        return invalid(kind, SI_E_VALIDATION,
-                       si_xasprintf("Max CPUs (%lld) lower than boot CPUs (%lld)", (long long)max,
-                                    (long long)boot));
-    if (max > 8192)
-        return invalid(
-            kind, SI_E_VALIDATION,
-            si_xasprintf("Too many CPUs: specified %lld but 8192 is the limit", (long long)max));
-    size_t i;
-    json_t *d;
-    json_array_foreach(json_object_get(cfg, "disks"), i, d)
-    {
-        if (json_object_get(d, "path") && json_object_get(d, "vhost_socket"))
-            return msgs("Failed to validate config", "Disk path and vhost socket both provided",
-                        NULL);
-    }
-    json_t *vsock = json_object_get(cfg, "vsock");
-    if (vsock) {
-        json_int_t cid = json_integer_value(json_object_get(vsock, "cid"));
-        if (cid <= 2 || cid == 0xffffffffLL)
-            return invalid(kind, SI_E_VALIDATION,
-                           si_xasprintf("%lld is a special VSOCK CID", (long long)cid));
-    }
-    return check_ids(cfg, kind);
 }
 
 /* ---- device names (DeviceManager::next_device_name) ---------------------------------- */
@@ -260,30 +159,6 @@ json_t *si_device_tree(void)
 
 /* ---- guest console output ------------------------------------------------------------- */
 
-/* What a guest prints lands where CH sends it: mode Tty -> CH's stdout, File ->
- * the file (created at vm.create). Both the virtio console and the serial port
- * get the text; Off/Null/Pty/Socket get nothing. */
-static void console_out(const char *text)
-{
-    const char *keys[] = {"console", "serial"};
-    for (int i = 0; i < 2; i++) {
-        json_t *c = json_object_get(g_vm.config, keys[i]);
-        const char *mode = mode_of(g_vm.config, keys[i], i ? "Null" : "Tty");
-        int fd = -1;
-        if (!strcmp(mode, "Tty"))
-            fd = STDOUT_FILENO;
-        else if (!strcmp(mode, "File") && json_is_string(json_object_get(c, "file")))
-            fd = open(json_string_value(json_object_get(c, "file")),
-                      O_WRONLY | O_APPEND | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t n = write(fd, text, strlen(text));
-        (void)n;
-        if (fd != STDOUT_FILENO)
-            close(fd);
-    }
-}
-
 static void console_boot_banner(void)
 {
     const char *cmd =
@@ -292,7 +167,7 @@ static void console_boot_banner(void)
                            "stand-in)\n[    0.000000] Command line: %s\n[    0.100000] Run "
                            "/init as init process\n",
                            cmd ? cmd : "");
-    console_out(t);
+    si_console_out(t);
     free(t);
 }
 
@@ -588,9 +463,10 @@ void si_guest_poweroff(const char *why)
         return;
     }
     LOGI("VM guest exit event (%s)", why);
-    console_out("reboot: Power down\n");
+    si_console_out("reboot: Power down\n");
     if (g_opts.no_shutdown) {
         si_guest_stop();
+        si_console_release(true);
         si_event("vm", "shutdown", NULL);
     } else {
         si_vmm_shutdown(0);
@@ -604,16 +480,21 @@ void si_guest_reboot(const char *why)
         return;
     }
     LOGI("VM reset event (%s)", why);
-    console_out("reboot: Restarting system\n");
+    si_console_out("reboot: Restarting system\n");
     si_event("vm", "rebooting", NULL);
     si_guest_stop();
+    si_console_release(true);
     si_reply r = {0};
-    if (si_guest_boot(&r, "The VM could not reboot") < 0) {
-        /* control_loop: vm_reboot()? fails -> the VMM thread exits with an error */
-        fprintf(stderr,
-                "Error: Cloud Hypervisor exited with the following chain of errors:\n"
-                "  0: VMM thread exited with error\n  1: Error rebooting VM\n  2: %s\n",
-                r.body ? r.body : "?");
+    if (si_console_create(&r, "The VM could not reboot") < 0 ||
+        si_guest_boot(&r, "The VM could not reboot") < 0) {
+        /* control_loop: vm_reboot()? fails -> the VMM thread returns the
+         * error and main() prints the chain: exit 1, socket left in place. */
+        fprintf(stderr, "Error: Cloud Hypervisor exited with the following chain of errors:\n"
+                        "  0: VMM thread exited with error\n  1: Error rebooting VM\n");
+        json_t *chain = json_loads(r.body ? r.body : "[]", 0, NULL);
+        for (size_t i = 2; i < json_array_size(chain); i++) /* skip the HTTP wrapping */
+            fprintf(stderr, "  %zu: %s\n", i, json_string_value(json_array_get(chain, i)));
+        json_decref(chain);
         LOGE("Guest reboot failed: %s", r.body ? r.body : "?");
         free(r.body);
         g_vm.exists = false;
@@ -630,7 +511,7 @@ void si_guest_panic(const char *why)
         LOGI("standin: guest panic (%s) ignored: no running guest", why);
         return;
     }
-    console_out("Kernel panic - not syncing: standin\n");
+    si_console_out("Kernel panic - not syncing: standin\n");
     if (!json_is_true(json_object_get(g_vm.config, "pvpanic"))) {
         LOGI("standin: guest panicked (%s) but no pvpanic device: no event", why);
         return;

@@ -400,6 +400,12 @@ static void process_input(conn *c)
                 return;
             }
             size_t n = (size_t)(crlf - c->in.data);
+            if (n + 2 > 1024) { /* micro_http parses lines in a 1 KiB buffer */
+                parse_error(c, c->st == P_LINE ? "Invalid request."
+                                               : "Invalid header. Reason: Invalid content "
+                                                 "length. Header: (line too long)");
+                continue;
+            }
             char *line = si_xasprintf("%.*s", (int)n, c->in.data);
             si_buf_consume(&c->in, n + 2);
             int rc = 0;

@@ -418,7 +418,7 @@ int main(int argc, char **argv)
     int code = si_vmm_run();
     si_http_stop();
     si_events_flush();
-    if (sock_path)
+    if (sock_path && code == 0) /* main.rs removes it only when the VMM ran Ok */
         unlink(sock_path);
     LOGI("Cloud Hypervisor exited %s", code ? "with an error" : "successfully");
     json_decref(g_vm.config);

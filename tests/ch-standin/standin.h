@@ -170,8 +170,9 @@ typedef struct si_vm {
     int *lock_fds; /* disk images locked while a Vm exists */
     int nlock_fds;
     si_gtimer t_poweroff, t_reboot, t_panic, t_acpi, t_activate, t_vcpu_error;
-    int64_t crash_at;  /* VMM crash deadline (host time, not frozen by pause) */
-    bool acpi_pending; /* power button pressed while paused */
+    int64_t crash_at;   /* VMM crash deadline (host time, not frozen by pause) */
+    bool acpi_pending;  /* power button pressed while paused */
+    bool console_ready; /* CH's console_info is Some: console devices pre-created */
     bool exit_requested;
     int exit_code;
 } si_vm;
@@ -185,6 +186,18 @@ void si_reply_error(si_reply *r, enum si_err kind, const char *ctx, ...);
 void si_close_device_fds(json_t *dev);
 void si_close_config_fds(json_t *cfg);
 
+/* console.c: pre_create_console_devices() and where guest text goes. */
+int si_console_create(si_reply *r, const char *ctx);
+/* Drop the console devices; remove_socket: the booted VM's SerialManager
+ * went away (it unlinks the serial socket; a never-booted config does not). */
+void si_console_release(bool remove_socket);
+void si_console_out(const char *text);
+int si_console_listen_fd(void);
+void si_console_accept(void);
+
+/* vmm.c: add (on) or remove an fd from the control loop's epoll set. */
+void si_vmm_watch_fd(int fd, bool on);
+
 /* guest.c: Vm creation and the simulated guest. */
 /* Vm::new + Vm::boot. On failure fills *r (chain after ctx) and returns -1;
  * g_vm.exists tells whether a Vm was kept. */
@@ -194,8 +207,8 @@ void si_guest_stop(void);
 void si_guest_freeze(void);
 void si_guest_thaw(void);
 void si_guest_power_button(void);
-/* Full validation as VmConfig::validate(); NULL if fine, else sets *kind and
- * returns the message list (NULL-terminated, caller frees each and the array). */
+/* validate.c: VmConfig::validate(); NULL if fine, else sets *kind and returns
+ * the message list (NULL-terminated, caller frees each and the array). */
 char **si_validate(json_t *cfg, enum si_err *kind);
 /* Assign "_disk0"-style ids to devices without one (DeviceManager naming). */
 char *si_next_device_name(json_t *cfg, const char *prefix);

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from chclient import Conn, StandIn, chain, minimal_config, names, run
+from chclient import Conn, StandIn, chain, minimal_config, names, read_events, run
 
 
 # ---- command line --------------------------------------------------------------------
@@ -40,6 +40,35 @@ def test_clap_errors_exit_2(args, msg, tmp_path):
     err = r.stderr.decode()
     assert err.startswith("error: ") and msg in err
     assert os.listdir(tmp_path) == []
+
+
+def test_help():
+    r = run(["--help"])
+    assert r.returncode == 0 and b"--api-socket" in r.stdout
+
+
+def test_without_api_socket_only_signals_work(tmp_path):
+    ev = tmp_path / "ev"
+    with StandIn(tmp_path, args=["--event-monitor", f"path={ev}"]) as si:
+        deadline = time.monotonic() + 10
+        while (not ev.exists() or "starting" not in ev.read_text()) and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not any(p.suffix == ".sock" for p in tmp_path.iterdir())
+        si.signal(signal.SIGTERM)
+        assert si.wait_exit() == 0
+        assert names(read_events(str(ev))) == ["vmm/starting", "vmm/shutdown"]
+
+
+def test_igvm_is_not_a_boot_item_in_default_builds(tmp_path):
+    with StandIn(tmp_path) as si:
+        cfg = minimal_config(tmp_path)
+        cfg["payload"] = {"igvm": cfg["payload"]["kernel"]}
+        assert si.put("vm.create", cfg).status == 204
+        assert "igvm" not in si.get("vm.info").json()["config"]["payload"]
+        r = si.put("vm.boot")
+        assert r.status == 400 and chain(r)[-1] == ("No bootitem provided: neither firmware "
+                                                    "nor kernel")
 
 
 def test_unsupported_vm_flag_is_an_error(tmp_path):
@@ -222,6 +251,19 @@ def test_unsupported_method_is_a_micro_http_parse_error(tmp_path):
         assert b"Invalid value. Key:Content-Length" in c.read_response().body
 
 
+def test_one_kib_line_limit(tmp_path):
+    with StandIn(tmp_path) as si:
+        c = si.conn()
+        c.send_raw(b"GET /api/v1/vmm.ping HTTP/1.1\r\nX-Pad: " + b"a" * 1000 + b"\r\n\r\n")
+        assert c.read_response().status == 200  # a 1 KiB header line still fits
+        c.send_raw(b"GET /api/v1/vmm.ping HTTP/1.1\r\nX-Pad: " + b"a" * 1100 + b"\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 400 and r.headers["server"] == "Firecracker API"
+        c2 = si.conn()
+        c2.send_raw(b"GET /api/v1/" + b"x" * 1100 + b" HTTP/1.1\r\n\r\n")
+        assert b"Invalid request." in c2.read_response().body
+
+
 def test_body_rules(tmp_path):
     with StandIn(tmp_path) as si:
         r = si.put("vm.create")  # no body at all
@@ -240,9 +282,18 @@ def test_body_rules(tmp_path):
         assert "unknown variant `Fancy`" in chain(r)[1]
         r = si.put("vm.create", {"net": [{"ip": "not-an-ip"}]})
         assert r.status == 400
+        r = si.put("vm.create", {"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "nested": None}})
+        assert chain(r)[1] == "invalid type: null, expected a boolean"
+        r = si.put("vm.create", {"cpus": {"boot_vcpus": -1, "max_vcpus": 1}})
+        assert chain(r)[1] == "invalid value: integer `-1`, expected u32"
+        r = si.put("vm.create", {"net": [{"queue_size": 70000}]})
+        assert chain(r)[1] == "invalid value: integer `70000`, expected u16"
         r = si.put("vm.create", [])
         assert "expected struct VmConfig" in chain(r)[1]
         assert si.get("vm.info").status == 404  # nothing stored
+        r = si.put("vm.create", {"payload": None, "disks": None, "balloon": None})
+        assert r.status == 204  # Option fields accept null
+        assert si.put("vm.delete").status == 204
         assert si.put("vm.create", minimal_config(tmp_path)).status == 204
         r = si.put("vm.boot", "{}")  # body on a body-less action
         assert r.status == 400 and r.json() == ["Bad Request"]
@@ -301,16 +352,32 @@ def test_max_ten_connections(tmp_path):
                 break
             data += chunk
         assert data.startswith(b"HTTP/1.1 503\r\n") and b"Too many open connections" in data
-        conns[0].close()
-        time.sleep(0.05)
-        assert si.get("vmm.ping").status == 200
+        conns[0].close()  # a slot frees up once the server has seen the close
+        deadline = time.monotonic() + 2
+        while True:
+            try:
+                status = si.get("vmm.ping").status
+            except (EOFError, ConnectionResetError):
+                status = None
+            if status == 200:
+                break
+            assert status in (None, 503) and time.monotonic() < deadline
+            time.sleep(0.02)
 
 
 def test_half_close_drops_the_connection(tmp_path):
     with StandIn(tmp_path) as si:
+        # Keep the (single) HTTP thread busy so the request and the half-close
+        # are seen together, as micro_http would see them.
+        assert si.put("vm.create", minimal_config(
+            tmp_path, cmdline="standin.boot_delay_ms=800")).status == 204
+        busy = si.conn()
+        busy.send_raw(b"PUT /api/v1/vm.boot HTTP/1.1\r\n\r\n")
+        si.wait_event("vm/booting")  # the HTTP thread is now blocked on the boot
         c = si.conn()
         c.send_raw(b"GET /api/v1/vmm.ping HTTP/1.1\r\n\r\n")
         c.sock.shutdown(socket.SHUT_WR)
+        assert busy.read_response().status == 204
         with pytest.raises((EOFError, ConnectionResetError)):
             c.read_response()
         assert si.get("vmm.ping").status == 200

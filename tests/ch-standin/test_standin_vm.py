@@ -179,6 +179,35 @@ def test_boot_validation(tmp_path, mutate, status, last):
         assert si.put("vm.boot").status == 204
 
 
+@pytest.mark.parametrize("extra,last", [
+    ({"net": [{"num_queues": 1}]}, "Number of queues (1) to virtio_net should be higher than 2"),
+    ({"net": [{"num_queues": 4}]}, "Queue count (4) must not exceed boot vCPUs (1)"),
+    ({"net": [{"queue_size": 100}]},
+     "Queue size must be a power of 2 no greater than 32768: 100"),
+    ({"net": [{"mtu": 1000}]},
+     "Provided MTU 1000 is lower than 1280 (expected by VIRTIO specification)"),
+    ({"net": [{"offload_csum": False}]},
+     '"offload_tso" and "offload_ufo" depend on "offload_csum"'),
+    ({"net": [{"ip": "10.0.0.1"}]}, "IP provided without a mask"),
+    ({"net": [{"vhost_user": True, "vhost_socket": "/x"}]},
+     "Using vhost-user requires using shared memory or huge pages"),
+    ({"disks": [{"path": "/x", "num_queues": 2}]},
+     "Queue count (2) must not exceed boot vCPUs (1)"),
+    ({"disks": [{"path": "/x", "serial": "s" * 21}]},
+     "Block device serial length (21) exceeds maximum allowed length (20)"),
+    ({"disks": [{"path": "/x", "pci_segment": 1}]}, "Invalid PCI segment id: 1"),
+    ({"vsock": {"cid": 2, "socket": "/v"}}, "2 is a special VSOCK CID"),
+    ({"fs": [{"tag": "t", "socket": "/s"}]},
+     "Using vhost-user requires using shared memory or huge pages"),
+])
+def test_device_validation_rules(tmp_path, extra, last):
+    with StandIn(tmp_path) as si:
+        assert si.put("vm.create", minimal_config(tmp_path, **extra)).status == 204
+        r = si.put("vm.boot")
+        assert r.status == 400, r
+        assert chain(r)[2] == "Failed to validate config" and chain(r)[-1] == last
+
+
 def test_missing_kernel_keeps_a_vm(tmp_path):
     with StandIn(tmp_path) as si:
         cfg = minimal_config(tmp_path)
@@ -283,11 +312,18 @@ def held_pipes(pid, *fds):
 
 def test_add_net_with_fds_cold_and_hot(tmp_path):
     with StandIn(tmp_path) as si:
-        assert si.put("vm.create", minimal_config(tmp_path)).status == 204
+        cfg = minimal_config(tmp_path, cpus={"boot_vcpus": 2, "max_vcpus": 2})
+        assert si.put("vm.create", cfg).status == 204
         r1, w1 = os.pipe()
         c = si.conn()
-        r = c.request("PUT", "vm.add-net", {"mac": "12:34:56:78:90:ab", "fds": [99]},
-                      fds=[r1, w1])
+        # one TAP fd per queue pair: 2 fds need num_queues 4 (NetConfig::validate)
+        r = c.request("PUT", "vm.add-net", {"mac": "12:34:56:78:90:ab"}, fds=[r1, w1])
+        assert r.status == 400
+        assert chain(r)[-1] == ("Number of queues (2) to virtio_net does not match the number "
+                                "of FDs (4)")
+        assert held_pipes(si.proc.pid, r1) == 0  # refused: the fds were closed
+        r = c.request("PUT", "vm.add-net", {"mac": "12:34:56:78:90:ab", "fds": [99],
+                                            "num_queues": 4}, fds=[r1, w1])
         assert r.status == 204  # cold plug
         net = si.get("vm.info").json()["config"]["net"][0]
         assert len(net["fds"]) == 2 and 99 not in net["fds"]

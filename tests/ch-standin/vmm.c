@@ -86,6 +86,12 @@ int si_vmm_init(void)
     return 0;
 }
 
+void si_vmm_watch_fd(int fd, bool on)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+    epoll_ctl(epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &ev);
+}
+
 static void handle_api(void)
 {
     uint64_t cnt;
@@ -130,6 +136,7 @@ void si_vm_delete(void)
         return;
     if (g_vm.exists) {
         si_guest_stop();
+        si_console_release(true);
         si_event("vm", "shutdown", NULL);
     }
     si_close_config_fds(g_vm.config);
@@ -214,6 +221,8 @@ int si_vmm_run(void)
                 handle_api();
             else if (evs[i].data.fd == sig_fd)
                 handle_signal();
+            else if (evs[i].data.fd == si_console_listen_fd())
+                si_console_accept();
             if (g_vm.exit_requested)
                 break;
         }

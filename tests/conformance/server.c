@@ -369,6 +369,11 @@ int main(void)
     uv_run(loop, UV_RUN_DEFAULT);
     /* Let closing handles run their callbacks, then free. */
     uv_run(loop, UV_RUN_NOWAIT);
+    if (rpc_server_active_calls(rpc) != 0) {
+        fprintf(stderr, "conformance server: %zu calls still active at exit\n",
+                rpc_server_active_calls(rpc));
+        return 1;
+    }
     rpc_server_free(rpc);
     uv_loop_close(loop);
     return 0;

@@ -194,3 +194,21 @@ describe("state x operation", () => {
     for (const id of ["sd-1", "sd-2"]) await d.client.deleteVm({ vmId: id });
   });
 });
+
+describe("daemon shutdown", () => {
+  test("SIGTERM with live VMs: exit 0, every VMM stopped, every VM directory removed", async () => {
+    const { Daemon } = await import("./lib/harness.mjs");
+    const d = await new Daemon().start();
+    try {
+      await reach(d, "live-1", S.RUNNING);
+      await reach(d, "live-2", S.PAUSED);
+      await reach(d, "live-3", S.CREATED);
+      assert.equal(d.vmmProcesses().length, 3);
+      await d.stop();
+      assert.equal(d.vmmProcesses().length, 0);
+      assert.deepEqual(fs.readdirSync(d.vmsDir()), []);
+    } finally {
+      d.cleanup();
+    }
+  });
+});

@@ -35,6 +35,13 @@ START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 20.0
 
 
+def standin_bin():
+    """The Cloud Hypervisor stand-in (tests/ch-standin), built next to the daemon."""
+    default = os.path.join(os.path.dirname(chcp_bin()), "ch-standin", "cloud-hypervisor")
+    path = os.environ.get("CHCP_STANDIN", default)
+    return path if os.path.isabs(path) else os.path.join(REPO, path)
+
+
 def chcp_bin():
     path = os.environ.get("CHCP_BIN", os.path.join(REPO, "build", "asan", "chcp-api"))
     if not os.path.isabs(path):
@@ -74,9 +81,11 @@ def assert_no_sanitizer_reports(text):
 
 
 class Daemon:
-    def __init__(self, env=None, args=None, unix_socket=True):
+    def __init__(self, env=None, args=None, unix_socket=True, vmm=False):
         self.tmp = tempfile.TemporaryDirectory(prefix="chcp-it-")
         self.state_dir = os.path.join(self.tmp.name, "state")
+        self.image_dir = os.path.join(self.tmp.name, "images")
+        self.kernel = os.path.join(self.image_dir, "vmlinux")
         self.unix_socket = os.path.join(self.tmp.name, "api.sock") if unix_socket else None
         self.log_path = os.path.join(self.tmp.name, "daemon.log")
         self.env = {
@@ -87,6 +96,14 @@ class Daemon:
         }
         if self.unix_socket:
             self.env["CHCP_UNIX_SOCKET"] = self.unix_socket
+        if vmm:
+            # VMs for real: the stand-in as the VMM, one image directory
+            # holding a (fake) kernel.
+            os.mkdir(self.image_dir)
+            with open(self.kernel, "wb") as f:
+                f.write(b"\x7fELF fake kernel")
+            self.env["CHCP_CH_BINARY"] = standin_bin()
+            self.env["CHCP_IMAGE_DIRS"] = self.image_dir
         self.env.update(env or {})
         self.args = list(args or [])
         self.proc = None
@@ -185,11 +202,18 @@ class Daemon:
     # ---- clients ---------------------------------------------------------
 
     @property
+    def host(self):
+        """Where to connect: the listen address, or loopback for 0.0.0.0."""
+        addr = self.env.get("CHCP_ADDRESS", "127.0.0.1")
+        return "127.0.0.1" if addr in ("0.0.0.0", "localhost") else addr
+
+    @property
     def base_url(self):
-        return "http://127.0.0.1:%d" % self.port
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "http://%s:%d" % (host, self.port)
 
     def connection(self, timeout=10):
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def http(self, method, path, body=None, headers=None, timeout=10):
         """One HTTP/1.1 request on a new connection: (status, headers, body)."""
@@ -204,7 +228,7 @@ class Daemon:
     def raw(self, data, timeout=5):
         """Send raw bytes on a new TCP connection; return all bytes read
         until the server closes or `timeout` passes."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+        with socket.create_connection((self.host, self.port), timeout=timeout) as s:
             s.sendall(data)
             chunks = []
             deadline = time.monotonic() + timeout

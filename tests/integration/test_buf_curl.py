@@ -1,14 +1,13 @@
-"""VmService through `buf curl` (connect-go / grpc-go clients): every method,
-over Connect, gRPC and gRPC-Web, on HTTP/1.1, h2c and the Unix socket; the
-outcome must be exactly what vm_calls.EXPECTED says."""
+"""VmService through `buf curl` (connect-go / grpc-go clients): a VM's whole
+life (vm_calls.calls), over Connect, gRPC and gRPC-Web, on HTTP/1.1, h2c and
+the Unix socket; every answer must be exactly what vm_calls expects."""
 
-import concurrent.futures
 import json
 import subprocess
 
 import pytest
 
-from vm_calls import CALLS, EXPECTED
+from vm_calls import calls, check
 
 SERVICE = "cloudhypervisor.v1.VmService"
 
@@ -35,15 +34,14 @@ def buf_curl(buf, schema, daemon, protocol, transport, method, request):
         url = "http://localhost/%s/%s" % (SERVICE, method)
     else:
         url = "%s/%s/%s" % (daemon.base_url, SERVICE, method)
-    r = subprocess.run(args + [url], capture_output=True, text=True, timeout=60)
-    return r
+    return subprocess.run(args + [url], capture_output=True, text=True, timeout=60)
 
 
 def outcome(r):
     """("ok", response) or (code, message) from buf curl's output."""
     if r.returncode == 0:
         return "ok", json.loads(r.stdout or "{}")
-    # buf curl prints a Connect error as JSON on stderr.
+    # buf curl prints an RPC error as JSON on stderr.
     text = r.stderr.strip()
     start = text.find("{")
     assert start >= 0, "buf curl failed without an RPC error:\n" + r.stdout + r.stderr
@@ -52,19 +50,12 @@ def outcome(r):
 
 
 @pytest.mark.parametrize("protocol,transport", MATRIX, ids=["%s-%s" % m for m in MATRIX])
-def test_vm_service_methods(buf, schema_image, daemon, protocol, transport):
-    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {
-            method: pool.submit(buf_curl, buf, schema_image, daemon, protocol, transport, method, req)
-            for method, req in CALLS
-        }
-        results = {m: outcome(f.result()) for m, f in futures.items()}
-    for method, _ in CALLS:
-        code, detail = results[method]
-        want = EXPECTED[method] or "ok"
-        assert code == want, "%s over %s/%s: got %s (%s), want %s" % (
-            method, protocol, transport, code, detail, want)
-    assert daemon.proc.poll() is None
+def test_vm_lifecycle(buf, schema_image, vm_daemon, protocol, transport):
+    where = "%s/%s" % (protocol, transport)
+    for method, request, expect in calls(vm_daemon.kernel):
+        code, result = outcome(buf_curl(buf, schema_image, vm_daemon, protocol, transport, method, request))
+        check(method, expect, code, result, where)
+    assert vm_daemon.proc.poll() is None
 
 
 def test_unknown_method_is_unimplemented(buf, tmp_path, daemon):
@@ -75,7 +66,8 @@ def test_unknown_method_is_unimplemented(buf, tmp_path, daemon):
         "message NoSuchRequest {}\nmessage NoSuchResponse {}\n"
         "service VmService { rpc NoSuchMethod(NoSuchRequest) returns (NoSuchResponse); }\n"
     )
-    for protocol, extra in (("connect", []), ("grpc", ["--http2-prior-knowledge"])):
+    for protocol, extra in (("connect", []), ("grpc", ["--http2-prior-knowledge"]),
+                            ("grpcweb", [])):
         r = subprocess.run(
             [buf, "curl", "--schema", str(proto), "--protocol", protocol, "--data", "{}"] + extra
             + ["%s/%s/NoSuchMethod" % (daemon.base_url, SERVICE)],

@@ -1,6 +1,6 @@
-"""VmService through connect-es (@connectrpc/connect-node v2): JSON and
-binary codecs, Connect / gRPC / gRPC-Web, HTTP/1.1 and HTTP/2, TCP and Unix
-socket; outcomes must match vm_calls.EXPECTED."""
+"""VmService through connect-es (@connectrpc/connect-node v2): a VM's whole
+life (vm_calls.calls) with JSON and binary codecs, over Connect, gRPC and
+gRPC-Web, HTTP/1.1 and HTTP/2, TCP and the Unix socket."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from harness import INTEGRATION_DIR
-from vm_calls import CALLS, EXPECTED
+from vm_calls import calls, check
 
 # (protocol, httpVersion, binary, unix)
 MATRIX = [
@@ -27,7 +27,7 @@ MATRIX = [
 ]
 
 
-def run_client(schema_image, daemon, protocol, http_version, binary, unix, calls):
+def run_client(schema_image, daemon, protocol, http_version, binary, unix, steps):
     node = shutil.which("node")
     assert node, "node not found"
     spec = {
@@ -36,7 +36,7 @@ def run_client(schema_image, daemon, protocol, http_version, binary, unix, calls
         "protocol": protocol,
         "httpVersion": http_version,
         "binary": binary,
-        "calls": [{"method": m, "request": r} for m, r in calls],
+        "calls": [{"method": m, "request": r} for m, r, _ in steps],
     }
     if unix:
         spec["unixSocket"] = daemon.unix_socket
@@ -50,13 +50,15 @@ def run_client(schema_image, daemon, protocol, http_version, binary, unix, calls
     "protocol,http_version,binary,unix", MATRIX,
     ids=["%s-h%s-%s%s" % (p, v, "binary" if b else "json", "-unix" if u else "")
          for p, v, b, u in MATRIX])
-def test_vm_service_methods(schema_image, daemon, protocol, http_version, binary, unix):
-    results = run_client(schema_image, daemon, protocol, http_version, binary, unix, CALLS)
-    assert len(results) == len(CALLS)
-    for (method, _), res in zip(CALLS, results):
-        want = EXPECTED[method]
-        if want is None:
-            assert res["ok"], (method, res)
+def test_vm_lifecycle(schema_image, vm_daemon, protocol, http_version, binary, unix):
+    steps = calls(vm_daemon.kernel)
+    results = run_client(schema_image, vm_daemon, protocol, http_version, binary, unix, steps)
+    assert len(results) == len(steps)
+    where = "%s/h%s/%s%s" % (protocol, http_version, "binary" if binary else "json",
+                             "/unix" if unix else "")
+    for (method, _, expect), res in zip(steps, results):
+        if res["ok"]:
+            check(method, expect, "ok", res["response"], where)
         else:
-            assert not res["ok"] and res["code"] == want, (method, protocol, http_version, res)
-    assert daemon.proc.poll() is None
+            check(method, expect, res["code"], res["message"], where)
+    assert vm_daemon.proc.poll() is None

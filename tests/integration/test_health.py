@@ -4,6 +4,8 @@ import http.client
 import socket
 import subprocess
 
+import pytest
+
 
 def test_health_tcp(daemon):
     status, headers, body = daemon.http("GET", "/health")
@@ -92,3 +94,27 @@ def test_test_hooks_off_by_default(start_daemon):
     d = start_daemon()
     status, _, _ = d.http("GET", "/_test/sleep?ms=1")
     assert status == 404
+
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_ipv6_listener(start_daemon):
+    if not ipv6_loopback():
+        pytest.skip("no IPv6 loopback on this machine")
+    d = start_daemon(env={"CHCP_ADDRESS": "::1"})
+    assert d.startup["address"] == "::1"
+    status, _, body = d.http("GET", "/health")
+    assert (status, body) == (200, b"ok")
+    # Not on IPv4.
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", d.port), timeout=2).close()
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", d.base_url + "/health"],
+                         capture_output=True, text=True, timeout=20, check=True).stdout
+    assert out == "ok"

@@ -63,6 +63,14 @@ static void test_counter_and_escaping(void **state)
     assert_true(v == 1);
     const char *missing[] = {"Nope", "", NULL};
     assert_false(tm_read(c, missing, &v));
+    /* Short or absent value arrays mean "" for the rest, never a crash. */
+    const char *short_values[] = {"Boot", NULL};
+    assert_true(tm_read(c, short_values, &v));
+    assert_true(v == 1);
+    tm_add(c, NULL, 4);
+    const char *empty[] = {"", "", NULL};
+    assert_true(tm_read(c, empty, &v));
+    assert_true(v == 4);
 
     char *text = render(r);
     assert_non_null(strstr(text, "target_info{service_name=\"chcp\"} 1\n"));

@@ -11,11 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
+#include "chcptest/naming.pb-c.h"
 #include "chcptest/v1/test.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
+#include "google/protobuf/timestamp.pb-c.h"
 #include "rpc/protojson.h"
 
 extern const protometa_table chcptest_protometa;
@@ -110,6 +113,27 @@ static void test_protometa_lookup(void **state)
     protometa_register(&chcptest_protometa);
     assert_ptr_equal(protometa_find_message(&chcptest__v1__nested__descriptor)->descriptor,
                      &chcptest__v1__nested__descriptor);
+}
+
+/* protoc-c's names for odd identifiers (this links only if the generator
+ * derived them right) and json names as protoc computes them. */
+static void test_generator_naming(void **state)
+{
+    const protometa_message *pm = protometa_find_message(&httpserver_v2__descriptor);
+    assert_non_null(pm);
+    assert_ptr_equal(protometa_find_by_name("HTTPServer_v2.URLPath2Thing"),
+                     &httpserver_v2__urlpath2_thing__descriptor);
+    assert_true(protometa_find_message(&httpserver_v2__by_id_entry__descriptor)->map_entry);
+    assert_null(protometa_find_by_name("google.protobuf.FieldOptions"));
+    const char *json = "{\"p\":{\"aBC\":1,\"x2y\":\"z\"},\"k\":\"KIND_ONE\","
+                       "\"byId\":{\"-1\":{}},\"Leading\":\"l\"}";
+    HTTPServerV2 *m = decode(&httpserver_v2__descriptor, json);
+    assert_int_equal(m->p->a_b_c, 1);
+    assert_string_equal(m->_leading, "l");
+    char *s = encode(m);
+    assert_string_equal(s, json);
+    free(s);
+    protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 
 /* A message type no table knows still encodes and decodes, with protoc's
@@ -219,6 +243,26 @@ static void test_encode_map_wire_duplicates(void **state)
     char *s = encode(&m);
     assert_string_equal(s, "{\"int32String\":{\"-7\":\"neg\",\"5\":\"last\"}}");
     free(s);
+
+    /* A big map (as a binary request could carry) sorts fast and right. */
+    enum { BIG = 60000 };
+    Chcptest__V1__Maps__Int32StringEntry *big = xcalloc(BIG, sizeof(*big));
+    Chcptest__V1__Maps__Int32StringEntry **big_ptrs = xcalloc(BIG, sizeof(*big_ptrs));
+    for (int i = 0; i < BIG; i++) {
+        chcptest__v1__maps__int32_string_entry__init(&big[i]);
+        big[i].key = (BIG - i) / 2; /* descending; 1..29999 twice, even i last */
+        big[i].value = i % 2 ? "odd" : "even";
+        big_ptrs[i] = &big[i];
+    }
+    m.n_int32_string = BIG;
+    m.int32_string = big_ptrs;
+    s = encode(&m);
+    const char *head = "{\"int32String\":{\"0\":\"odd\",\"1\":\"even\",\"2\":\"even\",";
+    assert_true(strncmp(s, head, strlen(head)) == 0);
+    assert_non_null(strstr(s, ",\"30000\":\"even\"}}"));
+    free(s);
+    free(big);
+    free(big_ptrs);
 
     /* An entry without a value encodes the value type's default. */
     Chcptest__V1__Maps__StringNestedEntry ne = CHCPTEST__V1__MAPS__STRING_NESTED_ENTRY__INIT;
@@ -337,6 +381,18 @@ static void test_error_paths(void **state)
     e = decode_error(d, "", 0);
     assert_contains(e, "invalid JSON");
     free(e);
+    /* Numbers are never keys, even those the number pre-pass rewrites. */
+    static const char *const numeric_keys[] = {
+        "{1.5:2}",
+        "{\"maps\":{\"stringString\":{1e3 :\"x\"}}}",
+        "{\"maps\":{\"int32String\":{18446744073709551616\n:\"x\"}}}",
+        "{-0:1}",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(numeric_keys); i++) {
+        e = decode_error(d, numeric_keys[i], strlen(numeric_keys[i]));
+        assert_contains(e, "invalid JSON");
+        free(e);
+    }
     /* Embedded NUL: not JSON text. */
     e = decode_error(d, "{}\0{}", 5);
     free(e);
@@ -446,6 +502,37 @@ static void test_float_round_trip(void **state)
     }
 }
 
+/* Timestamps across years 1..9999 agree with the C library's calendar and
+ * read back to the same value. */
+static void test_timestamp_sweep(void **state)
+{
+    const int64_t min = -62135596800LL, max = 253402300799LL;
+    uint64_t x = 88172645463325252ULL;
+    for (int i = 0; i < 20000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+        ts.seconds = min + (int64_t)(x % (uint64_t)(max - min + 1));
+        static const int32_t nanos[] = {0, 5000000, 123000, 999999999};
+        ts.nanos = nanos[i % 4];
+        time_t t = (time_t)ts.seconds;
+        struct tm tm;
+        assert_non_null(gmtime_r(&t, &tm));
+        char want[64];
+        int n = snprintf(want, sizeof(want), "\"%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        static const char *const frac[] = {"", ".005", ".000123", ".999999999"};
+        snprintf(want + n, sizeof(want) - (size_t)n, "%sZ\"", frac[i % 4]);
+        char *got = encode(&ts);
+        assert_string_equal(got, want);
+        Google__Protobuf__Timestamp *back = decode(&google__protobuf__timestamp__descriptor, got);
+        assert_true(back->seconds == ts.seconds && back->nanos == ts.nanos);
+        protobuf_c_message_free_unpacked(&back->base, NULL);
+        free(got);
+    }
+}
+
 /* JSON -> message -> protobuf binary -> message -> JSON gives the same JSON. */
 static void test_binary_round_trip(void **state)
 {
@@ -502,6 +589,7 @@ int main(void)
         cmocka_unit_test(test_protometa_lookup),
         cmocka_unit_test(test_protometa_field_order),
         cmocka_unit_test(test_unregistered_descriptor),
+        cmocka_unit_test(test_generator_naming),
         cmocka_unit_test(test_encode_presence),
         cmocka_unit_test(test_encode_map_wire_duplicates),
         cmocka_unit_test(test_encode_errors),
@@ -509,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_depth_limits),
         cmocka_unit_test(test_number_marker_choice),
         cmocka_unit_test(test_float_round_trip),
+        cmocka_unit_test(test_timestamp_sweep),
         cmocka_unit_test(test_binary_round_trip),
         cmocka_unit_test(test_encode_appends),
     };

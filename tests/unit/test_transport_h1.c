@@ -176,6 +176,38 @@ static void test_body_too_large_chunked(void **state)
     srv_stop(s);
 }
 
+/* The client keeps uploading a body far over the limit: the 413 still
+ * reaches it and the connection closes; nothing of the body is buffered. */
+static void test_body_too_large_keeps_sending(void **state)
+{
+    transport_limits lim;
+    srv_init_limits(&lim);
+    lim.max_body_bytes = 1000;
+    srv *s = srv_start(&lim, false);
+    h1client *c = calloc(1, sizeof(*c));
+    c->fd = client_tcp(s->port);
+    h1resp *r = calloc(1, sizeof(*r));
+    size_t len = 4u << 20;
+    char *body = calloc(1, 65536);
+    char head[128];
+    snprintf(head, sizeof(head), "POST /big HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", len);
+    send_str(c->fd, head);
+    for (size_t sent = 0; sent < len;) {
+        ssize_t n = send(c->fd, body, 65536, MSG_NOSIGNAL);
+        if (n <= 0)
+            break;
+        sent += (size_t)n;
+    }
+    assert_true(h1_read(c, r));
+    assert_int_equal(r->status, 413);
+    assert_true(wait_closed(c->fd, 3000));
+    free(body);
+    close(c->fd);
+    free(c);
+    free(r);
+    srv_stop(s);
+}
+
 static void test_headers_too_large(void **state)
 {
     transport_limits lim;
@@ -262,18 +294,20 @@ static void test_http10_and_close(void **state)
     srv_stop(s);
 }
 
-/* A client that half-closes after its request still gets the answer. */
-static void test_half_close(void **state)
+/* EOF from the client (even a half-close) means it is gone: a request still
+ * being handled is cancelled, answers already made are still written. */
+static void test_client_eof(void **state)
 {
     srv *s = srv_start(NULL, false);
     h1resp *r = calloc(1, sizeof(*r));
     h1client *c = calloc(1, sizeof(*c));
     c->fd = client_tcp(s->port);
-    send_str(c->fd, "GET /hc HTTP/1.1\r\nx-delay-ms: 50\r\n\r\n");
-    shutdown(c->fd, SHUT_WR);
+    send_str(c->fd, "GET /now HTTP/1.1\r\n\r\nGET /hc HTTP/1.1\r\nx-delay-ms: 50\r\n\r\n");
     assert_true(h1_read(c, r));
-    assert_header(r, "x-path", "/hc");
-    assert_true(wait_closed(c->fd, 3000));
+    assert_header(r, "x-path", "/now");
+    shutdown(c->fd, SHUT_WR);
+    assert_false(h1_read(c, r)); /* closed without the cancelled answer */
+    WAIT_FOR(s, st->n_cancels == 1 && st->conns == 0 && st->active == 0);
     close(c->fd);
     free(c);
     free(r);
@@ -335,15 +369,82 @@ static void test_unix_stale_socket(void **state)
     assert_int_not_equal(access(path, F_OK), 0); /* removed on close */
 }
 
+static void on_request_answer(http_request *req, void *ud)
+{
+    http_response resp = {.status = 204};
+    http_respond(req, &resp);
+}
+
+/* IPv6 literal, "localhost", bad addresses and a port in use. Driven from
+ * the test thread: the client uses non-blocking I/O while the loop runs. */
+static void test_listen_addresses(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    transport *t = transport_new(&loop, NULL, on_request_answer, NULL, NULL);
+    chcp_error *err = NULL;
+    assert_int_equal(transport_listen_tcp(t, "::1", 0, &err), 0);
+    uint16_t port = transport_tcp_port(t);
+    assert_true(port > 0);
+
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
+    a.sin6_addr = in6addr_loopback;
+    connect(fd, (struct sockaddr *)&a, sizeof(a));
+    for (int i = 0; i < 50; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    send_str(fd, "GET / HTTP/1.1\r\n\r\n");
+    char buf[512] = "";
+    ssize_t n = -1;
+    for (int i = 0; i < 500 && n <= 0; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        n = recv(fd, buf, sizeof(buf) - 1, 0);
+        if (n <= 0)
+            usleep(1000);
+    }
+    assert_true(n > 0);
+    assert_true(strncmp(buf, "HTTP/1.1 204 No Content\r\n", 25) == 0);
+    assert_non_null(strstr(buf, "content-length: 0\r\n"));
+    close(fd);
+
+    /* The same port again: in use. */
+    transport *t2 = transport_new(&loop, NULL, on_request_answer, NULL, NULL);
+    assert_int_equal(transport_listen_tcp(t2, "::1", port, &err), -1);
+    assert_non_null(err);
+    error_free(err);
+    err = NULL;
+    assert_int_equal(transport_listen_tcp(t2, "not-an-address", 0, &err), -1);
+    assert_int_equal(err->code, CHCP_INVALID_ARGUMENT);
+    error_free(err);
+    err = NULL;
+    transport_close(t2, NULL, NULL);
+
+    transport *t3 = transport_new(&loop, NULL, on_request_answer, NULL, NULL);
+    assert_int_equal(transport_listen_tcp(t3, "localhost", 0, &err), 0);
+    assert_true(client_can_connect(transport_tcp_port(t3)));
+    transport_close(t3, NULL, NULL);
+    transport_close(t, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_keepalive_and_parsing), cmocka_unit_test(test_pipelining_in_order),
-        cmocka_unit_test(test_pipelining_bound),      cmocka_unit_test(test_chunked_body),
-        cmocka_unit_test(test_expect_continue),       cmocka_unit_test(test_body_too_large_chunked),
-        cmocka_unit_test(test_headers_too_large),     cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_http10_and_close),      cmocka_unit_test(test_half_close),
-        cmocka_unit_test(test_unix_socket),           cmocka_unit_test(test_unix_stale_socket),
+        cmocka_unit_test(test_keepalive_and_parsing),
+        cmocka_unit_test(test_pipelining_in_order),
+        cmocka_unit_test(test_pipelining_bound),
+        cmocka_unit_test(test_chunked_body),
+        cmocka_unit_test(test_expect_continue),
+        cmocka_unit_test(test_body_too_large_chunked),
+        cmocka_unit_test(test_body_too_large_keeps_sending),
+        cmocka_unit_test(test_headers_too_large),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_http10_and_close),
+        cmocka_unit_test(test_client_eof),
+        cmocka_unit_test(test_unix_socket),
+        cmocka_unit_test(test_unix_stale_socket),
+        cmocka_unit_test(test_listen_addresses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

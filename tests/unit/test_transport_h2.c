@@ -348,6 +348,75 @@ static void test_h2_body_too_large(void **state)
     srv_stop(s);
 }
 
+/* A header block over the limit resets that stream only. */
+static void test_h2_headers_too_large(void **state)
+{
+    transport_limits lim;
+    srv_init_limits(&lim);
+    lim.max_header_bytes = 1024;
+    srv *s = srv_start(&lim, false);
+    h2client *c = h2_connect(client_tcp(s->port));
+    static char big[2000];
+    memset(big, 'v', sizeof(big) - 1);
+    h2stream *a = h2_request(c, "GET", "/big", NULL, 0, false, "x-big", big, NULL);
+    h2stream *b = h2_request(c, "GET", "/small", NULL, 0, false, NULL);
+    assert_true(h2_run(c, all_closed, NULL, 3000));
+    assert_int_equal(a->status, 0);
+    assert_int_not_equal(a->close_code, NGHTTP2_NO_ERROR);
+    assert_int_equal(b->status, 200);
+    assert_false(c->goaway);
+    assert_int_equal(srv_get_stats(s).n_requests, 1);
+    h2_disconnect(c);
+    srv_stop(s);
+}
+
+/* SETTINGS_MAX_CONCURRENT_STREAMS from the limits is enforced. */
+static void test_h2_max_streams(void **state)
+{
+    transport_limits lim;
+    srv_init_limits(&lim);
+    lim.h2_max_concurrent_streams = 2;
+    srv *s = srv_start(&lim, false);
+    h2client *c = h2_connect(client_tcp(s->port));
+    /* The client learns the setting from our SETTINGS frame. */
+    h2_run(c, never, NULL, 50);
+    assert_int_equal(
+        nghttp2_session_get_remote_settings(c->s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS), 2);
+    for (int i = 0; i < 5; i++)
+        h2_request(c, "GET", "/h", NULL, 0, false, "x-hold", "1", NULL);
+    /* The client keeps to the limit: at most two are ever open at once. */
+    for (int round = 0, want[] = {2, 2, 1}; round < 3; round++) {
+        h2_run(c, never, NULL, 100);
+        WAIT_FOR(s, st->n_held == want[round]);
+        srv_release_held(s);
+    }
+    assert_true(h2_run(c, all_closed, NULL, 3000));
+    assert_int_equal(srv_get_stats(s).n_requests, 5);
+    h2_disconnect(c);
+    srv_stop(s);
+}
+
+/* The stream reset rate limit (rapid reset, CVE-2023-44487) is wired in. */
+static void test_h2_rapid_reset(void **state)
+{
+    transport_limits lim;
+    srv_init_limits(&lim);
+    lim.h2_reset_rate_burst = 5;
+    lim.h2_reset_rate_per_sec = 1;
+    srv *s = srv_start(&lim, false);
+    h2client *c = h2_connect(client_tcp(s->port));
+    for (int i = 0; i < 40; i++)
+        h2_request(c, "GET", "/r", NULL, 0, false, "x-hold", "1", NULL);
+    h2_run(c, never, NULL, 50);
+    WAIT_FOR(s, st->n_held == 40);
+    for (int i = 0; i < 40; i++)
+        nghttp2_submit_rst_stream(c->s, NGHTTP2_FLAG_NONE, c->st[i].id, NGHTTP2_CANCEL);
+    assert_true(h2_run(c, got_goaway_eof, NULL, 3000));
+    WAIT_FOR(s, st->conns == 0 && st->n_held == 0);
+    h2_disconnect(c);
+    srv_stop(s);
+}
+
 static void test_h2_concurrency(void **state)
 {
     srv *s = srv_start(NULL, false);
@@ -504,11 +573,19 @@ static void test_h2_graceful_stop(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_h2_basic),          cmocka_unit_test(test_h2_trailers),
-        cmocka_unit_test(test_h2_cancel),         cmocka_unit_test(test_h2_body_too_large),
-        cmocka_unit_test(test_h2_concurrency),    cmocka_unit_test(test_h2_split_preface),
-        cmocka_unit_test(test_h2_protocol_error), cmocka_unit_test(test_h2_bad_preface),
-        cmocka_unit_test(test_h2_idle_timeout),   cmocka_unit_test(test_h2_read_timeout),
+        cmocka_unit_test(test_h2_basic),
+        cmocka_unit_test(test_h2_trailers),
+        cmocka_unit_test(test_h2_cancel),
+        cmocka_unit_test(test_h2_body_too_large),
+        cmocka_unit_test(test_h2_headers_too_large),
+        cmocka_unit_test(test_h2_concurrency),
+        cmocka_unit_test(test_h2_max_streams),
+        cmocka_unit_test(test_h2_rapid_reset),
+        cmocka_unit_test(test_h2_split_preface),
+        cmocka_unit_test(test_h2_protocol_error),
+        cmocka_unit_test(test_h2_bad_preface),
+        cmocka_unit_test(test_h2_idle_timeout),
+        cmocka_unit_test(test_h2_read_timeout),
         cmocka_unit_test(test_h2_graceful_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -240,7 +240,9 @@ static void do_close(srv *s, void *arg)
     uv_close((uv_handle_t *)&s->async, NULL);
 }
 
-static void srv_stop(srv *s)
+/* Close the transport (cancelling what is outstanding) and free the server;
+ * returns how many on_cancel calls were seen in total. */
+static int srv_stop(srv *s)
 {
     srv_call(s, do_close, NULL);
     pthread_join(s->thread, NULL);
@@ -251,7 +253,9 @@ static void srv_stop(srv *s)
     pthread_cond_destroy(&s->cv);
     if (s->unix_path[0])
         unlink(s->unix_path);
+    int cancels = s->n_cancels;
     free(s);
+    return cancels;
 }
 
 typedef struct srv_stats {

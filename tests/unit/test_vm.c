@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include <malloc.h>
+
 #include "test_vm_fake.h"
 
 typedef struct tctx {
@@ -299,6 +301,69 @@ static void test_state_table(void **state)
     assert_int_equal(run_op(t, VM_OP_INFO, "Bad_Id", NULL).code, CHCP_INVALID_ARGUMENT);
 }
 
+/* Transitional states: calls queue behind the running operation (GetVmInfo
+ * answers at once with the transitional state), then the row of the state
+ * it ends in applies; during DELETING everything but GetVmInfo is refused. */
+static void test_transitional_states(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    reach(t, "a", VM_CREATED);
+    t->fb.mode[VMB_BOOT] = FAKE_HANG;
+    op_result boot = {0};
+    vm_op_submit(t->m, VM_OP_BOOT, "a", NULL, op_result_cb, &boot, NULL);
+    tv_spin(&t->loop, 5);
+    assert_int_equal(state_of(t, "a"), VM_BOOTING);
+    t->fb.mode[VMB_BOOT] = FAKE_OK;
+    vm_op_kind kinds[] = {VM_OP_BOOT, VM_OP_PAUSE, VM_OP_RESUME, VM_OP_REBOOT};
+    vm_state want[] = {VM_RUNNING, VM_PAUSED, VM_RUNNING, VM_RUNNING};
+    op_result r[4] = {0};
+    for (int i = 0; i < 4; i++)
+        assert_non_null(vm_op_submit(t->m, kinds[i], "a", NULL, op_result_cb, &r[i], NULL));
+    op_result info = run_op(t, VM_OP_INFO, "a", NULL);
+    assert_int_equal(info.state, VM_BOOTING);
+    assert_false(r[0].done);
+    fake_unhang(t->fb.last);
+    assert_true(tv_run_until(&t->loop, &r[3].done, 1000));
+    assert_int_equal(boot.code, CHCP_OK);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(r[i].code, CHCP_OK);
+        assert_int_equal(r[i].state, want[i]);
+    }
+    /* SHUTTING_DOWN: the guest ignores the button; a queued boot runs after */
+    op_result sd = {0}, b2 = {0};
+    vm_op_params grace = {.graceful_ms = 60000, .graceful_ms_set = true};
+    vm_op_submit(t->m, VM_OP_SHUTDOWN, "a", &grace, op_result_cb, &sd, NULL);
+    vm_op_submit(t->m, VM_OP_BOOT, "a", NULL, op_result_cb, &b2, NULL);
+    tv_spin(&t->loop, 5);
+    assert_int_equal(state_of(t, "a"), VM_SHUTTING_DOWN);
+    assert_int_equal(run_op(t, VM_OP_INFO, "a", NULL).state, VM_SHUTTING_DOWN);
+    t->fb.last->cb->on_event(t->fb.last->cb_ud, "vm", "shutdown"); /* guest got there */
+    assert_true(tv_run_until(&t->loop, &b2.done, 1000));
+    assert_int_equal(sd.code, CHCP_OK);
+    assert_int_equal(sd.state, VM_SHUTDOWN);
+    assert_int_equal(b2.state, VM_RUNNING);
+    /* DELETING */
+    t->fb.mode[VMB_PAUSE] = FAKE_HANG;
+    op_result p = {0}, d = {0};
+    vm_op_submit(t->m, VM_OP_PAUSE, "a", NULL, op_result_cb, &p, NULL);
+    tv_spin(&t->loop, 2);
+    vm_op_submit(t->m, VM_OP_DELETE, "a", NULL, op_result_cb, &d, NULL);
+    assert_int_equal(state_of(t, "a"), VM_DELETING);
+    vm_op_kind all[] = {VM_OP_BOOT, VM_OP_PAUSE, VM_OP_RESUME, VM_OP_REBOOT, VM_OP_SHUTDOWN};
+    for (size_t i = 0; i < ARRAY_SIZE(all); i++) {
+        op_result x = run_op(t, all[i], "a", NULL);
+        assert_int_equal(x.code, CHCP_FAILED_PRECONDITION);
+        assert_non_null(strstr(x.msg, "DELETING"));
+    }
+    cfgbuf b;
+    cfg_init(&b, t);
+    assert_int_equal(create_cfg(t, "a", &b.c, NULL, 0).code, CHCP_ABORTED);
+    assert_true(tv_run_until(&t->loop, &d.done, 1000));
+    assert_int_equal(d.code, CHCP_OK);
+    assert_int_equal(p.code, CHCP_ABORTED);
+}
+
 /* ---- CreateVm ----------------------------------------------------------------------- */
 
 static void test_create_basics(void **state)
@@ -365,6 +430,15 @@ static void test_create_failures_are_atomic(void **state)
     assert_false(dir_exists(t, "a"));
     assert_int_equal(t->fb.live, 0);
     assert_int_equal(t->fb.stops, 2);
+    /* nothing could be started at all: still answered after the call */
+    t->fb.mode[VMB_CREATE] = FAKE_OK;
+    t->fb.start_mode = FAKE_SYNC_FAIL;
+    r = create(t, "a");
+    assert_int_equal(r.code, CHCP_UNAVAILABLE);
+    assert_non_null(strstr(r.msg, "fork: fake failure"));
+    assert_null(vm_manager_find(t->m, "a"));
+    assert_false(dir_exists(t, "a"));
+    t->fb.start_mode = FAKE_OK;
     /* and the id is free again */
     t->fb.mode[VMB_CREATE] = FAKE_OK;
     assert_int_equal(create(t, "a").code, CHCP_OK);
@@ -713,6 +787,17 @@ static void test_info_unresponsive(void **state)
     assert_true(tv_run_until(&t->loop, &b.done, 1000));
     assert_true(a.done);
     assert_int_equal(t->fb.requests[VMB_INFO], before + 1);
+    /* DeleteVm while a GetVmInfo waits on a stuck VMM: both finish, the read
+     * without a record (the VM is gone) */
+    t->fb.mode[VMB_INFO] = FAKE_HANG;
+    op_result i1 = {0}, d = {0};
+    vm_op_submit(t->m, VM_OP_INFO, "a", NULL, op_result_cb, &i1, NULL);
+    tv_spin(&t->loop, 2);
+    vm_op_submit(t->m, VM_OP_DELETE, "a", NULL, op_result_cb, &d, NULL);
+    assert_true(tv_run_until(&t->loop, &d.done, 1000));
+    assert_true(tv_run_until(&t->loop, &i1.done, 1000));
+    assert_int_equal(d.code, CHCP_OK);
+    assert_false(i1.has_vm);
 }
 
 /* ---- listing and limits --------------------------------------------------------------------- */
@@ -789,6 +874,12 @@ static void test_attach_mode(void **state)
     assert_int_equal(t->fb.requests[VMB_DELETE], 1);
     assert_int_equal(t->fb.stops, 0);
     assert_int_equal(create(t, "b").code, CHCP_OK);
+    assert_int_equal(run_op(t, VM_OP_DELETE, "b", NULL).code, CHCP_OK);
+    /* a refused vm.create leaves whatever the VMM holds alone */
+    t->fb.mode[VMB_CREATE] = FAKE_FAIL;
+    assert_int_equal(create(t, "c").code, CHCP_INTERNAL);
+    assert_int_equal(t->fb.requests[VMB_DELETE], 2);
+    assert_int_equal(t->fb.stops, 0);
 }
 
 static void test_manager_shutdown(void **state)
@@ -806,10 +897,36 @@ static void test_manager_shutdown(void **state)
     assert_int_equal(create(t, "c").code, CHCP_UNAVAILABLE);
 }
 
+/* 1,000 defined VMs must cost well under 64 KiB each (records, configs,
+ * labels, backend handles; the fake's handles are tiny like ch's). */
+static void test_memory_per_vm(void **state)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    skip(); /* ASan's allocator does not report through mallinfo2 */
+#else
+    tctx *t = *state;
+    start_manager(t);
+    cfgbuf b;
+    cfg_init(&b, t);
+    vm_label l[4] = {{"env", "prod"}, {"team", "compute"}, {"tier", "web"}, {"zone", "a"}};
+    size_t before = mallinfo2().uordblks;
+    for (int i = 0; i < 1000; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "mem-%04d", i);
+        assert_int_equal(create_cfg(t, id, &b.c, l, 4).code, CHCP_OK);
+    }
+    size_t per_vm = (mallinfo2().uordblks - before) / 1000;
+    print_message("memory per VM: %zu bytes\n", per_vm);
+    assert_true(per_vm < 64 * 1024);
+    assert_true(per_vm > 256); /* the measurement sees the records at all */
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_state_table, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transitional_states, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_basics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_failures_are_atomic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validation, setup, teardown),
@@ -825,6 +942,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_start_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attach_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_manager_shutdown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_memory_per_vm, setup, teardown),
     };
     log_set_level(LOG_ERROR);
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,7 +20,7 @@
 
 #include "vm/vm.h"
 
-enum fake_mode { FAKE_OK = 0, FAKE_FAIL, FAKE_HANG, FAKE_UNAVAILABLE };
+enum fake_mode { FAKE_OK = 0, FAKE_FAIL, FAKE_HANG, FAKE_UNAVAILABLE, FAKE_SYNC_FAIL };
 
 typedef struct fake_backend fake_backend;
 
@@ -61,6 +61,11 @@ static void fake_req_closed(uv_handle_t *h)
     free(h->data);
 }
 
+static const char *const fake_endpoints[] = {
+    "vmm.ping", "vm.create", "vm.boot",         "vm.shutdown", "vm.reboot",
+    "vm.pause", "vm.resume", "vm.power-button", "vm.delete",   "vm.info",
+};
+
 static void fake_answer(fake_req *r, enum fake_mode mode)
 {
     fake_vmm *v = r->v;
@@ -68,7 +73,8 @@ static void fake_answer(fake_req *r, enum fake_mode mode)
     char body[128] = "";
     vmb_reply reply = {.status = 204};
     if (mode == FAKE_FAIL) {
-        error_set(&err, CHCP_INTERNAL, "VMM answered HTTP 500: fake failure");
+        error_set(&err, CHCP_INTERNAL, "%s: VMM answered HTTP 500: fake failure",
+                  fake_endpoints[r->action]);
         reply.status = 500;
     } else if (v->exited) {
         error_set(&err, CHCP_UNAVAILABLE, "VMM process exited with code %d (signal %d)",
@@ -162,6 +168,19 @@ static void fake_exit(fake_vmm *v, int code, int sig)
     v->cb->on_exit(v->cb_ud, code, sig, NULL);
 }
 
+/* Let hung requests finish normally now. */
+static void fake_unhang(fake_vmm *v)
+{
+    fake_req *r = v->hung;
+    v->hung = NULL;
+    while (r) {
+        fake_req *next = r->next;
+        fake_answer(r, FAKE_OK);
+        uv_close((uv_handle_t *)&r->timer, fake_req_closed);
+        r = next;
+    }
+}
+
 typedef struct fake_start {
     uv_timer_t timer;
     fake_vmm *v;
@@ -185,6 +204,10 @@ static void *fake_start_vmm(void *backend, const vmb_start_params *p, const vmb_
 {
     fake_backend *b = backend;
     b->starts++;
+    if (b->start_mode == FAKE_SYNC_FAIL) {
+        error_set(err, CHCP_UNAVAILABLE, "fork: fake failure");
+        return NULL;
+    }
     fake_vmm *v = calloc(1, sizeof(*v));
     v->b = b;
     v->cb = cb;

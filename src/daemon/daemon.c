@@ -1,0 +1,474 @@
+/*
+ * daemon.c - wires chcp-api together and runs it: one libuv loop, the rpc
+ * server with VmService registered, the transport's TCP (and optional Unix)
+ * listeners, GET /health, and graceful shutdown on SIGTERM/SIGINT.
+ *
+ * Shutdown is two-staged, as orchestrators expect: the first signal stops
+ * accepting, lets in-flight requests finish for at most
+ * CHCP_SHUTDOWN_TIMEOUT_MS, then closes everything and returns 0; a second
+ * signal means "now" and exits at once with 128 + signal number. Readiness and
+ * stopping are reported to systemd (sd_notify) when NOTIFY_SOCKET is set.
+ */
+#include "daemon/daemon.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+
+#include "api/api.h"
+#include "cloudhypervisor/v1/vm.pb-c.h"
+#include "rpc/protojson.h"
+#include "rpc/rpc.h"
+
+/* Generated at build time into $(B)/gen/chcp_protometa.c. */
+extern const protometa_table chcp_protometa;
+
+/* While draining, how often to check whether in-flight requests are done. */
+#define DRAIN_POLL_MS 10
+
+typedef struct sleep_req sleep_req;
+
+typedef struct daemon_state {
+    uv_loop_t loop;
+    const chcp_config *cfg;
+    rpc_server *rpc;
+    vm_manager *vms;
+    transport *tp;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t drain_timer;
+    uint64_t drain_deadline_ns;
+    bool handles_open;   /* signals and timer initialised */
+    bool stopping;       /* first signal received: draining */
+    bool closing;        /* transport_close() called */
+    sleep_req *sleeping; /* test hook requests waiting on their timer */
+} daemon_state;
+
+/* ---- services ----------------------------------------------------------- */
+
+/*
+ * The one place the API is plugged in: the VM manager (with the Cloud
+ * Hypervisor backend, spawn or attach mode) and VmService on top of it.
+ */
+static int register_services(daemon_state *st, chcp_error **err)
+{
+    const chcp_config *c = st->cfg;
+    vm_backend_ch_config bc = {.ch_binary = c->ch_binary, .attach_path = c->ch_endpoint_path};
+    const vm_backend_ops *ops;
+    void *backend;
+    if (vm_backend_ch_new(&st->loop, &bc, &ops, &backend, err) < 0)
+        return -1;
+    vm_manager_config vc = {.state_dir = c->state_dir,
+                            .image_dirs = (const char *const *)c->image_dirs,
+                            .n_image_dirs = c->n_image_dirs,
+                            .max_vcpus = c->max_vcpus,
+                            .max_memory_mib = c->max_memory_mib,
+                            .max_concurrent_starts = c->max_concurrent_starts,
+                            .attach_mode = c->ch_endpoint_path != NULL};
+    st->vms = vm_manager_new(&st->loop, &vc, ops, backend, err);
+    if (!st->vms)
+        return -1;
+    return api_register(st->rpc, st->vms, err);
+}
+
+/* ---- plain HTTP endpoints (rpc fallback) ---------------------------------- */
+
+static void respond_text(http_request *req, int status, const char *body, const char *allow)
+{
+    http_header h[2] = {{.name = "content-type", .value = "text/plain; charset=utf-8"}};
+    size_t n = 1;
+    if (allow)
+        h[n++] = (http_header){.name = "allow", .value = allow};
+    for (size_t i = 0; i < n; i++) {
+        h[i].name_len = strlen(h[i].name);
+        h[i].value_len = strlen(h[i].value);
+    }
+    bool head = strcmp(req->method, "HEAD") == 0;
+    http_response resp = {.status = status,
+                          .headers = h,
+                          .n_headers = n,
+                          .body = (const uint8_t *)body,
+                          .body_len = head ? 0 : strlen(body)};
+    http_respond(req, &resp);
+}
+
+/* GET /health: 200 "ok" while serving, 503 once shutdown has begun so load
+ * balancers stop sending new work to a draining instance. */
+static void serve_health(daemon_state *st, http_request *req)
+{
+    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
+        respond_text(req, 405, "method not allowed\n", "GET, HEAD");
+    else if (st->stopping)
+        respond_text(req, 503, "shutting down", NULL);
+    else
+        respond_text(req, 200, "ok", NULL);
+}
+
+/*
+ * Test hook (CHCP_TEST_HOOKS=1 only): GET /_test/sleep?ms=N answers after N
+ * milliseconds, so the integration tests can hold a request in flight and
+ * check that graceful shutdown waits for it (and no longer than the timeout).
+ */
+struct sleep_req {
+    sleep_req *next;
+    daemon_state *st;
+    http_request *req;
+    uv_timer_t timer;
+};
+
+static void sleep_req_free(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Unlink, answer, and release one sleeping request. */
+static void sleep_req_finish(sleep_req *s, int status, const char *body)
+{
+    for (sleep_req **pp = &s->st->sleeping; *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    uv_timer_stop(&s->timer);
+    respond_text(s->req, status, body, NULL);
+    uv_close((uv_handle_t *)&s->timer, sleep_req_free);
+}
+
+static void on_sleep_done(uv_timer_t *t)
+{
+    sleep_req_finish(t->data, 200, "slept");
+}
+
+static void serve_sleep(daemon_state *st, http_request *req)
+{
+    uint64_t ms;
+    if (strcmp(req->method, "GET") != 0) {
+        respond_text(req, 405, "method not allowed\n", "GET");
+        return;
+    }
+    if (!req->query || !str_has_prefix(req->query, "ms=") ||
+        !str_to_u64(req->query + 3, 60000, &ms)) {
+        respond_text(req, 400, "expected ?ms=0..60000\n", NULL);
+        return;
+    }
+    log_debug("test hook: sleeping %llu ms", (unsigned long long)ms);
+    sleep_req *s = xcalloc(1, sizeof(*s));
+    s->st = st;
+    s->req = req;
+    s->timer.data = s;
+    uv_timer_init(&st->loop, &s->timer);
+    uv_timer_start(&s->timer, on_sleep_done, ms, 0);
+    s->next = st->sleeping;
+    st->sleeping = s;
+}
+
+/* Returns true when `req` was one of ours (and is now answered). */
+static bool daemon_hooks_cancel(daemon_state *st, http_request *req)
+{
+    for (sleep_req *s = st->sleeping; s; s = s->next) {
+        if (s->req == req) {
+            sleep_req_finish(s, 499, "canceled");
+            return true;
+        }
+    }
+    return false;
+}
+
+static void daemon_hooks_cancel_all(daemon_state *st)
+{
+    while (st->sleeping)
+        sleep_req_finish(st->sleeping, 503, "shutting down");
+}
+
+static bool daemon_fallback(http_request *req, void *ud)
+{
+    daemon_state *st = ud;
+    if (strcmp(req->path, "/health") == 0) {
+        serve_health(st, req);
+        return true;
+    }
+    if (st->cfg->test_hooks && strcmp(req->path, "/_test/sleep") == 0) {
+        serve_sleep(st, req);
+        return true;
+    }
+    return false;
+}
+
+/* ---- transport callbacks -------------------------------------------------- */
+
+static void on_request(http_request *req, void *ud)
+{
+    daemon_state *st = ud;
+    rpc_server_on_request(req, st->rpc);
+}
+
+static void on_cancel(http_request *req, void *ud)
+{
+    daemon_state *st = ud;
+    /* Requests the daemon answers itself (test hooks) are cancelled here;
+     * everything else belongs to the rpc server. */
+    if (daemon_hooks_cancel(st, req))
+        return;
+    rpc_server_on_cancel(req, st->rpc);
+}
+
+/* ---- shutdown ------------------------------------------------------------- */
+
+static void close_cb_noop(uv_handle_t *h)
+{
+}
+
+static void transport_closed_noop(void *ud)
+{
+}
+
+static void on_transport_closed(void *ud)
+{
+    daemon_state *st = ud;
+    st->tp = NULL;
+    /* VMMs keep the loop alive until they are stopped (see teardown). */
+    if (st->vms)
+        vm_manager_shutdown(st->vms, NULL, NULL);
+    /* Nothing else keeps the loop alive once these are closed. */
+    uv_close((uv_handle_t *)&st->sigterm, close_cb_noop);
+    uv_close((uv_handle_t *)&st->sigint, close_cb_noop);
+    uv_close((uv_handle_t *)&st->drain_timer, close_cb_noop);
+}
+
+static void finish_shutdown(daemon_state *st)
+{
+    if (st->closing)
+        return;
+    st->closing = true;
+    uv_timer_stop(&st->drain_timer);
+    size_t left = transport_active_requests(st->tp);
+    if (left)
+        log_warn("shutdown timeout (%llu ms) passed with %zu request(s) in flight; closing them",
+                 (unsigned long long)st->cfg->shutdown_timeout_ms, left);
+    daemon_hooks_cancel_all(st);
+    transport_close(st->tp, on_transport_closed, st);
+}
+
+/* Drained once no request is in flight and every connection is gone: the
+ * transport closes each one after its last response is written, so waiting
+ * for the connections (not just the requests) keeps transport_close() from
+ * discarding answers still queued for the socket. */
+static void on_drain_tick(uv_timer_t *t)
+{
+    daemon_state *st = t->data;
+    bool drained =
+        transport_active_requests(st->tp) == 0 && transport_connection_count(st->tp) == 0;
+    if (drained || time_mono_ns() >= st->drain_deadline_ns)
+        finish_shutdown(st);
+}
+
+static void begin_shutdown(daemon_state *st, int signum)
+{
+    st->stopping = true;
+    log_info("received %s: shutting down (finishing %zu in-flight request(s), up to %llu ms)",
+             strsignal(signum), transport_active_requests(st->tp),
+             (unsigned long long)st->cfg->shutdown_timeout_ms);
+    sd_notify(0, "STOPPING=1");
+    transport_stop_accepting(st->tp);
+    st->drain_deadline_ns = time_mono_ns() + st->cfg->shutdown_timeout_ms * 1000000ull;
+    on_drain_tick(&st->drain_timer);
+    if (!st->closing)
+        uv_timer_start(&st->drain_timer, on_drain_tick, DRAIN_POLL_MS, DRAIN_POLL_MS);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    daemon_state *st = h->data;
+    if (!st->stopping) {
+        begin_shutdown(st, signum);
+        return;
+    }
+    /* The operator insists: no more waiting, no cleanup, no leak report. */
+    log_warn("received %s again: exiting immediately", strsignal(signum));
+    fflush(stdout);
+    _exit(128 + signum);
+}
+
+/* ---- start-up ------------------------------------------------------------- */
+
+/* mkdir -p with mode 0700 for the directories we create. */
+static int ensure_dir(const char *path, chcp_error **err)
+{
+    cleanup_free char *p = xstrdup(path);
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s != '\0')
+            continue;
+        char c = *s;
+        *s = '\0';
+        if (mkdir(p, 0700) < 0 && errno != EEXIST)
+            return error_set_errno(err, CHCP_INTERNAL, errno, "creating %s", p);
+        *s = c;
+        if (!c)
+            break;
+    }
+    struct stat sb;
+    if (stat(path, &sb) < 0)
+        return error_set_errno(err, CHCP_INTERNAL, errno, "state directory %s", path);
+    if (!S_ISDIR(sb.st_mode))
+        return error_set(err, CHCP_INTERNAL, "state directory %s is not a directory", path);
+    return 0;
+}
+
+static void log_startup(const daemon_state *st, const transport_limits *lim)
+{
+    const chcp_config *c = st->cfg;
+    char port[8], body[24], conns[16], streams[16], drain_ms[24], vcpus[16], mem[24], starts[16];
+    snprintf(port, sizeof(port), "%u", transport_tcp_port(st->tp));
+    snprintf(body, sizeof(body), "%zu", lim->max_body_bytes);
+    snprintf(conns, sizeof(conns), "%u", lim->max_connections);
+    snprintf(streams, sizeof(streams), "%u", lim->h2_max_concurrent_streams);
+    snprintf(drain_ms, sizeof(drain_ms), "%llu", (unsigned long long)c->shutdown_timeout_ms);
+    snprintf(vcpus, sizeof(vcpus), "%u", c->max_vcpus);
+    snprintf(mem, sizeof(mem), "%llu", (unsigned long long)c->max_memory_mib);
+    snprintf(starts, sizeof(starts), "%u", c->max_concurrent_starts);
+    // clang-format off
+    const char *kv[] = {
+        "version", CHCP_VERSION,
+        "git_rev", CHCP_GIT_REV,
+        "address", c->address,
+        "port", port,
+        "unix_socket", c->unix_socket ? c->unix_socket : "",
+        "backend", "cloud-hypervisor",
+        "ch_mode", c->ch_endpoint ? "attach" : "spawn",
+        "ch_endpoint", c->ch_endpoint ? c->ch_endpoint : "",
+        "ch_binary", c->ch_binary,
+        "state_dir", c->state_dir,
+        "max_vcpus", vcpus,
+        "max_memory_mib", mem,
+        "max_concurrent_starts", starts,
+        "max_body_bytes", body,
+        "max_connections", conns,
+        "h2_max_concurrent_streams", streams,
+        "shutdown_timeout_ms", drain_ms,
+        "otel_enabled", c->otel.enabled ? "true" : "false",
+        NULL,
+    };
+    // clang-format on
+    log_write(LOG_INFO, NULL, kv, "chcp-api %s listening", CHCP_VERSION);
+    for (size_t i = 0; i < st->cfg->n_image_dirs; i++)
+        log_debug("image directory: %s", st->cfg->image_dirs[i]);
+    if (!c->ch_endpoint && !c->ch_binary_found)
+        log_warn("%s not found on PATH: creating VMs will fail until it is installed "
+                 "(set CHCP_CH_BINARY)",
+                 c->ch_binary);
+    if (c->test_hooks)
+        log_warn("CHCP_TEST_HOOKS is on: test-only endpoints are served; never use in production");
+}
+
+static int start(daemon_state *st, chcp_error **err)
+{
+    const chcp_config *c = st->cfg;
+    if (ensure_dir(c->state_dir, err) < 0) {
+        error_prefix(*err, "state directory %s", c->state_dir);
+        return -1;
+    }
+
+    rpc_limits rl = {.max_message_bytes = 0, .compress_min_bytes = 1024};
+    st->rpc = rpc_server_new(&st->loop, &rl);
+    if (register_services(st, err) < 0)
+        return -1;
+    rpc_server_set_fallback(st->rpc, daemon_fallback, st);
+
+    transport_limits defaults, lim;
+    transport_limits_default(&defaults);
+    config_transport_limits(c, &defaults, &lim);
+    st->tp = transport_new(&st->loop, &lim, on_request, on_cancel, st);
+    if (transport_listen_tcp(st->tp, c->address, c->port, err) < 0) {
+        error_prefix(*err, "listening on %s port %u", c->address, c->port);
+        return -1;
+    }
+    if (c->unix_socket && transport_listen_unix(st->tp, c->unix_socket, err) < 0) {
+        error_prefix(*err, "listening on %s", c->unix_socket);
+        return -1;
+    }
+
+    uv_signal_init(&st->loop, &st->sigterm);
+    uv_signal_init(&st->loop, &st->sigint);
+    st->sigterm.data = st->sigint.data = st;
+    uv_signal_start(&st->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&st->sigint, on_signal, SIGINT);
+    uv_timer_init(&st->loop, &st->drain_timer);
+    st->drain_timer.data = st;
+    st->handles_open = true;
+
+    log_startup(st, &lim);
+    sd_notify(0, "READY=1");
+    return 0;
+}
+
+/* ---- teardown ------------------------------------------------------------- */
+
+static void close_any(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, close_cb_noop);
+}
+
+/* Release everything on the loop, whichever stage start() reached. */
+static void teardown(daemon_state *st)
+{
+    if (st->tp) {
+        if (!st->handles_open) {
+            transport_close(st->tp, transport_closed_noop, NULL);
+            st->tp = NULL;
+        } else {
+            finish_shutdown(st);
+        }
+        uv_run(&st->loop, UV_RUN_DEFAULT);
+    }
+    if (st->vms) {
+        /* No durable store yet: VMs cannot outlive the daemon, so stop every
+         * VMM (and answer calls still waiting on them) before the rpc server
+         * goes. */
+        vm_manager_shutdown(st->vms, NULL, NULL);
+        uv_run(&st->loop, UV_RUN_DEFAULT);
+        vm_manager_free(st->vms);
+        st->vms = NULL;
+    }
+    /* Every call was cancelled by transport_close() and the loop ran until
+     * their handlers finished; a call still open here would point into a
+     * freed server, so keep it (a leak the sanitizers report) instead. */
+    if (st->rpc && rpc_server_active_calls(st->rpc) == 0)
+        rpc_server_free(st->rpc);
+    else if (st->rpc)
+        log_error("%zu rpc call(s) still open at exit", rpc_server_active_calls(st->rpc));
+    st->rpc = NULL;
+    uv_walk(&st->loop, close_any, NULL);
+    uv_run(&st->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&st->loop) != 0)
+        log_warn("event loop still had active handles at exit");
+    /* The transport may or may not remove its socket file; do not leave a
+     * dead one behind for the next start to trip over. */
+    struct stat sb;
+    if (st->cfg->unix_socket && lstat(st->cfg->unix_socket, &sb) == 0 && S_ISSOCK(sb.st_mode))
+        unlink(st->cfg->unix_socket);
+}
+
+int daemon_run(const chcp_config *cfg, chcp_error **err)
+{
+    /* A client that disconnects mid-write must not kill the daemon. */
+    signal(SIGPIPE, SIG_IGN);
+    protometa_register(&chcp_protometa);
+
+    daemon_state st = {.cfg = cfg};
+    int rc = uv_loop_init(&st.loop);
+    if (rc < 0)
+        return error_set(err, CHCP_INTERNAL, "uv_loop_init: %s", uv_strerror(rc)),
+               CHCP_EXIT_FAILURE;
+    if (start(&st, err) < 0) {
+        teardown(&st);
+        return CHCP_EXIT_FAILURE;
+    }
+    uv_run(&st.loop, UV_RUN_DEFAULT);
+    teardown(&st);
+    log_info("chcp-api stopped");
+    return CHCP_EXIT_OK;
+}
