@@ -38,6 +38,8 @@ def summarize_rpc(rpc):
             s["p50_us"] = median(r.get("p50_us", []))
             s["p99_us"] = median(r.get("p99_us", []))
             s["errors"] = sum(r.get("errors", []))
+            s["base_p50_us"] = median(r.get("base_p50_us", []))
+            s["base_p99_us"] = median(r.get("base_p99_us", []))
     for sc, per_t in out.items():
         c, g = per_t.get("chcp"), per_t.get("connect-go")
         if c and g and c["peak_rps"] and g["peak_rps"]:
@@ -122,6 +124,15 @@ def print_table(res):
                     "%-14s %-11s %12s %10s  (req/s ratio; peer CPU per request / chcp's)"
                     % ("", "chcp/peer", fmt(per_t["speedup"], "x", 2), fmt(per_t.get("cpu_ratio"), "x", 2))
                 )
+        p()
+        p("one connection, one request at a time, %s req/s (no queueing):" % meta.get("baseline_rate"))
+        hdr = "%-14s %-11s %10s %10s"
+        p(hdr % ("scenario", "server", "p50", "p99"))
+        for sc, per_t in summary.items():
+            for t in ("chcp", "connect-go"):
+                s = per_t.get(t)
+                if s:
+                    p(hdr % (sc, t, fmt(s.get("base_p50_us"), "us"), fmt(s.get("base_p99_us"), "us")))
     mem = res.get("rss", {})
     if mem:
         p()
