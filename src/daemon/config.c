@@ -345,9 +345,13 @@ static const setting settings[] = {
     {"UNKEY_CHCP_OTEL_SERVICE_VERSION", NULL, NULL, parse_text, FIELD(otel.service_version), 0, 0,
      "service.version resource attribute. Default: this build's version."},
     {"UNKEY_CHCP_OTEL_PROMETHEUS_ENABLED", NULL, NULL, parse_bool, FIELD(otel.prometheus_enabled),
-     0, 0, "Serve Prometheus metrics. Default false."},
+     0, 0, "Serve Prometheus metrics on their own port. Default: same as UNKEY_CHCP_OTEL_ENABLED."},
     {"UNKEY_CHCP_OTEL_PROMETHEUS_PORT", NULL, NULL, parse_uint, FIELD(otel.prometheus_port), 1,
      65535, "Prometheus metrics port. Default 9464."},
+    {"CHCP_OTEL_BATCH_DELAY_MS", NULL, NULL, parse_uint, FIELD(otel.batch_delay_ms), 1, DAY_MS,
+     "Span export batch delay (tests). Default 5000."},
+    {"CHCP_OTEL_METRIC_INTERVAL_MS", NULL, NULL, parse_uint, FIELD(otel.metric_interval_ms), 1,
+     DAY_MS, "OTLP metric push interval (tests). Default 60000."},
 };
 
 enum { N_SETTINGS = ARRAY_SIZE(settings) };
@@ -493,6 +497,10 @@ int config_load(chcp_config *cfg, int argc, char *const *argv, config_getenv_fn 
         if (s->parse(cfg, s, src, value, err) < 0)
             return -1;
     }
+    /* Prometheus follows telemetry unless set explicitly. */
+    const char *prom = get("UNKEY_CHCP_OTEL_PROMETHEUS_ENABLED", ud);
+    if (!prom || !*prom)
+        cfg->otel.prometheus_enabled = cfg->otel.enabled;
     return resolve_ch_binary(cfg, ch_binary_src, ch_binary_value, get("PATH", ud), err);
 }
 

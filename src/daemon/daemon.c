@@ -1,7 +1,8 @@
 /*
- * daemon.c - wires chcp-api together and runs it: one libuv loop, the rpc
- * server with VmService registered, the transport's TCP (and optional Unix)
- * listeners, GET /health, and graceful shutdown on SIGTERM/SIGINT.
+ * daemon.c - wires chcp-api together and runs it: one libuv loop, the VM
+ * manager on the Cloud Hypervisor backend, the rpc server with VmService on
+ * top, the transport's TCP (and optional Unix) listeners, GET /health, and
+ * graceful shutdown on SIGTERM/SIGINT.
  *
  * Shutdown is two-staged, as orchestrators expect: the first signal stops
  * accepting, lets in-flight requests finish for at most
@@ -19,6 +20,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "api/api.h"
+#include "daemon/observe.h"
 #include "cloudhypervisor/v1/vm.pb-c.h"
 #include "rpc/protojson.h"
 #include "rpc/rpc.h"
@@ -28,6 +30,8 @@ extern const protometa_table chcp_protometa;
 
 /* While draining, how often to check whether in-flight requests are done. */
 #define DRAIN_POLL_MS 10
+/* How long the last telemetry export may take at shutdown. */
+#define OBSERVE_FLUSH_MS 3000
 
 typedef struct sleep_req sleep_req;
 
@@ -36,11 +40,13 @@ typedef struct daemon_state {
     const chcp_config *cfg;
     rpc_server *rpc;
     vm_manager *vms;
+    observe *obs; /* telemetry, /metrics, /_/health */
     transport *tp;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
     uint64_t drain_deadline_ns;
     bool handles_open;   /* signals and timer initialised */
+    bool unix_listening; /* the Unix socket file is ours to remove */
     bool stopping;       /* first signal received: draining */
     bool closing;        /* transport_close() called */
     sleep_req *sleeping; /* test hook requests waiting on their timer */
@@ -190,6 +196,8 @@ static bool daemon_fallback(http_request *req, void *ud)
         serve_health(st, req);
         return true;
     }
+    if (st->obs && observe_serve(st->obs, req, st->stopping))
+        return true;
     if (st->cfg->test_hooks && strcmp(req->path, "/_test/sleep") == 0) {
         serve_sleep(st, req);
         return true;
@@ -229,12 +237,14 @@ static void on_transport_closed(void *ud)
 {
     daemon_state *st = ud;
     st->tp = NULL;
+    /* Last spans and metrics out (bounded), then the telemetry handles go. */
+    if (st->obs)
+        observe_shutdown(st->obs, OBSERVE_FLUSH_MS, NULL, NULL);
     /* VMMs keep the loop alive until they are stopped (see teardown). */
     if (st->vms)
         vm_manager_shutdown(st->vms, NULL, NULL);
-    /* Nothing else keeps the loop alive once these are closed. */
-    uv_close((uv_handle_t *)&st->sigterm, close_cb_noop);
-    uv_close((uv_handle_t *)&st->sigint, close_cb_noop);
+    /* The signal handles stay open (unreferenced) until teardown, so a
+     * second signal still cuts a slow VMM stop short. */
     uv_close((uv_handle_t *)&st->drain_timer, close_cb_noop);
 }
 
@@ -376,6 +386,9 @@ static int start(daemon_state *st, chcp_error **err)
     if (register_services(st, err) < 0)
         return -1;
     rpc_server_set_fallback(st->rpc, daemon_fallback, st);
+    st->obs = observe_start(&st->loop, c, st->rpc, st->vms, err);
+    if (*err)
+        return -1;
 
     transport_limits defaults, lim;
     transport_limits_default(&defaults);
@@ -389,12 +402,20 @@ static int start(daemon_state *st, chcp_error **err)
         error_prefix(*err, "listening on %s", c->unix_socket);
         return -1;
     }
+    st->unix_listening = c->unix_socket != NULL;
+    /* Whoever can connect can run VMs: owner and group only, whatever the
+     * umask (like docker.sock; grant access through the socket's group). */
+    if (c->unix_socket && chmod(c->unix_socket, 0660) < 0)
+        return error_set_errno(err, CHCP_INTERNAL, errno, "chmod %s", c->unix_socket);
 
     uv_signal_init(&st->loop, &st->sigterm);
     uv_signal_init(&st->loop, &st->sigint);
     st->sigterm.data = st->sigint.data = st;
     uv_signal_start(&st->sigterm, on_signal, SIGTERM);
     uv_signal_start(&st->sigint, on_signal, SIGINT);
+    /* Signals alone must not keep the loop running once all else is done. */
+    uv_unref((uv_handle_t *)&st->sigterm);
+    uv_unref((uv_handle_t *)&st->sigint);
     uv_timer_init(&st->loop, &st->drain_timer);
     st->drain_timer.data = st;
     st->handles_open = true;
@@ -415,6 +436,8 @@ static void close_any(uv_handle_t *h, void *arg)
 /* Release everything on the loop, whichever stage start() reached. */
 static void teardown(daemon_state *st)
 {
+    if (st->obs && !st->handles_open) /* start() failed before serving */
+        observe_shutdown(st->obs, 0, NULL, NULL);
     if (st->tp) {
         if (!st->handles_open) {
             transport_close(st->tp, transport_closed_noop, NULL);
@@ -433,6 +456,9 @@ static void teardown(daemon_state *st)
         vm_manager_free(st->vms);
         st->vms = NULL;
     }
+    uv_run(&st->loop, UV_RUN_DEFAULT);
+    observe_free(st->obs);
+    st->obs = NULL;
     /* Every call was cancelled by transport_close() and the loop ran until
      * their handlers finished; a call still open here would point into a
      * freed server, so keep it (a leak the sanitizers report) instead. */
@@ -445,10 +471,11 @@ static void teardown(daemon_state *st)
     uv_run(&st->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&st->loop) != 0)
         log_warn("event loop still had active handles at exit");
-    /* The transport may or may not remove its socket file; do not leave a
-     * dead one behind for the next start to trip over. */
+    /* Do not leave a dead socket file behind (the transport removes it when
+     * it closes its listener; this covers any other way out). Only ours: a
+     * start that failed because another server owns the path keeps off it. */
     struct stat sb;
-    if (st->cfg->unix_socket && lstat(st->cfg->unix_socket, &sb) == 0 && S_ISSOCK(sb.st_mode))
+    if (st->unix_listening && lstat(st->cfg->unix_socket, &sb) == 0 && S_ISSOCK(sb.st_mode))
         unlink(st->cfg->unix_socket);
 }
 

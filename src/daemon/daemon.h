@@ -39,8 +39,11 @@ typedef struct chcp_otel_config {
     double sampling_rate;     /* 0..1, default 1.0 */
     char *service_name;       /* default "chcp" */
     char *service_version;    /* default CHCP_VERSION */
-    bool prometheus_enabled;  /* default false */
+    bool prometheus_enabled;  /* default: same as `enabled` */
     uint16_t prometheus_port; /* default 9464 */
+    /* Test knobs (CHCP_OTEL_*): 0 = the specification's defaults. */
+    uint64_t batch_delay_ms;     /* span batch delay, default 5000 */
+    uint64_t metric_interval_ms; /* OTLP metric push interval, default 60000 */
 } chcp_otel_config;
 
 typedef struct chcp_config {

@@ -30,11 +30,24 @@ static const vm_backend_ops *ops_of(vm_entry *e)
     return e->m->ops;
 }
 
+static const char *action_name(vmb_action a)
+{
+    static const char *const names[] = {
+        [VMB_PING] = "vmm.ping",    [VMB_CREATE] = "vm.create",
+        [VMB_BOOT] = "vm.boot",     [VMB_SHUTDOWN] = "vm.shutdown",
+        [VMB_REBOOT] = "vm.reboot", [VMB_PAUSE] = "vm.pause",
+        [VMB_RESUME] = "vm.resume", [VMB_POWER_BUTTON] = "vm.power-button",
+        [VMB_DELETE] = "vm.delete", [VMB_INFO] = "vm.info",
+    };
+    return (unsigned)a < ARRAY_SIZE(names) && names[a] ? names[a] : "unknown";
+}
+
 static void request(vm_op *op, vmb_action a, const char *body, uint64_t timeout_ms, vmb_done_fn cb)
 {
     vm_entry *e = op->vm;
     e->inflight++;
-    ops_of(e)->request(e->vmm, a, body, timeout_ms, cb, op);
+    vm_call_watch *w = vm_call_watch_start(e, op->obs_token, action_name(a), cb, op);
+    ops_of(e)->request(e->vmm, a, body, timeout_ms, vm_call_watch_done, w);
 }
 
 /* Last step of every backend completion: a pending removal may now finish. */
@@ -205,8 +218,11 @@ static void run_create(vm_op *op)
     }
     vmb_start_params p = {.vm_id = e->rec.id, .dir = e->rec.dir};
     e->inflight++;
-    e->vmm = ops_of(e)->start(e->m->backend, &p, &backend_callbacks, e, create_started, op, &err);
+    vm_call_watch *w = vm_call_watch_start(e, op->obs_token, "spawn", create_started, op);
+    e->vmm =
+        ops_of(e)->start(e->m->backend, &p, &backend_callbacks, e, vm_call_watch_done, w, &err);
     if (!e->vmm) {
+        vm_call_watch_abandon(w, err); /* nothing started: `done` never fires */
         e->inflight--;
         error_prefix(err, "starting the VMM");
         create_fail(op, err);
@@ -634,6 +650,8 @@ void vm_lifecycle_info(vm_op *op)
 static void on_event(void *ud, const char *source, const char *event)
 {
     vm_entry *e = ud;
+    if (e->m->obs.event)
+        e->m->obs.event(e->m->obs.ud, vm_current_token(e), &e->rec, source, event);
     e->rec.event_offset++;
     if (e->deleting)
         return;
@@ -677,6 +695,8 @@ static void on_vmm_exit(void *ud, int exit_code, int sig, const char *detail)
     e->rec.vmm_pid = 0;
     free(e->rec.vmm_state);
     e->rec.vmm_state = xstrdup("");
+    if (e->m->obs.vmm_exit)
+        e->m->obs.vmm_exit(e->m->obs.ud, &e->rec, e->deleting);
     if (e->deleting) {
         vm_touch(e);
         return;

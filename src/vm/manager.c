@@ -113,8 +113,11 @@ void vm_set_state(vm_entry *e, vm_state s, const char *reason_fmt, ...)
     if (e->rec.state != s) {
         log_vm(LOG_INFO, e->rec.id, "state %s -> %s%s%s", vm_state_name(e->rec.state),
                vm_state_name(s), e->rec.state_reason[0] ? ": " : "", e->rec.state_reason);
+        vm_state from = e->rec.state;
         e->rec.state = s;
         e->rec.state_changed_at_ns = time_real_ns();
+        if (e->m->obs.state)
+            e->m->obs.state(e->m->obs.ud, &e->rec, from, s);
     }
     vm_touch(e);
 }
@@ -180,6 +183,10 @@ static void op_call_done(vm_op *op, const chcp_error *err)
     /* The record after the change; none after a successful delete or when
      * the VM is gone. */
     const vm_record *rec = e && !e->removed && !(op->kind == VM_OP_DELETE && !err) ? &e->rec : NULL;
+    if (op->m->obs.op_end)
+        op->m->obs.op_end(op->m->obs.ud, op->obs_token, op->kind,
+                          (double)(time_mono_ns() - op->started_ns) / 1e9, err);
+    op->obs_token = NULL;
     op->done(op->ud, err, rec);
     op_release(op);
 }
@@ -247,6 +254,9 @@ static vm_op *op_new(vm_manager *m, vm_entry *e, vm_op_kind kind, const vm_op_pa
         op->p = *p;
     op->done = done;
     op->ud = ud;
+    op->started_ns = time_mono_ns();
+    if (m->obs.op_start)
+        op->obs_token = m->obs.op_start(m->obs.ud, op->p.trace_ctx, e ? e->rec.id : "", kind);
     if (e)
         e->refs++;
     uv_timer_init(m->loop, &op->timer);
@@ -709,4 +719,85 @@ void vm_manager_free(vm_manager *m)
     free(m->vms_dir);
     free(m->state_dir);
     free(m);
+}
+
+/* ---- observation ---------------------------------------------------------- */
+
+void vm_manager_set_observer(vm_manager *m, const vm_observer *obs)
+{
+    if (obs)
+        m->obs = *obs;
+    else
+        memset(&m->obs, 0, sizeof(m->obs));
+}
+
+const char *vm_op_kind_name(vm_op_kind kind)
+{
+    static const char *const names[] = {
+        [VM_OP_CREATE] = "create", [VM_OP_BOOT] = "boot",     [VM_OP_SHUTDOWN] = "shutdown",
+        [VM_OP_PAUSE] = "pause",   [VM_OP_RESUME] = "resume", [VM_OP_REBOOT] = "reboot",
+        [VM_OP_DELETE] = "delete", [VM_OP_INFO] = "info",     [VM_OP_CREATE_JOIN] = "create",
+    };
+    return (unsigned)kind < ARRAY_SIZE(names) && names[kind] ? names[kind] : "unknown";
+}
+
+size_t vm_manager_count_state(const vm_manager *m, vm_state s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_vms; i++)
+        n += !m->vms[i]->removed && m->vms[i]->rec.state == s;
+    return n;
+}
+
+void *vm_manager_op_token(const vm_manager *m, const char *id)
+{
+    return vm_current_token(registry_get(m, id));
+}
+
+void *vm_current_token(const vm_entry *e)
+{
+    return e && e->current ? e->current->obs_token : NULL;
+}
+
+struct vm_call_watch {
+    vm_manager *m;
+    void *token;
+    const char *what;
+    uint64_t started_ns;
+    vmb_done_fn fn;
+    void *ud;
+};
+
+vm_call_watch *vm_call_watch_start(vm_entry *e, void *op_token, const char *what, vmb_done_fn fn,
+                                   void *ud)
+{
+    vm_call_watch *w = xcalloc(1, sizeof(*w));
+    w->m = e->m;
+    w->what = what;
+    w->fn = fn;
+    w->ud = ud;
+    w->started_ns = time_mono_ns();
+    if (e->m->obs.call_start)
+        w->token = e->m->obs.call_start(e->m->obs.ud, op_token, e->rec.id, what);
+    return w;
+}
+
+void vm_call_watch_abandon(vm_call_watch *w, const chcp_error *err)
+{
+    if (w->m->obs.call_end)
+        w->m->obs.call_end(w->m->obs.ud, w->token, w->what, 0, 0, err);
+    free(w);
+}
+
+void vm_call_watch_done(void *watch, chcp_error *err, const vmb_reply *reply)
+{
+    vm_call_watch *w = watch;
+    if (w->m->obs.call_end)
+        w->m->obs.call_end(w->m->obs.ud, w->token, w->what,
+                           (double)(time_mono_ns() - w->started_ns) / 1e9,
+                           reply ? reply->status : 0, err);
+    vmb_done_fn fn = w->fn;
+    void *ud = w->ud;
+    free(w);
+    fn(ud, err, reply);
 }

@@ -214,6 +214,7 @@ typedef struct vm_op_params {
     bool force;           /* ShutdownVm */
     uint64_t graceful_ms; /* ShutdownVm; 0 = default 30 s */
     bool graceful_ms_set; /* graceful_ms given (0 allowed) */
+    void *trace_ctx;      /* opaque, handed to the observer (the RPC's span) */
 } vm_op_params;
 
 /* CreateVm: validates synchronously (returns NULL with *err on bad input),
@@ -228,6 +229,38 @@ vm_op *vm_op_submit(vm_manager *m, vm_op_kind kind, const char *id, const vm_op_
  * waiting in the queue completes at once with `canceled`; a running one
  * finishes normally. `done` still fires exactly once. */
 void vm_op_cancel(vm_op *op);
+
+/* ---- observation (telemetry) --------------------------------------------- */
+
+/*
+ * Optional hooks the daemon uses for traces and metrics; the manager knows
+ * nothing about telemetry. Tokens returned by the *_start hooks are opaque
+ * (spans) and handed back to the matching *_end hook exactly once.
+ */
+typedef struct vm_observer {
+    /* An operation was submitted (trace_ctx from its params). */
+    void *(*op_start)(void *ud, void *trace_ctx, const char *vm_id, vm_op_kind kind);
+    /* It ended; `err` NULL on success. `seconds` includes queueing. */
+    void (*op_end)(void *ud, void *token, vm_op_kind kind, double seconds, const chcp_error *err);
+    /* A VMM call ("vm.boot", ... or "spawn" for starting the VMM), under the
+     * operation's token (NULL for calls no operation made). */
+    void *(*call_start)(void *ud, void *op_token, const char *vm_id, const char *what);
+    void (*call_end)(void *ud, void *token, const char *what, double seconds, int http_status,
+                     const chcp_error *err);
+    /* State changes, VMM events and VMM process exits. */
+    void (*state)(void *ud, const vm_record *vm, vm_state from, vm_state to);
+    void (*event)(void *ud, void *op_token, const vm_record *vm, const char *source,
+                  const char *event);
+    void (*vmm_exit)(void *ud, const vm_record *vm, bool expected);
+    void *ud;
+} vm_observer;
+
+void vm_manager_set_observer(vm_manager *m, const vm_observer *obs);
+/* The observer token of the operation VM `id` is running now (NULL if none). */
+void *vm_manager_op_token(const vm_manager *m, const char *id);
+const char *vm_op_kind_name(vm_op_kind kind); /* "create", "boot", ... */
+/* States in numeric order, for per-state gauges. */
+size_t vm_manager_count_state(const vm_manager *m, vm_state s);
 
 /* ---- listing -------------------------------------------------------------- */
 

@@ -49,6 +49,8 @@ struct vm_op {
     bool waiting_grace; /* ShutdownVm waiting for the guest */
     vm_state prev_state;
     chcp_error *result; /* deferred completion */
+    void *obs_token;    /* the observer's handle for this operation */
+    uint64_t started_ns;
 };
 
 struct vm_entry {
@@ -92,7 +94,19 @@ struct vm_manager {
     bool shutting_down;
     void (*shutdown_done)(void *ud);
     void *shutdown_ud;
+    vm_observer obs; /* zeroed when none */
 };
+
+/* The observer token of the operation a VM is running (NULL if none). */
+void *vm_current_token(const vm_entry *e);
+/* Wrap a backend completion so the observer sees the VMM call (name and
+ * duration); returns the (ud, fn) pair to pass to the backend. */
+typedef struct vm_call_watch vm_call_watch;
+vm_call_watch *vm_call_watch_start(vm_entry *e, void *op_token, const char *what, vmb_done_fn fn,
+                                   void *ud);
+void vm_call_watch_done(void *watch, chcp_error *err, const vmb_reply *reply);
+/* The call never started: report it failed, free the watch, call nothing. */
+void vm_call_watch_abandon(vm_call_watch *w, const chcp_error *err);
 
 /* manager.c */
 void vm_set_state(vm_entry *e, vm_state s, const char *reason_fmt, ...)

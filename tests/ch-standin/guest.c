@@ -38,36 +38,50 @@ static const char *mode_of(json_t *cfg, const char *key, const char *def)
 
 /* ---- device names (DeviceManager::next_device_name) ---------------------------------- */
 
-static bool id_in_use(json_t *cfg, const char *name)
+/* Every device id in the config, as a set (json object keys). */
+static json_t *used_ids(json_t *cfg)
 {
+    json_t *set = json_object();
     for (size_t l = 0; l < sizeof(device_lists) / sizeof(device_lists[0]); l++) {
         size_t i;
         json_t *d;
         json_array_foreach(json_object_get(cfg, device_lists[l]), i, d)
         {
             const char *id = json_string_value(json_object_get(d, "id"));
-            if (id && !strcmp(id, name))
-                return true;
+            if (id)
+                json_object_set_new(set, id, json_true());
         }
     }
     const char *vid = json_string_value(json_object_get(json_object_get(cfg, "vsock"), "id"));
-    return vid && !strcmp(vid, name);
+    if (vid)
+        json_object_set_new(set, vid, json_true());
+    return set;
 }
 
 static unsigned device_id_cnt;
 
-char *si_next_device_name(json_t *cfg, const char *prefix)
+static char *next_name(json_t *used, const char *prefix)
 {
-    for (unsigned tries = 0; tries < 100000; tries++) {
+    for (unsigned tries = 0; tries < 1000000; tries++) {
         char *name = si_xasprintf("%s%u", prefix, device_id_cnt++);
-        if (!id_in_use(cfg, name))
+        if (!json_object_get(used, name)) {
+            json_object_set_new(used, name, json_true());
             return name;
+        }
         free(name);
     }
     return si_xasprintf("%s%u", prefix, device_id_cnt++);
 }
 
-static void assign_list_ids(json_t *cfg, const char *list, const char *prefix)
+char *si_next_device_name(json_t *cfg, const char *prefix)
+{
+    json_t *used = used_ids(cfg);
+    char *name = next_name(used, prefix);
+    json_decref(used);
+    return name;
+}
+
+static void assign_list_ids(json_t *cfg, json_t *used, const char *list, const char *prefix)
 {
     size_t i;
     json_t *d;
@@ -75,7 +89,7 @@ static void assign_list_ids(json_t *cfg, const char *list, const char *prefix)
     {
         if (json_is_string(json_object_get(d, "id")))
             continue;
-        char *name = si_next_device_name(cfg, prefix);
+        char *name = next_name(used, prefix);
         json_object_set_new(d, "id", json_string(name));
         free(name);
     }
@@ -84,66 +98,127 @@ static void assign_list_ids(json_t *cfg, const char *list, const char *prefix)
 /* make_virtio_devices() order: block, net, (rng), fs, pmem, vsock, vdpa; then VFIO. */
 static void assign_ids(json_t *cfg)
 {
+    json_t *used = used_ids(cfg);
     device_id_cnt = 0;
-    assign_list_ids(cfg, "disks", "_disk");
-    assign_list_ids(cfg, "net", "_net");
-    assign_list_ids(cfg, "generic_vhost_user", "_generic_vhost_user");
-    assign_list_ids(cfg, "fs", "_fs");
-    assign_list_ids(cfg, "pmem", "_pmem");
+    assign_list_ids(cfg, used, "disks", "_disk");
+    assign_list_ids(cfg, used, "net", "_net");
+    assign_list_ids(cfg, used, "generic_vhost_user", "_generic_vhost_user");
+    assign_list_ids(cfg, used, "fs", "_fs");
+    assign_list_ids(cfg, used, "pmem", "_pmem");
     json_t *vsock = json_object_get(cfg, "vsock");
     if (vsock && !json_is_string(json_object_get(vsock, "id"))) {
-        char *name = si_next_device_name(cfg, "_vsock");
+        char *name = next_name(used, "_vsock");
         json_object_set_new(vsock, "id", json_string(name));
         free(name);
     }
-    assign_list_ids(cfg, "vdpa", "_vdpa");
-    assign_list_ids(cfg, "devices", "_vfio");
-    assign_list_ids(cfg, "user_devices", "_vfio_user");
+    assign_list_ids(cfg, used, "vdpa", "_vdpa");
+    assign_list_ids(cfg, used, "devices", "_vfio");
+    assign_list_ids(cfg, used, "user_devices", "_vfio_user");
+    json_decref(used);
 }
 
-/* Devices the guest activates, in PCI order: console, disks, nets, rng, ... */
-static json_t *virtio_ids(void)
+/* ---- PCI placement ---------------------------------------------------------------------- */
+
+static void add_pci(json_t *arr, json_t *idv, json_t *dev, bool virtio)
 {
-    json_t *ids = json_array();
-    json_t *cfg = g_vm.config;
-    if (strcmp(mode_of(cfg, "console", "Tty"), "Off"))
-        json_array_append_new(ids, json_string("__console"));
-    const char *lists[] = {"disks", "net"};
-    for (int l = 0; l < 2; l++) {
-        size_t i;
-        json_t *d;
-        json_array_foreach(json_object_get(cfg, lists[l]), i, d)
-            json_array_append(ids, json_object_get(d, "id"));
+    if (!json_is_string(idv))
+        return;
+    json_array_append_new(
+        arr, json_pack("{s:O,s:I,s:b}", "id", idv, "seg",
+                       (json_int_t)json_integer_value(json_object_get(dev, "pci_segment")),
+                       "virtio", virtio));
+}
+
+static void add_pci_list(json_t *arr, json_t *cfg, const char *list, bool virtio)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(cfg, list), i, d)
+        add_pci(arr, json_object_get(d, "id"), d, virtio);
+}
+
+/* The PCI devices in the order the DeviceManager creates them; each takes a
+ * slot of its segment (32 per bus, slot 0 is the host bridge). */
+static json_t *pci_devices(json_t *cfg)
+{
+    json_t *arr = json_array();
+    json_t *tmp;
+    if (strcmp(mode_of(cfg, "console", "Tty"), "Off")) {
+        tmp = json_string("__console");
+        add_pci(arr, tmp, json_object_get(cfg, "console"), true);
+        json_decref(tmp);
     }
-    json_array_append_new(ids, json_string("__rng"));
-    const char *more[] = {"fs", "pmem"};
-    for (int l = 0; l < 2; l++) {
-        size_t i;
-        json_t *d;
-        json_array_foreach(json_object_get(cfg, more[l]), i, d)
-            json_array_append(ids, json_object_get(d, "id"));
-    }
+    add_pci_list(arr, cfg, "disks", true);
+    add_pci_list(arr, cfg, "net", true);
+    tmp = json_string("__rng");
+    add_pci(arr, tmp, json_object_get(cfg, "rng"), true);
+    json_decref(tmp);
+    add_pci_list(arr, cfg, "generic_vhost_user", true);
+    add_pci_list(arr, cfg, "fs", true);
+    add_pci_list(arr, cfg, "pmem", true);
     json_t *vs = json_object_get(cfg, "vsock");
     if (vs)
-        json_array_append(ids, json_object_get(vs, "id"));
-    if (json_object_get(cfg, "balloon"))
-        json_array_append_new(ids, json_string("__balloon"));
-    return ids;
+        add_pci(arr, json_object_get(vs, "id"), vs, true);
+    static const char *const extra[][2] = {{"balloon", "__balloon"}, {"watchdog", "__watchdog"}};
+    for (int i = 0; i < 2; i++) {
+        json_t *o = json_object_get(cfg, extra[i][0]);
+        if (!o || json_is_false(o) || json_is_null(o))
+            continue;
+        tmp = json_string(extra[i][1]);
+        add_pci(arr, tmp, json_is_object(o) ? o : NULL, true);
+        json_decref(tmp);
+    }
+    add_pci_list(arr, cfg, "vdpa", false);
+    add_pci_list(arr, cfg, "devices", false);
+    add_pci_list(arr, cfg, "user_devices", false);
+    if (json_is_true(json_object_get(cfg, "pvpanic"))) {
+        tmp = json_string("__pvpanic");
+        add_pci(arr, tmp, NULL, false);
+        json_decref(tmp);
+    }
+    /* slot numbers, per segment */
+    json_t *next = json_object();
+    size_t i;
+    json_t *d;
+    json_array_foreach(arr, i, d)
+    {
+        char seg[16];
+        snprintf(seg, sizeof(seg), "%lld",
+                 (long long)json_integer_value(json_object_get(d, "seg")));
+        json_int_t slot = json_integer_value(json_object_get(next, seg)) + 1;
+        json_object_set_new(next, seg, json_integer(slot));
+        json_object_set_new(d, "slot", json_integer(slot));
+    }
+    json_decref(next);
+    return arr;
+}
+
+bool si_pci_slots_ok(json_t *cfg)
+{
+    json_t *arr = pci_devices(cfg);
+    bool ok = true;
+    size_t i;
+    json_t *d;
+    json_array_foreach(arr, i, d) if (json_integer_value(json_object_get(d, "slot")) > 31) ok =
+        false;
+    json_decref(arr);
+    return ok;
 }
 
 json_t *si_device_tree(void)
 {
     json_t *tree = json_object();
-    json_t *ids = virtio_ids();
+    json_t *arr = pci_devices(g_vm.config);
     size_t i;
-    json_t *id;
-    json_array_foreach(ids, i, id)
+    json_t *d;
+    json_array_foreach(arr, i, d)
     {
-        const char *s = json_string_value(id);
-        if (!s)
-            continue;
-        char *pci = si_xasprintf("_virtio-pci-%s", s);
-        char *bdf = si_xasprintf("0000:00:%02zx.0", i + 1);
+        const char *s = json_string_value(json_object_get(d, "id"));
+        char *pci = si_xasprintf(
+            "%s%s", json_is_true(json_object_get(d, "virtio")) ? "_virtio-pci-" : "_pci-", s);
+        char *bdf = si_xasprintf("%04llx:00:%02llx.0",
+                                 (long long)json_integer_value(json_object_get(d, "seg")),
+                                 (long long)json_integer_value(json_object_get(d, "slot")));
         json_object_set_new(
             tree, s,
             json_pack("{s:s,s:[],s:s,s:[]}", "id", s, "resources", "parent", pci, "children"));
@@ -153,8 +228,21 @@ json_t *si_device_tree(void)
         free(pci);
         free(bdf);
     }
-    json_decref(ids);
+    json_decref(arr);
     return tree;
+}
+
+/* Devices the guest activates: the virtio ones, in PCI order. */
+static json_t *virtio_ids(void)
+{
+    json_t *ids = json_array();
+    json_t *arr = pci_devices(g_vm.config);
+    size_t i;
+    json_t *d;
+    json_array_foreach(arr, i, d) if (json_is_true(json_object_get(d, "virtio")))
+        json_array_append(ids, json_object_get(d, "id"));
+    json_decref(arr);
+    return ids;
 }
 
 /* ---- guest console output ------------------------------------------------------------- */
@@ -278,6 +366,12 @@ static int vm_new(si_reply *r, const char *ctx)
         close(fd);
     }
     assign_ids(cfg); /* DeviceManager::create_devices, before the initramfs is opened */
+    if (!si_pci_slots_ok(cfg)) {
+        si_reply_error(r, SI_E_OTHER, ctx, "Error from device manager",
+                       "Failed to find an available PCI device ID",
+                       "Could not find an available device slot on the PCI bus", NULL);
+        return -1;
+    }
     const char *initramfs = json_string_value(json_object_get(payload, "initramfs"));
     if (initramfs) {
         int fd = open(initramfs, O_RDONLY | O_CLOEXEC);

@@ -53,6 +53,35 @@ def test_boot_without_config_still_emits_booting(tmp_path):
         assert names(si.events()) == ["vmm/starting", "vm/booting", "vm/rebooting"]
 
 
+def test_full_event_pipe_drops_events_instead_of_blocking(tmp_path):
+    rfd, wfd = os.pipe()
+    sock = str(tmp_path / "api.sock")
+    with StandIn(tmp_path, args=["--api-socket", f"path={sock}", "--event-monitor",
+                                 f"fd={wfd}"], pass_fds=[wfd]) as si:
+        os.close(wfd)
+        si.sock_path = sock
+        si.wait_socket()
+        booted(si, tmp_path)
+        c = si.conn()
+        t0 = time.monotonic()
+        for _ in range(300):  # ~4 events of ~130 bytes each: far beyond a 64 KiB pipe
+            assert c.request("PUT", "vm.pause").status == 204
+            assert c.request("PUT", "vm.resume").status == 204
+        assert time.monotonic() - t0 < 30  # never blocked on the unread pipe
+        os.set_blocking(rfd, False)
+        data = b""
+        while True:
+            try:
+                chunk = os.read(rfd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        assert 0 < len(data) <= 65536 and data.count(b'"event"') < 1200
+    os.close(rfd)
+
+
 def test_event_delay_delivers_after_the_reply(tmp_path):
     with StandIn(tmp_path) as si:
         assert si.put("vm.create", minimal_config(
@@ -368,6 +397,29 @@ def test_fault_api_delay(tmp_path):
         t0 = time.monotonic()
         assert si.get("vmm.ping").status == 200
         assert time.monotonic() - t0 < 0.5
+
+
+def test_fault_fail_on_and_delay_on(tmp_path):
+    with StandIn(tmp_path) as si:
+        booted(si, tmp_path, cmdline="standin.fail_on=pause|vm.power-button "
+                                     "standin.delay_on=vm.resume:400,info:0")
+        r = si.put("vm.pause")
+        assert r.status == 500
+        assert chain(r) == ["Error from API", "The VM could not be paused",
+                            "standin: injected failure (fail_on)"]
+        assert chain(si.put("vm.power-button"))[1] == "Error triggering power button"
+        assert si.get("vm.info").json()["state"] == "Running"  # nothing happened
+        assert "vm/pausing" not in names(si.events())
+        t0 = time.monotonic()
+        assert si.put("vm.resume").status == 500  # delayed, then CH's own refusal
+        assert time.monotonic() - t0 >= 0.39
+
+
+def test_faults_file_fail_on_create(tmp_path):
+    with StandIn(tmp_path, faults="fail_on=vm.create\n") as si:
+        r = si.put("vm.create", minimal_config(tmp_path))
+        assert r.status == 500 and chain(r)[1] == "The VM could not be created"
+        assert si.get("vm.info").status == 404
 
 
 @pytest.mark.parametrize("crash_signal,expect", [(None, -signal.SIGABRT),

@@ -110,6 +110,18 @@ def test_info_shape_and_defaults(tmp_path):
         assert si.get("vm.info").json()["state"] == "Paused"
 
 
+def test_platform_aliases_and_defaults(tmp_path):
+    with StandIn(tmp_path) as si:
+        cfg = minimal_config(tmp_path, platform={"serial_number": "SN1",
+                                                 "uuid": "6f1c8a1e-0000-4000-8000-000000000001"})
+        assert si.put("vm.create", cfg).status == 204
+        p = si.get("vm.info").json()["config"]["platform"]
+        assert p == {"num_pci_segments": 1, "iommu_address_width_bits": 64,
+                     "system_serial_number": "SN1",
+                     "system_uuid": "6f1c8a1e-0000-4000-8000-000000000001",
+                     "iommufd": False, "vfio_p2p_dma": True}
+
+
 def test_shutdown_keeps_config_and_reboots_in_place(tmp_path):
     with StandIn(tmp_path) as si:
         booted(si, tmp_path)
@@ -369,6 +381,28 @@ def test_add_disk_and_remove_device(tmp_path):
         assert "disks" not in si.get("vm.info").json()["config"] or \
             si.get("vm.info").json()["config"]["disks"] == []
         assert si.put("vm.remove-device", {}).status == 400
+
+
+def test_pci_slots_run_out(tmp_path):
+    """31 usable slots per PCI segment: console Off + rng + 30 disks fill it."""
+    img = tmp_path / "d.img"
+    img.write_bytes(b"\0" * 512)
+    disks = [{"path": str(img), "readonly": True} for _ in range(30)]
+    with StandIn(tmp_path) as si:
+        assert si.put("vm.create", minimal_config(tmp_path, disks=disks)).status == 204
+        assert si.put("vm.boot").status == 204
+        tree = si.get("vm.info").json()["device_tree"]
+        assert tree["_virtio-pci-_disk29"]["pci_bdf"] == "0000:00:1e.0"
+        r = si.put("vm.add-disk", {"path": str(img), "readonly": True})
+        assert r.status == 500 and chain(r)[-1] == ("Could not find an available device slot "
+                                                    "on the PCI bus")
+        assert si.put("vm.delete").status == 204
+        cfg = minimal_config(tmp_path, disks=disks + [{"path": str(img), "readonly": True}])
+        assert si.put("vm.create", cfg).status == 204
+        r = si.put("vm.boot")
+        assert r.status == 500 and chain(r)[2:4] == ["Error from device manager",
+                                                     "Failed to find an available PCI device ID"]
+        assert si.get("vm.info").json()["state"] == "Created"  # no Vm kept
 
 
 def test_resize(tmp_path):

@@ -4,9 +4,10 @@
 #                    build/asan, generate the Connect client code from proto/,
 #                    run every tests/e2e/*.test.mjs with node --test
 #
-# Variables: E2E_B (build dir, default build/asan), E2E_TESTS (files to run).
+# Variables: E2E_B (build dir: $(B) when SAN=1 is given, else build/asan),
+# E2E_TESTS (files to run).
 
-E2E_B ?= build/asan
+E2E_B ?= $(if $(filter 1,$(SAN)),$(B),build/asan)
 E2E_DIR := tests/e2e
 E2E_TESTS ?= $(notdir $(wildcard $(E2E_DIR)/*.test.mjs))
 

@@ -143,3 +143,19 @@ def test_unusable_state_dir_exits_1(tmp_path):
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert str(blocker) in r.stdout
     assert_no_sanitizer_reports(r.stdout + r.stderr)
+
+
+def test_unix_socket_of_running_daemon_not_stolen(start_daemon, tmp_path):
+    d = start_daemon()
+    r = run_binary([], env={"CHCP_ADDRESS": "127.0.0.1", "CHCP_PORT": "0",
+                            "CHCP_STATE_DIR": str(tmp_path / "state"),
+                            "CHCP_UNIX_SOCKET": d.unix_socket})
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert d.unix_socket in r.stdout
+    assert_no_sanitizer_reports(r.stdout + r.stderr)
+    # The first daemon still answers on it.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(d.unix_socket)
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    s.close()

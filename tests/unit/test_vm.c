@@ -897,6 +897,48 @@ static void test_manager_shutdown(void **state)
     assert_int_equal(create(t, "c").code, CHCP_UNAVAILABLE);
 }
 
+/* Random protobuf bytes as configurations: every one is either refused with
+ * an error or accepted; nothing crashes (run under ASan/UBSan). Valid
+ * messages are made likely by mutating a real, packed configuration. */
+static void test_random_configs(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    cfgbuf b;
+    cfg_init(&b, t);
+    uint8_t base[1024];
+    size_t n = protobuf_c_message_pack(&b.c.base, base);
+    unsigned seed = 12345;
+    int unpacked = 0;
+    for (int i = 0; i < 3000; i++) {
+        uint8_t buf[1024];
+        memcpy(buf, base, n);
+        int flips = 1 + rand_r(&seed) % 4;
+        for (int k = 0; k < flips; k++)
+            buf[rand_r(&seed) % n] = (uint8_t)rand_r(&seed);
+        Cloudhypervisor__V1__VmConfig *c = cloudhypervisor__v1__vm_config__unpack(NULL, n, buf);
+        if (!c)
+            continue;
+        unpacked++;
+        chcp_error *err = NULL;
+        op_result r = {0};
+        vm_op *op = vm_op_create(t->m, "rnd", c, NULL, 0, NULL, op_result_cb, &r, &err);
+        if (op) {
+            assert_true(tv_run_until(&t->loop, &r.done, 2000));
+            if (r.code == CHCP_OK)
+                assert_int_equal(run_op(t, VM_OP_DELETE, "rnd", NULL).code, CHCP_OK);
+        } else {
+            assert_non_null(err);
+            assert_true(err->code == CHCP_INVALID_ARGUMENT || err->code == CHCP_PERMISSION_DENIED ||
+                        err->code == CHCP_FAILED_PRECONDITION);
+            error_free(err);
+        }
+        cloudhypervisor__v1__vm_config__free_unpacked(c, NULL);
+    }
+    assert_true(unpacked > 100);
+    assert_int_equal(vm_manager_count(t->m), 0);
+}
+
 /* 1,000 defined VMs must cost well under 64 KiB each (records, configs,
  * labels, backend handles; the fake's handles are tiny like ch's). */
 static void test_memory_per_vm(void **state)
@@ -942,6 +984,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_start_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attach_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_manager_shutdown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_random_configs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_per_vm, setup, teardown),
     };
     log_set_level(LOG_ERROR);

@@ -72,7 +72,8 @@ export async function waitFor(fn, ms = 5000, what = "condition") {
  *   <root>/images  CHCP_IMAGE_DIRS (vmlinux, fw.bin, disk.img, an escaping symlink)
  */
 export class Daemon {
-  constructor({ env = {}, chBinary = STANDIN, images = true } = {}) {
+  constructor({ env = {}, chBinary = STANDIN, images = true, memory = 64n << 20n } = {}) {
+    this.memory = memory;
     this.root = fs.mkdtempSync(path.join(os.tmpdir(), "chcp-e2e-"));
     this.stateDir = path.join(this.root, "state");
     this.imageDir = path.join(this.root, "images");
@@ -211,7 +212,7 @@ export class Daemon {
     return {
       payload: { kernel: this.kernel, cmdline: "console=hvc0", ...(overrides.payload || {}) },
       cpus: { bootVcpus: 1, ...(overrides.cpus || {}) },
-      memory: { size: 64n << 20n, ...(overrides.memory || {}) },
+      memory: { size: this.memory, ...(overrides.memory || {}) },
       ...Object.fromEntries(Object.entries(overrides).filter(([k]) => !["payload", "cpus", "memory"].includes(k))),
     };
   }
