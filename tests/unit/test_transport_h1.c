@@ -243,12 +243,17 @@ static void test_malformed(void **state)
         "GARBAGE\x01\x02 / HTTP/1.1\r\n\r\n",
         "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        /* request smuggling shapes */
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        "GET / HTTP/1.1\r\nX-Nul: a\0b\r\n\r\n",
+        "GET /a b HTTP/1.1\r\n\r\n",
     };
     h1resp *r = calloc(1, sizeof(*r));
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         h1client *c = calloc(1, sizeof(*c));
         c->fd = client_tcp(s->port);
-        send_str(c->fd, bad[i]);
+        /* the NUL case goes on past its embedded NUL */
+        send_all(c->fd, bad[i], strlen(bad[i]) + (strstr(bad[i], "X-Nul") ? 6 : 0));
         assert_true(h1_read(c, r));
         assert_int_equal(r->status, 400);
         assert_header(r, "connection", "close");
@@ -404,7 +409,7 @@ static void test_listen_addresses(void **state)
     }
     assert_true(n > 0);
     assert_true(strncmp(buf, "HTTP/1.1 204 No Content\r\n", 25) == 0);
-    assert_non_null(strstr(buf, "content-length: 0\r\n"));
+    assert_null(strstr(buf, "content-length")); /* never on a 204 */
     close(fd);
 
     /* The same port again: in use. */
