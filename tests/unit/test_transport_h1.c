@@ -44,6 +44,28 @@ static void test_keepalive_and_parsing(void **state)
     srv_stop(s);
 }
 
+/* HEAD: the length of the body it would have had, and no body. */
+static void test_head(void **state)
+{
+    srv *s = srv_start(NULL, false);
+    int fd = client_tcp(s->port);
+    send_str(fd, "HEAD /h HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /next HTTP/1.1\r\n\r\n");
+    char buf[4096] = "";
+    size_t len = 0;
+    while (!strstr(buf, "x-path: /next") && len < sizeof(buf) - 1) {
+        ssize_t n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+        assert_true(n > 0);
+        len += (size_t)n;
+    }
+    char *end = strstr(buf, "\r\n\r\n");
+    assert_non_null(end);
+    assert_true(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+    assert_non_null(strstr(buf, "content-length: 3\r\n"));
+    assert_true(strncmp(end + 4, "HTTP/1.1 200", 12) == 0); /* no body in between */
+    close(fd);
+    srv_stop(s);
+}
+
 static void test_pipelining_in_order(void **state)
 {
     srv *s = srv_start(NULL, false);
@@ -437,6 +459,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keepalive_and_parsing),
+        cmocka_unit_test(test_head),
         cmocka_unit_test(test_pipelining_in_order),
         cmocka_unit_test(test_pipelining_bound),
         cmocka_unit_test(test_chunked_body),
