@@ -468,6 +468,11 @@ static void test_listen_addresses(void **state)
     assert_int_equal(err->code, CHCP_INVALID_ARGUMENT);
     error_free(err);
     err = NULL;
+    /* After a failure the same transport can try again right away. */
+    assert_int_equal(transport_listen_tcp(t2, "127.0.0.1", 0, &err), 0);
+    assert_int_equal(transport_listen_tcp(t2, "127.0.0.1", 0, &err), -1); /* only one */
+    error_free(err);
+    err = NULL;
     transport_close(t2, NULL, NULL);
 
     transport *t3 = transport_new(&loop, NULL, on_request_answer, NULL, NULL);
