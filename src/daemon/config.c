@@ -161,6 +161,19 @@ static int parse_backend(chcp_config *cfg, const setting *s, const char *src, co
     return 0;
 }
 
+/* CHCP_ORPHAN_POLICY (durable state, docs/durability.md). */
+static int parse_orphan_policy(chcp_config *cfg, const setting *s, const char *src,
+                               const char *value, chcp_error **err)
+{
+    if (strcmp(value, "reap") == 0)
+        cfg->orphan_keep = false;
+    else if (strcmp(value, "keep") == 0)
+        cfg->orphan_keep = true;
+    else
+        return error_set(err, CHCP_INVALID_ARGUMENT, "%s: '%s' is not reap or keep", src, value);
+    return 0;
+}
+
 static int parse_ch_endpoint(chcp_config *cfg, const setting *s, const char *src, const char *value,
                              chcp_error **err)
 {
@@ -305,6 +318,8 @@ static const setting settings[] = {
      "cloud-hypervisor executable (name on PATH or absolute path). Default cloud-hypervisor."},
     {"CHCP_STATE_DIR", NULL, "--state-dir", parse_abs_path, FIELD(state_dir), 0, 0,
      "Directory for VM state and sockets (created 0700). Default /var/lib/chcp."},
+    {"CHCP_ORPHAN_POLICY", NULL, "--orphan-policy", parse_orphan_policy, NOFIELD, 0, 0,
+     "At start, VMM processes/VM dirs no record owns: reap (stop, remove) or keep. Default reap."},
     {"CHCP_IMAGE_DIRS", NULL, "--image-dirs", parse_image_dirs, NOFIELD, 0, 0,
      "Colon-separated absolute directories VM images may come from. Default: none."},
     {"CHCP_MAX_VCPUS", NULL, "--max-vcpus", parse_uint, FIELD(max_vcpus), 1, 254,

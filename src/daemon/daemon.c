@@ -13,6 +13,7 @@
 #include "daemon/daemon.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -49,6 +50,8 @@ typedef struct daemon_state {
     bool unix_listening; /* the Unix socket file is ours to remove */
     bool stopping;       /* first signal received: draining */
     bool closing;        /* transport_close() called */
+    bool recovered;      /* durable state re-adopted: VmService serves */
+    transport_limits lim; /* for the start-up log line */
     sleep_req *sleeping; /* test hook requests waiting on their timer */
 } daemon_state;
 
@@ -72,7 +75,11 @@ static int register_services(daemon_state *st, chcp_error **err)
                             .max_vcpus = c->max_vcpus,
                             .max_memory_mib = c->max_memory_mib,
                             .max_concurrent_starts = c->max_concurrent_starts,
-                            .attach_mode = c->ch_endpoint_path != NULL};
+                            .attach_mode = c->ch_endpoint_path != NULL,
+                            /* Durable state (docs/durability.md): spawned VMMs
+                             * outlive the daemon; an attached VMM is not ours. */
+                            .durable = c->ch_endpoint_path == NULL,
+                            .orphan_keep = c->orphan_keep};
     st->vms = vm_manager_new(&st->loop, &vc, ops, backend, err);
     if (!st->vms)
         return -1;
@@ -373,6 +380,16 @@ static void log_startup(const daemon_state *st, const transport_limits *lim)
         log_warn("CHCP_TEST_HOOKS is on: test-only endpoints are served; never use in production");
 }
 
+/* The "listening" line (which harnesses and operators wait for) and READY=1
+ * come once recovery is complete, i.e. when VmService really serves. */
+static void on_recovered(void *ud)
+{
+    daemon_state *st = ud;
+    st->recovered = true;
+    log_startup(st, &st->lim);
+    sd_notify(0, "READY=1");
+}
+
 static int start(daemon_state *st, chcp_error **err)
 {
     const chcp_config *c = st->cfg;
@@ -420,9 +437,15 @@ static int start(daemon_state *st, chcp_error **err)
     st->drain_timer.data = st;
     st->handles_open = true;
 
-    log_startup(st, &lim);
-    sd_notify(0, "READY=1");
-    return 0;
+    st->lim = lim;
+    /* Durable state: the listeners are up (GET /_/health shows progress)
+     * but VmService answers `unavailable` until every stored VM is
+     * re-adopted; the "listening" line and READY=1 wait for that. */
+    if (c->ch_endpoint_path) { /* attach mode: nothing stored */
+        on_recovered(st);
+        return 0;
+    }
+    return vm_manager_recover(st->vms, on_recovered, st, err);
 }
 
 /* ---- teardown ------------------------------------------------------------- */
@@ -448,9 +471,10 @@ static void teardown(daemon_state *st)
         uv_run(&st->loop, UV_RUN_DEFAULT);
     }
     if (st->vms) {
-        /* No durable store yet: VMs cannot outlive the daemon, so stop every
-         * VMM (and answer calls still waiting on them) before the rpc server
-         * goes. */
+        /* Durable mode (spawned VMMs): write every record and let go of the
+         * VMMs, which keep running for the next start. Attach mode: drop
+         * the VM from the VMM. Either way calls still waiting on a VMM are
+         * answered before the rpc server goes. */
         vm_manager_shutdown(st->vms, NULL, NULL);
         uv_run(&st->loop, UV_RUN_DEFAULT);
         vm_manager_free(st->vms);

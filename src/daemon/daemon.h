@@ -59,6 +59,7 @@ typedef struct chcp_config {
     char *ch_binary;        /* CHCP_CH_BINARY; absolute when found (see ch_binary_found) */
     bool ch_binary_found;   /* false: default name not found on PATH (spawn will fail) */
     char *state_dir;        /* CHCP_STATE_DIR, absolute, default /var/lib/chcp */
+    bool orphan_keep;       /* CHCP_ORPHAN_POLICY=keep (default reap) */
     char **image_dirs;      /* CHCP_IMAGE_DIRS, absolute paths, NULL-terminated */
     size_t n_image_dirs;
 

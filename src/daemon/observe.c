@@ -302,11 +302,18 @@ static json_t *health_json(observe *o, bool stopping, int *status)
     bool vmm_ok = c->ch_endpoint_path || c->ch_binary_found;
     tm_status ts;
     tm_telemetry_status(o->tm, &ts);
+    /* Durable state: until every stored VM is re-adopted VmService answers
+     * `unavailable`, so the instance is not ready (docs/durability.md). */
+    vm_recovery_status rs = {0};
+    if (o->vms)
+        vm_manager_recovery_status(o->vms, &rs);
+    bool recovering = !c->ch_endpoint_path && !rs.complete;
     const char *verdict = stopping      ? "stopping"
+                          : recovering  ? "recovering"
                           : !vmm_ok     ? "unhealthy"
                           : !ts.healthy ? "degraded"
                                         : "ok";
-    *status = stopping || !vmm_ok ? 503 : 200;
+    *status = stopping || !vmm_ok || recovering ? 503 : 200;
 
     json_t *by_state = json_object();
     size_t total = 0;
@@ -337,6 +344,17 @@ static void serve_health_json(observe *o, http_request *req, bool stopping)
 {
     int status;
     json_t *j = health_json(o, stopping, &status);
+    if (j && o->vms) {
+        vm_recovery_status rs;
+        vm_manager_recovery_status(o->vms, &rs);
+        json_object_set_new(
+            j, "recovery",
+            json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "running", rs.running,
+                      "complete", rs.complete, "total", (json_int_t)rs.total, "settled",
+                      (json_int_t)rs.settled, "adopted", (json_int_t)rs.adopted, "crashed",
+                      (json_int_t)rs.crashed, "orphans", (json_int_t)rs.orphans, "orphan_dirs",
+                      (json_int_t)rs.orphan_dirs, "elapsed_ms", (json_int_t)rs.elapsed_ms));
+    }
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     respond(req, j ? status : 500, "application/json", text ? text : "{}", text ? strlen(text) : 2);
     free(text);
