@@ -104,8 +104,9 @@ def read_latency_log(path):
     return lat
 
 
-def run(work, url, sc, clients, duration, warmup, rate=None, timeout_extra=30):
-    """One h2load run against url; rate = total req/s (None: full speed)."""
+def run(work, url, sc, clients, duration, warmup, rate=None, timeout_extra=30, streams=None):
+    """One h2load run against url; rate = total req/s (None: full speed);
+    streams overrides the scenario's concurrent streams per connection."""
     cmd = [
         "h2load",
         "-t",
@@ -113,7 +114,7 @@ def run(work, url, sc, clients, duration, warmup, rate=None, timeout_extra=30):
         "-c",
         str(clients),
         "-m",
-        str(sc.streams),
+        str(streams or sc.streams),
         "-D",
         "%dms" % round(duration * 1000),
         "--warm-up-time",

@@ -38,10 +38,14 @@ def summarize_rpc(rpc):
             s["p50_us"] = median(r.get("p50_us", []))
             s["p99_us"] = median(r.get("p99_us", []))
             s["errors"] = sum(r.get("errors", []))
+            s["base_p50_us"] = median(r.get("base_p50_us", []))
+            s["base_p99_us"] = median(r.get("base_p99_us", []))
     for sc, per_t in out.items():
         c, g = per_t.get("chcp"), per_t.get("connect-go")
         if c and g and c["peak_rps"] and g["peak_rps"]:
             per_t["speedup"] = c["peak_rps"] / g["peak_rps"]
+        if c and g and c["cpu_us_per_req"] and g["cpu_us_per_req"]:
+            per_t["cpu_ratio"] = g["cpu_us_per_req"] / c["cpu_us_per_req"]
     return out
 
 
@@ -76,6 +80,9 @@ def print_table(res):
     meta = res["meta"]
     p()
     p("chcp benchmarks  %s  (%s, %d CPUs, %s)" % (meta["date"], meta["cpu"], meta["cpus"], meta["git_rev"]))
+    la0, la1 = meta.get("load_avg_at_start"), meta.get("load_avg_at_end")
+    if la0 and la1:
+        p("machine load average (1 min) at start %.1f, at end %.1f" % (la0[0], la1[0]))
     p(
         "ListVms of %d VMs (%d-byte response); h2load -c %d, -m %d on h2c; %d rounds x %gs, medians"
         % (
@@ -113,7 +120,19 @@ def print_table(res):
                     )
                 )
             if per_t.get("speedup"):
-                p("%-14s %-11s %12s" % ("", "chcp/peer", fmt(per_t["speedup"], "x", 2)))
+                p(
+                    "%-14s %-11s %12s %10s  (req/s ratio; peer CPU per request / chcp's)"
+                    % ("", "chcp/peer", fmt(per_t["speedup"], "x", 2), fmt(per_t.get("cpu_ratio"), "x", 2))
+                )
+        p()
+        p("one connection, one request at a time, %s req/s (no queueing):" % meta.get("baseline_rate"))
+        hdr = "%-14s %-11s %10s %10s"
+        p(hdr % ("scenario", "server", "p50", "p99"))
+        for sc, per_t in summary.items():
+            for t in ("chcp", "connect-go"):
+                s = per_t.get(t)
+                if s:
+                    p(hdr % (sc, t, fmt(s.get("base_p50_us"), "us"), fmt(s.get("base_p99_us"), "us")))
     mem = res.get("rss", {})
     if mem:
         p()

@@ -46,6 +46,8 @@ def parse_args():
     ap.add_argument("--warmup", type=float, default=1, help="h2load warm-up seconds per run")
     ap.add_argument("--clients", type=int, default=16, help="h2load connections")
     ap.add_argument("--streams", type=int, default=16, help="h2load streams per h2c connection")
+    ap.add_argument("--baseline-rounds", type=int, default=3, help="rounds of the one-connection latency run")
+    ap.add_argument("--baseline-rate", type=int, default=500, help="req/s of the one-connection latency run")
     ap.add_argument("--lifecycle-seconds", type=float, default=5)
     ap.add_argument(
         "--lifecycle-concurrency", type=int, action="append", default=None,
@@ -104,6 +106,7 @@ def machine_meta(args):
         "warmup_s": args.warmup,
         "clients": args.clients,
         "streams": args.streams,
+        "baseline_rate": args.baseline_rate,
     }
 
 
@@ -164,6 +167,22 @@ def rpc_phase(args, work, targets, res):
                 rec["errors"].append(out.failed + out.non2xx)
                 print(
                     "  latency  %-14s round %d %-11s %8.0f req/s  p50 %6.0fus  p99 %7.0fus"
+                    % (sc.name, r + 1, t.name, out.rps, out.p50_us, out.p99_us),
+                    flush=True,
+                )
+    # Baseline: one connection, one request at a time, a low fixed rate: the
+    # latency of a request that never queues behind another (neither in the
+    # server nor in h2load's synchronized per-client bursts).
+    for sc in scs:
+        for r in range(args.baseline_rounds):
+            for t in order(r):
+                rec = runs[t.name][sc.name]
+                out = loadgen.run(work, t.url, sc, 1, args.duration, args.warmup, rate=args.baseline_rate, streams=1)
+                rec.setdefault("base_p50_us", []).append(out.p50_us)
+                rec.setdefault("base_p99_us", []).append(out.p99_us)
+                rec["errors"].append(out.failed + out.non2xx)
+                print(
+                    "  baseline %-14s round %d %-11s %8.0f req/s  p50 %6.0fus  p99 %7.0fus"
                     % (sc.name, r + 1, t.name, out.rps, out.p50_us, out.p99_us),
                     flush=True,
                 )
@@ -347,6 +366,7 @@ def main():
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     res["meta"]["elapsed_s"] = round(time.monotonic() - started, 1)
+    res["meta"]["load_avg_at_end"] = os.getloadavg()
     res["targets"] = report.targets_check(res.get("rpc_summary", {}), res.get("lifecycle"), res.get("memory"))
     report.write_json(res, args.out)
     report.print_table(res)

@@ -117,7 +117,8 @@ static void submitted(api_call *c, vm_op *op, chcp_error *err)
 
 static vm_op_params params_of(rpc_call *call)
 {
-    vm_op_params p = {.deadline_ns = rpc_call_deadline_ns(call)};
+    /* The RPC's span (if telemetry is on) parents the operation's spans. */
+    vm_op_params p = {.deadline_ns = rpc_call_deadline_ns(call), .trace_ctx = rpc_call_trace(call)};
     return p;
 }
 

@@ -135,9 +135,9 @@ typedef enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR } log_level;
 
 void log_set_level(log_level min);
 int log_level_from_name(const char *name); /* -1 when unknown */
-/* Hooks for telemetry: when set, fills trace/span ids (hex) for the current
- * request so log lines can be joined with traces. */
-typedef bool (*log_context_fn)(char trace_id[33], char span_id[17]);
+/* Hook for telemetry: fills the trace/span ids (hex) of the operation a VM
+ * is running, so log lines about that VM join its trace. */
+typedef bool (*log_context_fn)(const char *vm_id, char trace_id[33], char span_id[17]);
 void log_set_context_fn(log_context_fn fn);
 
 /*

@@ -89,7 +89,7 @@ void log_write(log_level level, const char *vm_id, const char *const *kv, const 
         append_json_string(&b, vm_id);
     }
     char trace_id[33], span_id[17];
-    if (context_fn && context_fn(trace_id, span_id))
+    if (vm_id && context_fn && context_fn(vm_id, trace_id, span_id))
         buf_printf(&b, ",\"trace_id\":\"%s\",\"span_id\":\"%s\"", trace_id, span_id);
     for (; kv && kv[0] && kv[1]; kv += 2) {
         buf_append_byte(&b, ',');

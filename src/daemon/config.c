@@ -161,6 +161,19 @@ static int parse_backend(chcp_config *cfg, const setting *s, const char *src, co
     return 0;
 }
 
+/* CHCP_ORPHAN_POLICY (durable state, docs/durability.md). */
+static int parse_orphan_policy(chcp_config *cfg, const setting *s, const char *src,
+                               const char *value, chcp_error **err)
+{
+    if (strcmp(value, "reap") == 0)
+        cfg->orphan_keep = false;
+    else if (strcmp(value, "keep") == 0)
+        cfg->orphan_keep = true;
+    else
+        return error_set(err, CHCP_INVALID_ARGUMENT, "%s: '%s' is not reap or keep", src, value);
+    return 0;
+}
+
 static int parse_ch_endpoint(chcp_config *cfg, const setting *s, const char *src, const char *value,
                              chcp_error **err)
 {
@@ -305,6 +318,8 @@ static const setting settings[] = {
      "cloud-hypervisor executable (name on PATH or absolute path). Default cloud-hypervisor."},
     {"CHCP_STATE_DIR", NULL, "--state-dir", parse_abs_path, FIELD(state_dir), 0, 0,
      "Directory for VM state and sockets (created 0700). Default /var/lib/chcp."},
+    {"CHCP_ORPHAN_POLICY", NULL, "--orphan-policy", parse_orphan_policy, NOFIELD, 0, 0,
+     "At start, VMM processes/VM dirs no record owns: reap (stop, remove) or keep. Default reap."},
     {"CHCP_IMAGE_DIRS", NULL, "--image-dirs", parse_image_dirs, NOFIELD, 0, 0,
      "Colon-separated absolute directories VM images may come from. Default: none."},
     {"CHCP_MAX_VCPUS", NULL, "--max-vcpus", parse_uint, FIELD(max_vcpus), 1, 254,
@@ -345,9 +360,13 @@ static const setting settings[] = {
     {"UNKEY_CHCP_OTEL_SERVICE_VERSION", NULL, NULL, parse_text, FIELD(otel.service_version), 0, 0,
      "service.version resource attribute. Default: this build's version."},
     {"UNKEY_CHCP_OTEL_PROMETHEUS_ENABLED", NULL, NULL, parse_bool, FIELD(otel.prometheus_enabled),
-     0, 0, "Serve Prometheus metrics. Default false."},
+     0, 0, "Serve Prometheus metrics on their own port. Default: same as UNKEY_CHCP_OTEL_ENABLED."},
     {"UNKEY_CHCP_OTEL_PROMETHEUS_PORT", NULL, NULL, parse_uint, FIELD(otel.prometheus_port), 1,
      65535, "Prometheus metrics port. Default 9464."},
+    {"CHCP_OTEL_BATCH_DELAY_MS", NULL, NULL, parse_uint, FIELD(otel.batch_delay_ms), 1, DAY_MS,
+     "Span export batch delay (tests). Default 5000."},
+    {"CHCP_OTEL_METRIC_INTERVAL_MS", NULL, NULL, parse_uint, FIELD(otel.metric_interval_ms), 1,
+     DAY_MS, "OTLP metric push interval (tests). Default 60000."},
 };
 
 enum { N_SETTINGS = ARRAY_SIZE(settings) };
@@ -493,6 +512,10 @@ int config_load(chcp_config *cfg, int argc, char *const *argv, config_getenv_fn 
         if (s->parse(cfg, s, src, value, err) < 0)
             return -1;
     }
+    /* Prometheus follows telemetry unless set explicitly. */
+    const char *prom = get("UNKEY_CHCP_OTEL_PROMETHEUS_ENABLED", ud);
+    if (!prom || !*prom)
+        cfg->otel.prometheus_enabled = cfg->otel.enabled;
     return resolve_ch_binary(cfg, ch_binary_src, ch_binary_value, get("PATH", ud), err);
 }
 

@@ -13,6 +13,7 @@
 #include "daemon/daemon.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "api/api.h"
+#include "daemon/observe.h"
 #include "cloudhypervisor/v1/vm.pb-c.h"
 #include "rpc/protojson.h"
 #include "rpc/rpc.h"
@@ -29,6 +31,8 @@ extern const protometa_table chcp_protometa;
 
 /* While draining, how often to check whether in-flight requests are done. */
 #define DRAIN_POLL_MS 10
+/* How long the last telemetry export may take at shutdown. */
+#define OBSERVE_FLUSH_MS 3000
 
 typedef struct sleep_req sleep_req;
 
@@ -37,6 +41,7 @@ typedef struct daemon_state {
     const chcp_config *cfg;
     rpc_server *rpc;
     vm_manager *vms;
+    observe *obs; /* telemetry, /metrics, /_/health */
     transport *tp;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
@@ -45,6 +50,8 @@ typedef struct daemon_state {
     bool unix_listening; /* the Unix socket file is ours to remove */
     bool stopping;       /* first signal received: draining */
     bool closing;        /* transport_close() called */
+    bool recovered;      /* durable state re-adopted: VmService serves */
+    transport_limits lim; /* for the start-up log line */
     sleep_req *sleeping; /* test hook requests waiting on their timer */
 } daemon_state;
 
@@ -68,7 +75,11 @@ static int register_services(daemon_state *st, chcp_error **err)
                             .max_vcpus = c->max_vcpus,
                             .max_memory_mib = c->max_memory_mib,
                             .max_concurrent_starts = c->max_concurrent_starts,
-                            .attach_mode = c->ch_endpoint_path != NULL};
+                            .attach_mode = c->ch_endpoint_path != NULL,
+                            /* Durable state (docs/durability.md): spawned VMMs
+                             * outlive the daemon; an attached VMM is not ours. */
+                            .durable = c->ch_endpoint_path == NULL,
+                            .orphan_keep = c->orphan_keep};
     st->vms = vm_manager_new(&st->loop, &vc, ops, backend, err);
     if (!st->vms)
         return -1;
@@ -192,6 +203,8 @@ static bool daemon_fallback(http_request *req, void *ud)
         serve_health(st, req);
         return true;
     }
+    if (st->obs && observe_serve(st->obs, req, st->stopping))
+        return true;
     if (st->cfg->test_hooks && strcmp(req->path, "/_test/sleep") == 0) {
         serve_sleep(st, req);
         return true;
@@ -231,6 +244,9 @@ static void on_transport_closed(void *ud)
 {
     daemon_state *st = ud;
     st->tp = NULL;
+    /* Last spans and metrics out (bounded), then the telemetry handles go. */
+    if (st->obs)
+        observe_shutdown(st->obs, OBSERVE_FLUSH_MS, NULL, NULL);
     /* VMMs keep the loop alive until they are stopped (see teardown). */
     if (st->vms)
         vm_manager_shutdown(st->vms, NULL, NULL);
@@ -364,6 +380,16 @@ static void log_startup(const daemon_state *st, const transport_limits *lim)
         log_warn("CHCP_TEST_HOOKS is on: test-only endpoints are served; never use in production");
 }
 
+/* The "listening" line (which harnesses and operators wait for) and READY=1
+ * come once recovery is complete, i.e. when VmService really serves. */
+static void on_recovered(void *ud)
+{
+    daemon_state *st = ud;
+    st->recovered = true;
+    log_startup(st, &st->lim);
+    sd_notify(0, "READY=1");
+}
+
 static int start(daemon_state *st, chcp_error **err)
 {
     const chcp_config *c = st->cfg;
@@ -377,6 +403,9 @@ static int start(daemon_state *st, chcp_error **err)
     if (register_services(st, err) < 0)
         return -1;
     rpc_server_set_fallback(st->rpc, daemon_fallback, st);
+    st->obs = observe_start(&st->loop, c, st->rpc, st->vms, err);
+    if (*err)
+        return -1;
 
     transport_limits defaults, lim;
     transport_limits_default(&defaults);
@@ -408,9 +437,15 @@ static int start(daemon_state *st, chcp_error **err)
     st->drain_timer.data = st;
     st->handles_open = true;
 
-    log_startup(st, &lim);
-    sd_notify(0, "READY=1");
-    return 0;
+    st->lim = lim;
+    /* Durable state: the listeners are up (GET /_/health shows progress)
+     * but VmService answers `unavailable` until every stored VM is
+     * re-adopted; the "listening" line and READY=1 wait for that. */
+    if (c->ch_endpoint_path) { /* attach mode: nothing stored */
+        on_recovered(st);
+        return 0;
+    }
+    return vm_manager_recover(st->vms, on_recovered, st, err);
 }
 
 /* ---- teardown ------------------------------------------------------------- */
@@ -424,6 +459,8 @@ static void close_any(uv_handle_t *h, void *arg)
 /* Release everything on the loop, whichever stage start() reached. */
 static void teardown(daemon_state *st)
 {
+    if (st->obs && !st->handles_open) /* start() failed before serving */
+        observe_shutdown(st->obs, 0, NULL, NULL);
     if (st->tp) {
         if (!st->handles_open) {
             transport_close(st->tp, transport_closed_noop, NULL);
@@ -434,14 +471,18 @@ static void teardown(daemon_state *st)
         uv_run(&st->loop, UV_RUN_DEFAULT);
     }
     if (st->vms) {
-        /* No durable store yet: VMs cannot outlive the daemon, so stop every
-         * VMM (and answer calls still waiting on them) before the rpc server
-         * goes. */
+        /* Durable mode (spawned VMMs): write every record and let go of the
+         * VMMs, which keep running for the next start. Attach mode: drop
+         * the VM from the VMM. Either way calls still waiting on a VMM are
+         * answered before the rpc server goes. */
         vm_manager_shutdown(st->vms, NULL, NULL);
         uv_run(&st->loop, UV_RUN_DEFAULT);
         vm_manager_free(st->vms);
         st->vms = NULL;
     }
+    uv_run(&st->loop, UV_RUN_DEFAULT);
+    observe_free(st->obs);
+    st->obs = NULL;
     /* Every call was cancelled by transport_close() and the loop ran until
      * their handlers finished; a call still open here would point into a
      * freed server, so keep it (a leak the sanitizers report) instead. */

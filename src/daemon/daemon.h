@@ -39,8 +39,11 @@ typedef struct chcp_otel_config {
     double sampling_rate;     /* 0..1, default 1.0 */
     char *service_name;       /* default "chcp" */
     char *service_version;    /* default CHCP_VERSION */
-    bool prometheus_enabled;  /* default false */
+    bool prometheus_enabled;  /* default: same as `enabled` */
     uint16_t prometheus_port; /* default 9464 */
+    /* Test knobs (CHCP_OTEL_*): 0 = the specification's defaults. */
+    uint64_t batch_delay_ms;     /* span batch delay, default 5000 */
+    uint64_t metric_interval_ms; /* OTLP metric push interval, default 60000 */
 } chcp_otel_config;
 
 typedef struct chcp_config {
@@ -56,6 +59,7 @@ typedef struct chcp_config {
     char *ch_binary;        /* CHCP_CH_BINARY; absolute when found (see ch_binary_found) */
     bool ch_binary_found;   /* false: default name not found on PATH (spawn will fail) */
     char *state_dir;        /* CHCP_STATE_DIR, absolute, default /var/lib/chcp */
+    bool orphan_keep;       /* CHCP_ORPHAN_POLICY=keep (default reap) */
     char **image_dirs;      /* CHCP_IMAGE_DIRS, absolute paths, NULL-terminated */
     size_t n_image_dirs;
 

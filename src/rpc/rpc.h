@@ -113,6 +113,10 @@ void rpc_call_on_cancel(rpc_call *call, void (*fn)(rpc_call *call, void *ud), vo
 /* Per-call slot for the handler/telemetry. */
 void rpc_call_set_user(rpc_call *call, void *user);
 void *rpc_call_user(const rpc_call *call);
+/* Per-call slot for the observer (telemetry: the call's server span), so
+ * handlers can hand it down as the parent of the work they start. */
+void rpc_call_set_trace(rpc_call *call, void *trace);
+void *rpc_call_trace(const rpc_call *call);
 
 /* Custom response metadata. Binary values go under keys ending "-bin"; pass
  * raw bytes, the protocol layer base64-encodes them. */

@@ -118,6 +118,7 @@ struct rpc_call {
     void (*cancel_fn)(rpc_call *call, void *ud);
     void *cancel_ud;
     void *user;
+    void *trace; /* the observer's (telemetry's) slot */
     uv_timer_t timer;
 };
 

@@ -391,6 +391,16 @@ void *rpc_call_user(const rpc_call *call)
     return call->user;
 }
 
+void rpc_call_set_trace(rpc_call *call, void *trace)
+{
+    call->trace = trace;
+}
+
+void *rpc_call_trace(const rpc_call *call)
+{
+    return call->trace;
+}
+
 static bool is_bin_key(const char *name)
 {
     size_t n = strlen(name);

@@ -10,6 +10,7 @@
  * unavailable; VMM said no: internal with its error chain).
  */
 #include <string.h>
+#include <sys/stat.h>
 
 #include "vm/vm.h"
 #include "vmm/ch/ch.h"
@@ -33,6 +34,9 @@ typedef struct chb_vmm {
     vmb_done_fn stop_done;
     void *stop_ud;
     bool exited;
+    /* Adopted: events up to this offset of events.json happened while
+     * chcp-api was down; recovery's vm.info accounts for them. */
+    uint64_t replay_until;
 } chb_vmm;
 
 /* A completion that must not run inside the call that started it. */
@@ -168,6 +172,8 @@ static void on_ready(ch_vmm *vmm, const ch_response *resp, const chcp_error *err
 static void on_event(ch_vmm *vmm, const ch_event *ev, void *ud)
 {
     chb_vmm *v = ud;
+    if (ev->end_offset <= v->replay_until)
+        return; /* a replay (see replay_until) */
     if (v->cb->on_event)
         v->cb->on_event(v->cb_ud, ev->source, ev->event);
 }
@@ -228,6 +234,44 @@ static void *chb_start(void *backend, const vmb_start_params *p, const vmb_callb
     return v;
 }
 
+/* Durable mode: a VMM spawned by an earlier run (ch_vmm_adopt re-checks the
+ * pid against its start time and follows events.json from the offset). */
+static void *chb_adopt(void *backend, const vmb_adopt_params *p, const vmb_callbacks *cb,
+                       void *cb_ud, chcp_error **err)
+{
+    chb *b = backend;
+    if (b->attach_path) {
+        error_set(err, CHCP_FAILED_PRECONDITION, "attach mode adopts nothing");
+        return NULL;
+    }
+    chb_vmm *v = xcalloc(1, sizeof(*v));
+    v->b = b;
+    v->cb = cb;
+    v->cb_ud = cb_ud;
+    ch_adopt_opts o = {.dir = p->dir,
+                       .vm_id = p->vm_id,
+                       .pid = p->pid,
+                       .start_time = p->start_time,
+                       .event_offset = p->event_offset};
+    /* Before adopting (and so before recovery's vm.info): whatever is in
+     * the file now is history that vm.info reflects. */
+    cleanup_free char *events = xasprintf("%s/%s", p->dir, CH_EVENTS_FILE_NAME);
+    struct stat st;
+    if (stat(events, &st) == 0)
+        v->replay_until = (uint64_t)st.st_size;
+    v->vmm = ch_vmm_adopt(b->loop, &o, &ch_cbs, v, err);
+    if (!v->vmm) {
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
+static uint64_t chb_event_offset(void *vmm)
+{
+    return ch_vmm_event_offset(((chb_vmm *)vmm)->vmm);
+}
+
 static void chb_stop(void *vmm, vmb_done_fn done, void *ud)
 {
     chb_vmm *v = vmm;
@@ -283,6 +327,8 @@ static const vm_backend_ops chb_ops = {
     .pid = chb_pid,
     .start_time = chb_start_time,
     .free = chb_free,
+    .adopt = chb_adopt,
+    .event_offset = chb_event_offset,
 };
 
 int vm_backend_ch_new(uv_loop_t *loop, const vm_backend_ch_config *cfg, const vm_backend_ops **ops,

@@ -69,6 +69,11 @@ static const char *exit_reason(vm_entry *e)
 static bool op_interrupted(vm_op *op)
 {
     vm_entry *e = op->vm;
+    if (e->m->detached) {
+        /* Durable shutdown let go of the VMM: its record stays as it was. */
+        vm_op_finish_code(op, CHCP_UNAVAILABLE, "the daemon is shutting down");
+        return true;
+    }
     if (e->deleting) {
         vm_op_finish_code(op, CHCP_ABORTED, "VM %s was deleted during the operation", e->rec.id);
         return true;
@@ -137,12 +142,37 @@ static const char *absorb_info(vm_entry *e, const vmb_reply *reply)
 
 static void create_fail(vm_op *op, const chcp_error *err);
 
+/* The CreateVm record is durable (or could not be written: then CreateVm
+ * fails like any other creation failure, and the VMM goes). */
+static void create_durable(vm_entry *e, const chcp_error *err, void *ud)
+{
+    vm_op *op = ud;
+    e->inflight--;
+    if (e->m->detached) {
+        vm_op_finish_code(op, CHCP_UNAVAILABLE, "the daemon is shutting down");
+    } else if (e->deleting && !e->create_op) {
+        vm_op_finish_code(op, CHCP_ABORTED, "VM %s was deleted during CreateVm", e->rec.id);
+    } else if (err) {
+        e->persisted = false;
+        chcp_error *copy = NULL;
+        error_set(&copy, CHCP_UNAVAILABLE, "recording the VM durably: %s", err->message);
+        create_fail(op, copy);
+        error_free(copy);
+    } else {
+        vm_op_finish(op, NULL);
+    }
+    after_backend(e);
+}
+
 static void create_done(void *ud, chcp_error *err, const vmb_reply *reply)
 {
     vm_op *op = ud;
     vm_entry *e = op->vm;
     e->inflight--;
-    if (e->deleting && !e->create_op) {
+    if (e->m->detached) {
+        /* No record was written: the next start reclaims this VMM. */
+        vm_op_finish_code(op, CHCP_UNAVAILABLE, "the daemon is shutting down");
+    } else if (e->deleting && !e->create_op) {
         vm_op_finish_code(op, CHCP_ABORTED, "VM %s was deleted during CreateVm", e->rec.id);
     } else if (err || e->rec.has_exit) {
         if (!err)
@@ -155,7 +185,9 @@ static void create_done(void *ud, chcp_error *err, const vmb_reply *reply)
         vm_set_state(e, VM_CREATED, "%s", "");
         free(e->rec.vmm_state);
         e->rec.vmm_state = xstrdup("Created");
-        vm_op_finish(op, NULL);
+        /* Durable mode: acknowledged only once the record is durable. */
+        e->inflight++;
+        vm_persist_now(e, create_durable, op);
     }
     error_free(err);
     after_backend(e);
@@ -166,7 +198,9 @@ static void create_started(void *ud, chcp_error *err, const vmb_reply *reply)
     vm_op *op = ud;
     vm_entry *e = op->vm;
     e->inflight--;
-    if (e->deleting && !e->create_op) {
+    if (e->m->detached) {
+        vm_op_finish_code(op, CHCP_UNAVAILABLE, "the daemon is shutting down");
+    } else if (e->deleting && !e->create_op) {
         vm_op_finish_code(op, CHCP_ABORTED, "VM %s was deleted during CreateVm", e->rec.id);
     } else if (err) {
         if (e->rec.has_exit && !strstr(err->message, exit_reason(e)))
@@ -525,10 +559,15 @@ static void start_removal(vm_entry *e)
     vm_lifecycle_try_remove(e);
 }
 
+static void removal_finish(vm_entry *e, const chcp_error *store_err, void *ud);
+
 bool vm_lifecycle_try_remove(vm_entry *e)
 {
-    if (!e->removing_started || !e->stop_done || e->inflight || e->current || e->info_inflight)
+    if (!e->removing_started || !e->stop_done || e->inflight || e->current || e->info_inflight ||
+        e->store_removing)
         return false;
+    if (e->m->detached)
+        return false; /* durable shutdown: the record says DELETING; the next start finishes */
     if (e->vmm) {
         ops_of(e)->release(e->vmm);
         e->vmm = NULL;
@@ -538,12 +577,21 @@ bool vm_lifecycle_try_remove(vm_entry *e)
         log_vm(LOG_WARN, e->rec.id, "%s", err->message);
         error_free(err);
     }
+    /* Durable mode: DeleteVm is answered once the record's deletion is. */
+    e->store_removing = true;
+    vm_persist_delete(e, removal_finish, NULL);
+    return true;
+}
+
+static void removal_finish(vm_entry *e, const chcp_error *store_err, void *ud)
+{
     /* Answer everyone: a failed CreateVm with its error, DeleteVm calls with
      * success. The record is gone for all of them. */
     log_vm(LOG_INFO, e->rec.id, "removed");
     vm_op *c = steal_pointer(&e->create_op);
     vm_op *d = steal_pointer(&e->delete_ops);
     chcp_error *removal_err = steal_pointer(&e->removal_err);
+    e->store_removing = false;
     vm_entry_destroy(e); /* stays allocated while the ops below refer to it */
     /* Deferred: a removal can finish inside the CreateVm/DeleteVm call that
      * started it (nothing to stop), and callers are promised no completion
@@ -554,11 +602,15 @@ bool vm_lifecycle_try_remove(vm_entry *e)
     while (d) {
         vm_op *next = d->next;
         d->next = NULL;
-        vm_op_complete_now(d, CHCP_OK, "%s", "deleted");
+        /* A record that could not be deleted is still DELETING in the
+         * store: the next start finishes the removal. */
+        if (store_err)
+            vm_op_complete_now(d, store_err->code, "%s", store_err->message);
+        else
+            vm_op_complete_now(d, CHCP_OK, "%s", "deleted");
         d = next;
     }
     error_free(removal_err);
-    return true;
 }
 
 void vm_lifecycle_delete(vm_op *op)
@@ -610,12 +662,17 @@ static void info_done(void *ud, chcp_error *err, const vmb_reply *reply)
             e->unresponsive = true;
             vm_set_state(e, e->rec.state, NOT_RESPONDING " (vm.info: %s)", err->message);
         } else {
+            uint64_t mem = e->rec.memory_actual_size;
+            cleanup_free char *was = xstrdup(e->rec.vmm_state);
             const char *st = absorb_info(e, reply);
             if (e->unresponsive && str_has_prefix(e->rec.state_reason, NOT_RESPONDING))
                 vm_set_state(e, e->rec.state, "%s", "");
             e->unresponsive = false;
             reconcile(e, st);
-            vm_touch(e);
+            /* A read that changed nothing leaves updated_at and generation
+             * alone (a restart must not look like a change either). */
+            if (mem != e->rec.memory_actual_size || strcmp(was, e->rec.vmm_state) != 0)
+                vm_touch(e);
         }
     }
     /* Reads succeed with whatever is known, also when the VMM is stuck. */
@@ -652,8 +709,10 @@ static void on_event(void *ud, const char *source, const char *event)
     vm_entry *e = ud;
     if (e->m->obs.event)
         e->m->obs.event(e->m->obs.ud, vm_current_token(e), &e->rec, source, event);
-    e->rec.event_offset++;
-    if (e->deleting)
+    /* Adopted VMMs replay events since the saved offset; vm.info (recovery.c)
+     * is the truth about those, so they are not applied again. (The saved
+     * offset is the backend's byte offset, persist.c.) */
+    if (e->deleting || e->recovering)
         return;
     vm_op *cur = e->current;
     if (strcmp(source, "vm") == 0 && strcmp(event, "shutdown") == 0) {
@@ -695,6 +754,7 @@ static void on_vmm_exit(void *ud, int exit_code, int sig, const char *detail)
     e->rec.vmm_pid = 0;
     free(e->rec.vmm_state);
     e->rec.vmm_state = xstrdup("");
+    vm_cleanup_leftovers(&e->rec); /* a crashed VMM leaves its API socket */
     if (e->m->obs.vmm_exit)
         e->m->obs.vmm_exit(e->m->obs.ud, &e->rec, e->deleting);
     if (e->deleting) {
@@ -728,3 +788,8 @@ static void on_vmm_exit(void *ud, int exit_code, int sig, const char *detail)
 }
 
 static const vmb_callbacks backend_callbacks = {.on_event = on_event, .on_exit = on_vmm_exit};
+
+const vmb_callbacks *vm_lifecycle_callbacks(void)
+{
+    return &backend_callbacks;
+}

@@ -95,6 +95,7 @@ void vm_touch(vm_entry *e)
 {
     e->rec.updated_at_ns = time_real_ns();
     e->rec.generation++;
+    vm_persist_mark(e); /* durable mode: queue the record's write */
 }
 
 void vm_set_state(vm_entry *e, vm_state s, const char *reason_fmt, ...)
@@ -150,6 +151,17 @@ void vm_entry_destroy(vm_entry *e)
         m->shutdown_done = NULL;
         cb(m->shutdown_ud);
     }
+}
+
+void vm_registry_add(vm_manager *m, vm_entry *e)
+{
+    registry_insert(m, e);
+}
+
+void vm_entry_unref(vm_entry *e)
+{
+    if (--e->refs == 0 && e->removed)
+        entry_free(e);
 }
 
 /* ---- operations: lifetime ------------------------------------------------------- */
@@ -421,6 +433,11 @@ vm_op *vm_op_create(vm_manager *m, const char *id, const Cloudhypervisor__V1__Vm
         error_set(err, CHCP_UNAVAILABLE, "the daemon is shutting down");
         return NULL;
     }
+    if (m->recovery.running) {
+        error_set(err, CHCP_UNAVAILABLE, "recovering VMs after a restart (%zu of %zu done)",
+                  m->recovery.settled, m->recovery.total);
+        return NULL;
+    }
     if (id && id[0] && vm_validate_id(id, err) < 0)
         return NULL;
     if (vm_validate_labels(labels, n_labels, "labels", err) < 0)
@@ -514,6 +531,11 @@ vm_op *vm_op_submit(vm_manager *m, vm_op_kind kind, const char *id, const vm_op_
     }
     if (vm_validate_id(id, err) < 0)
         return NULL;
+    if (m->recovery.running) {
+        error_set(err, CHCP_UNAVAILABLE, "recovering VMs after a restart (%zu of %zu done)",
+                  m->recovery.settled, m->recovery.total);
+        return NULL;
+    }
     vm_entry *e = registry_get(m, id);
     if (!e) {
         error_set(err, CHCP_NOT_FOUND, "VM %s not found", id);
@@ -660,6 +682,8 @@ vm_manager *vm_manager_new(uv_loop_t *loop, const vm_manager_config *cfg, const 
     m->cfg.image_dirs = NULL;
     if (mkdir_private(m->state_dir, err) < 0 || mkdir_private(m->vms_dir, err) < 0)
         goto fail;
+    if (m->cfg.durable && vm_persist_open(m, err) < 0)
+        goto fail;
     return m;
 fail:
     m->backend = NULL;
@@ -675,6 +699,15 @@ static void shutdown_delete_done(void *ud, const chcp_error *err, const vm_recor
 
 void vm_manager_shutdown(vm_manager *m, void (*done)(void *ud), void *ud)
 {
+    if (m->cfg.durable) {
+        /* VMs outlive the daemon: write, let go, keep them running. */
+        m->shutting_down = true;
+        vm_persist_detach(m);
+        vm_persist_close(m);
+        if (done)
+            done(ud);
+        return;
+    }
     m->shutting_down = true;
     m->shutdown_done = done;
     m->shutdown_ud = ud;
@@ -711,6 +744,8 @@ void vm_manager_free(vm_manager *m)
             entry_free(e);
     }
     free(m->vms);
+    vm_persist_close(m);
+    free(m->vms_real);
     if (m->backend && m->ops && m->ops->free)
         m->ops->free(m->backend);
     for (size_t i = 0; i < m->limits.n_image_dirs; i++)
@@ -747,6 +782,11 @@ size_t vm_manager_count_state(const vm_manager *m, vm_state s)
     for (size_t i = 0; i < m->n_vms; i++)
         n += !m->vms[i]->removed && m->vms[i]->rec.state == s;
     return n;
+}
+
+void *vm_manager_op_token(const vm_manager *m, const char *id)
+{
+    return vm_current_token(registry_get(m, id));
 }
 
 void *vm_current_token(const vm_entry *e)

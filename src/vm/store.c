@@ -16,6 +16,9 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#define LOCK_WAIT_MS 2000 /* start-up only */
 
 typedef struct store_op {
     struct store_op *next;
@@ -333,9 +336,16 @@ static int lock_dir(vm_store *s, const char *dir, chcp_error **err)
     s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (s->lock_fd < 0)
         return error_set_errno(err, CHCP_PERMISSION_DENIED, errno, "cannot open %s", lock);
-    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0)
-        return error_set(err, CHCP_FAILED_PRECONDITION,
-                         "%s is locked: another chcp-api is using state directory %s", lock, dir);
+    /* A daemon killed mid-spawn leaves a forked child that holds the lock
+     * until its exec closes it (O_CLOEXEC): give such a child a moment
+     * before concluding that another chcp-api runs. */
+    for (int i = 0; flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0; i++) {
+        if (errno != EWOULDBLOCK || i >= LOCK_WAIT_MS / 10)
+            return error_set(err, CHCP_FAILED_PRECONDITION,
+                             "%s is locked: another chcp-api is using state directory %s", lock,
+                             dir);
+        usleep(10000);
+    }
     return 0;
 }
 

@@ -129,6 +129,14 @@ typedef struct vmb_start_params {
     const char *dir; /* the VM's private directory */
 } vmb_start_params;
 
+typedef struct vmb_adopt_params {
+    const char *vm_id;
+    const char *dir;
+    int pid;
+    uint64_t start_time;
+    uint64_t event_offset;
+} vmb_adopt_params;
+
 typedef struct vm_backend_ops {
     /* Start the VMM of one VM (spawn, or connect in attach mode) and wait for
      * it to answer a ping; `done` fires once. Returns the VMM handle, or NULL
@@ -150,6 +158,13 @@ typedef struct vm_backend_ops {
     uint64_t (*start_time)(void *vmm);
     /* Free the backend itself (all VMMs released first). */
     void (*free)(void *backend);
+    /* Durable mode (optional, NULL = not supported): take over a VMM started
+     * by an earlier daemon run (no `done`: it is ready or refused at once;
+     * CHCP_NOT_FOUND when the process is gone or the pid is someone else's),
+     * and the resume point in its event stream, saved with the record. */
+    void *(*adopt)(void *backend, const vmb_adopt_params *p, const vmb_callbacks *cb,
+                   void *cb_ud, chcp_error **err);
+    uint64_t (*event_offset)(void *vmm);
 } vm_backend_ops;
 
 /* ---- the manager -------------------------------------------------------- */
@@ -171,14 +186,44 @@ typedef struct vm_manager_config {
     uint64_t boot_timeout_ms; /* default 30000 */
     uint64_t info_timeout_ms; /* default 500 */
     uint32_t max_queue;       /* operations waiting per VM; 0 = 64 */
+    /* Durable mode (docs/durability.md): records live in <state_dir>/chcp.db,
+     * VMMs outlive the daemon and are re-adopted by vm_manager_recover(). */
+    bool durable;
+    bool orphan_keep; /* CHCP_ORPHAN_POLICY=keep: log unowned VMMs/dirs, leave them */
 } vm_manager_config;
 
 /* The manager takes ownership of `backend` (freed with ops->free). */
 vm_manager *vm_manager_new(uv_loop_t *loop, const vm_manager_config *cfg, const vm_backend_ops *ops,
                            void *backend, chcp_error **err);
-/* Stop every VMM and remove every VM directory (there is no durable store
- * yet, so VMs cannot outlive the daemon); `done` fires when all are gone. */
+/* Durable mode: write every record, let go of every VMM (they keep running)
+ * and close the store; `done` fires before this returns. Otherwise: stop
+ * every VMM and remove every VM directory; `done` fires when all are gone.
+ * Calling it again does nothing. */
 void vm_manager_shutdown(vm_manager *m, void (*done)(void *ud), void *ud);
+
+/* ---- recovery (durable mode, src/vm/recovery.c) ---------------------------- */
+
+typedef struct vm_recovery_status {
+    bool running;      /* started, not yet complete: operations are refused */
+    bool complete;     /* every stored VM is settled */
+    size_t total;      /* records loaded */
+    size_t settled;    /* of them, reconciled so far */
+    size_t adopted;    /* VMMs taken over */
+    size_t crashed;    /* VMMs found dead (marked CRASHED) */
+    size_t orphans;    /* unowned VMM processes found (reaped unless keep) */
+    size_t orphan_dirs; /* unowned VM directories found (removed unless keep) */
+    uint64_t elapsed_ms;
+} vm_recovery_status;
+
+/*
+ * Load every stored VM, check its VMM (pid + start time + holding the VM's
+ * event file), adopt the live ones, mark dead ones CRASHED, reclaim what no
+ * record owns, then reconcile each adopted VM with its vm.info. `done` fires
+ * (never inside this call) when every VM is settled; until then operations
+ * fail with `unavailable`. Returns -1 (err set) when the store cannot be read.
+ */
+int vm_manager_recover(vm_manager *m, void (*done)(void *ud), void *ud, chcp_error **err);
+void vm_manager_recovery_status(const vm_manager *m, vm_recovery_status *out);
 /* Free after vm_manager_shutdown() completed (or with no VMs). */
 void vm_manager_free(vm_manager *m);
 
@@ -256,6 +301,8 @@ typedef struct vm_observer {
 } vm_observer;
 
 void vm_manager_set_observer(vm_manager *m, const vm_observer *obs);
+/* The observer token of the operation VM `id` is running now (NULL if none). */
+void *vm_manager_op_token(const vm_manager *m, const char *id);
 const char *vm_op_kind_name(vm_op_kind kind); /* "create", "boot", ... */
 /* States in numeric order, for per-state gauges. */
 size_t vm_manager_count_state(const vm_manager *m, vm_state s);

@@ -5,6 +5,7 @@
 #ifndef CHCP_VM_INTERNAL_H
 #define CHCP_VM_INTERNAL_H
 
+#include "vm/store.h"
 #include "vm/vm.h"
 
 /* Guard rails applied to a client configuration. */
@@ -77,6 +78,12 @@ struct vm_entry {
     bool vmm_created; /* the VMM accepted vm.create */
     int refs;         /* operations pointing here (they may complete later) */
     bool removed;     /* out of the registry; freed when refs drops to 0 */
+    /* Durable mode (persist.c, recovery.c). */
+    bool persisted;     /* a record exists in the store (CreateVm acknowledged) */
+    bool dirty;         /* the record changed since it was last queued */
+    bool store_removing; /* the record's deletion is being written */
+    bool recovering;    /* adopted, waiting for vm.info: events are replays */
+    bool deleting_on_recovery; /* stored as DELETING: finish the removal */
 };
 
 struct vm_manager {
@@ -94,6 +101,16 @@ struct vm_manager {
     bool shutting_down;
     void (*shutdown_done)(void *ud);
     void *shutdown_ud;
+    /* Durable mode. */
+    vm_store *store;
+    uv_timer_t persist_timer; /* coalesces record writes (one per loop turn) */
+    bool persist_timer_open, persist_scheduled;
+    bool detached; /* shut down in durable mode: VMMs let go, nothing written */
+    char *vms_real; /* realpath of vms_dir (what /proc fd links show) */
+    vm_recovery_status recovery;
+    uint64_t recovery_start_ns;
+    void (*recovery_done)(void *ud);
+    void *recovery_ud;
     vm_observer obs; /* zeroed when none */
 };
 
@@ -130,5 +147,41 @@ void vm_lifecycle_delete(vm_op *op);        /* DeleteVm, outside the queue */
 void vm_lifecycle_info(vm_op *op);          /* GetVmInfo, outside the queue */
 void vm_lifecycle_grace_expired(vm_op *op); /* ShutdownVm grace timer */
 bool vm_lifecycle_try_remove(vm_entry *e);  /* finish a removal when idle */
+/* Recovery: an adopted VM's events and exits arrive through these. */
+const vmb_callbacks *vm_lifecycle_callbacks(void);
+
+/* manager.c, for recovery */
+void vm_registry_add(vm_manager *m, vm_entry *e);
+/* Drop a reference taken with e->refs++ (frees a removed entry). */
+void vm_entry_unref(vm_entry *e);
+
+/* recovery.c: the decisions, testable on their own (tests/unit/test_recovery.c) */
+typedef enum vm_recover_verdict {
+    VM_RECOVER_ADOPT,      /* pid alive, same start time, holds the VM's event file */
+    VM_RECOVER_DEAD,       /* no such process */
+    VM_RECOVER_PID_REUSED, /* alive but not ours: never touched */
+    VM_RECOVER_NO_PID,     /* no VMM was recorded */
+} vm_recover_verdict;
+vm_recover_verdict vm_recovery_check(int pid, uint64_t start_time, const char *events_path);
+int vm_proc_start_time(int pid, uint64_t *out); /* /proc/<pid>/stat field 22 */
+bool vm_proc_holds(int pid, const char *path);  /* an fd of pid names path */
+void vm_cleanup_leftovers(const vm_record *r);  /* a dead VMM's socket */
+
+/* persist.c (durable mode; every function is a no-op without a store) */
+int vm_persist_open(vm_manager *m, chcp_error **err);
+/* The record changed: queue its write (coalesced, written off the loop). */
+void vm_persist_mark(vm_entry *e);
+/* Write the record now; `cb` runs on the loop once it is durable (err NULL)
+ * or failed. Without a store `cb` runs at once. */
+typedef void (*vm_persist_fn)(vm_entry *e, const chcp_error *err, void *ud);
+void vm_persist_now(vm_entry *e, vm_persist_fn cb, void *ud);
+/* Delete the record; same callback rules. */
+void vm_persist_delete(vm_entry *e, vm_persist_fn cb, void *ud);
+/* Shutdown: write every record, wait until durable, release every VMM. */
+void vm_persist_detach(vm_manager *m);
+void vm_persist_close(vm_manager *m);
+/* Labels as stored (a JSON object), and back. */
+char *vm_labels_encode(const vm_record *r, size_t *len);
+int vm_labels_decode(const uint8_t *data, size_t len, vm_record *r, chcp_error **err);
 
 #endif

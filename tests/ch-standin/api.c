@@ -579,12 +579,46 @@ static void vm_unsupported(si_call *c, si_reply *r)
     close_call_fds(c);
 }
 
+/* The ApiError text CH puts first in the chain of each call. */
+static const char *api_context(const char *a)
+{
+    static const char *const map[][2] = {
+        {"vm.boot", "The VM could not boot"},
+        {"vm.create", "The VM could not be created"},
+        {"vm.delete", "The VM could not be deleted"},
+        {"vm.info", "The VM info is not available"},
+        {"vm.counters", "The VM info is not available"},
+        {"vm.pause", "The VM could not be paused"},
+        {"vm.resume", "The VM could not resume"},
+        {"vm.shutdown", "The VM could not shutdown"},
+        {"vm.reboot", "The VM could not reboot"},
+        {"vm.power-button", "Error triggering power button"},
+        {"vm.nmi", "Error triggering NMI"},
+        {"vm.resize", "The VM could not be resized"},
+        {"vm.remove-device", "The device could not be removed from the VM"},
+        {"vmm.shutdown", "The VMM could not shutdown"},
+    };
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (!strcmp(map[i][0], a))
+            return map[i][1];
+    for (size_t i = 0; i < sizeof(addkinds) / sizeof(addkinds[0]); i++)
+        if (!strcmp(addkinds[i].action, a))
+            return addkinds[i].ctx;
+    return "The VMM could not handle the request";
+}
+
 void si_api_handle(si_call *c, si_reply *r)
 {
-    si_sleep_ms(g_vm.f.api_delay_ms);
     const char *a = c->action;
+    si_sleep_ms(g_vm.f.api_delay_ms);
+    si_sleep_ms(si_action_delay(g_vm.f.delay_on, a));
     if (strcmp(a, "vm.boot") && strcmp(a, "vm.create"))
         si_fault_point(a);
+    if (si_action_in(g_vm.f.fail_on, a)) {
+        close_call_fds(c);
+        si_reply_error(r, SI_E_OTHER, api_context(a), "standin: injected failure (fail_on)", NULL);
+        return;
+    }
     if (!strcmp(a, "vmm.ping"))
         vmm_ping(r);
     else if (!strcmp(a, "vmm.shutdown"))

@@ -222,6 +222,24 @@ static const field vdpa_f[] = {PCI_COMMON,
                                END};
 static const schema vdpa_s = {"VdpaConfig", vdpa_f};
 
+static const field platform_f[] = {
+    {"num_pci_segments", F_U16, false, NULL, NULL, "1", false},
+    {"iommu_segments", F_ANY_ARR, false, NULL, NULL, NULL, false},
+    {"iommu_address_width_bits", F_U8, false, NULL, NULL, "64", false},
+    {"system_serial_number", F_STR, false, NULL, NULL, NULL, false},
+    {"system_uuid", F_STR, false, NULL, NULL, NULL, false},
+    {"oem_strings", F_ANY_ARR, false, NULL, NULL, NULL, false},
+    {"system_manufacturer", F_STR, false, NULL, NULL, NULL, false},
+    {"system_product_name", F_STR, false, NULL, NULL, NULL, false},
+    {"system_version", F_STR, false, NULL, NULL, NULL, false},
+    {"system_family", F_STR, false, NULL, NULL, NULL, false},
+    {"system_sku_number", F_STR, false, NULL, NULL, NULL, false},
+    {"chassis_asset_tag", F_STR, false, NULL, NULL, NULL, false},
+    {"iommufd", F_BOOL, false, NULL, NULL, "false", false},
+    {"vfio_p2p_dma", F_BOOL, false, NULL, NULL, "true", false},
+    END};
+static const schema platform_s = {"PlatformConfig", platform_f};
+
 static const field vm_f[] = {
     {"cpus", F_OBJ, false, &cpus_s, NULL, "{}", false},
     {"memory", F_OBJ, false, &memory_s, NULL, "{}", false},
@@ -247,7 +265,7 @@ static const field vm_f[] = {
     {"watchdog", F_BOOL, false, NULL, NULL, "false", false},
     {"rtc", F_ANY_OBJ, false, NULL, NULL, NULL, false},
     {"pci_segments", F_ANY_ARR, false, NULL, NULL, NULL, false},
-    {"platform", F_ANY_OBJ, false, NULL, NULL, NULL, false},
+    {"platform", F_OBJ, false, &platform_s, NULL, NULL, false},
     {"tpm", F_ANY_OBJ, false, NULL, NULL, NULL, false},
     {"landlock_enable", F_BOOL, false, NULL, NULL, "false", false},
     {"landlock_rules", F_ANY_ARR, false, NULL, NULL, NULL, false},
@@ -438,6 +456,18 @@ static char *check_field(const field *f, json_t *v)
     return NULL;
 }
 
+/* serde(alias = ...): the old names are accepted and echoed under the new one. */
+static json_t *get_field(json_t *v, const char *key)
+{
+    static const char *const aliases[][2] = {{"system_serial_number", "serial_number"},
+                                             {"system_uuid", "uuid"}};
+    json_t *x = json_object_get(v, key);
+    for (size_t i = 0; !x && i < sizeof(aliases) / sizeof(aliases[0]); i++)
+        if (!strcmp(key, aliases[i][0]))
+            x = json_object_get(v, aliases[i][1]);
+    return x;
+}
+
 static char *check_obj(const schema *s, json_t *v)
 {
     if (!json_is_object(v)) {
@@ -447,7 +477,7 @@ static char *check_obj(const schema *s, json_t *v)
         return m;
     }
     for (const field *f = s->fields; f->key; f++) {
-        json_t *fv = json_object_get(v, f->key);
+        json_t *fv = get_field(v, f->key);
         /* null is None for Option fields (no serde default here); a field
          * with a default is not an Option, so null is a type error there. */
         if (!fv || (json_is_null(fv) && !f->required && !f->def)) {
@@ -490,7 +520,7 @@ static json_t *echo_obj(const schema *s, json_t *v)
 {
     json_t *o = json_object();
     for (const field *f = s->fields; f->key; f++) {
-        json_t *fv = v ? json_object_get(v, f->key) : NULL;
+        json_t *fv = v ? get_field(v, f->key) : NULL;
         json_t *out = NULL;
         if (fv && !json_is_null(fv)) {
             out = echo_value(f, fv);

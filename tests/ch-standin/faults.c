@@ -135,6 +135,10 @@ int si_faults_set(si_faults *f, const char *key, const char *val)
         return set_str(f->crash_on, sizeof(f->crash_on), val);
     if (!strcmp(key, "hang_on"))
         return set_str(f->hang_on, sizeof(f->hang_on), val);
+    if (!strcmp(key, "fail_on"))
+        return set_str(f->fail_on, sizeof(f->fail_on), val);
+    if (!strcmp(key, "delay_on"))
+        return set_str(f->delay_on, sizeof(f->delay_on), val);
     if (!strcmp(key, "exit_message"))
         return set_str(f->exit_message, sizeof(f->exit_message), val);
     if (!strcmp(key, "exit_at_start")) {
@@ -215,11 +219,9 @@ int si_faults_from_file(si_faults *f, const char *path)
     return 0;
 }
 
-/* The list is separated by ',' or '|' ("boot|pause" reads naturally in a cmdline). */
-bool si_action_in(const char *list, const char *action)
+/* Does one list item (n bytes at p) name this action? */
+static bool item_matches(const char *p, size_t n, const char *action)
 {
-    if (!list[0])
-        return false;
     /* "vm.boot" may be written "boot"; vmm.* actions need the full name,
      * except "ping" for vmm.ping ("shutdown" is vm.shutdown). */
     const char *shortname = NULL;
@@ -227,11 +229,32 @@ bool si_action_in(const char *list, const char *action)
         shortname = action + 3;
     else if (!strcmp(action, "vmm.ping"))
         shortname = "ping";
+    return (strlen(action) == n && !strncmp(p, action, n)) ||
+           (shortname && strlen(shortname) == n && !strncmp(p, shortname, n));
+}
+
+long si_action_delay(const char *list, const char *action)
+{
     const char *p = list;
     while (*p) {
         size_t n = strcspn(p, ",|");
-        if ((strlen(action) == n && !strncmp(p, action, n)) ||
-            (shortname && strlen(shortname) == n && !strncmp(p, shortname, n)))
+        const char *colon = memchr(p, ':', n);
+        if (colon && item_matches(p, (size_t)(colon - p), action))
+            return strtol(colon + 1, NULL, 10);
+        if (!p[n])
+            break;
+        p += n + 1;
+    }
+    return 0;
+}
+
+/* The list is separated by ',' or '|' ("boot|pause" reads naturally in a cmdline). */
+bool si_action_in(const char *list, const char *action)
+{
+    const char *p = list;
+    while (*p) {
+        size_t n = strcspn(p, ",|");
+        if (item_matches(p, n, action))
             return true;
         if (!p[n])
             break;

@@ -91,6 +91,8 @@ typedef struct si_faults {
     int crash_signal;
     char crash_on[256]; /* comma list of action names */
     char hang_on[256];
+    char fail_on[256];  /* these calls answer 500 without doing anything */
+    char delay_on[256]; /* "action:ms" items: per-call extra latency */
     int compat;
     /* start-up only (faults file) */
     bool no_kvm;
@@ -109,6 +111,8 @@ void si_faults_from_cmdline(si_faults *f, const char *cmdline);
 int si_faults_from_file(si_faults *f, const char *path);
 /* Does the comma list contain this action ("vm.boot" matches "boot" and "vm.boot"). */
 bool si_action_in(const char *list, const char *action);
+/* The delay_on milliseconds for this action, 0 if none. */
+long si_action_delay(const char *list, const char *action);
 
 /* ---- VM configuration (config.c) ----------------------------------------------- */
 

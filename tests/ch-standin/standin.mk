@@ -20,9 +20,13 @@ $(STANDIN_BIN): $(STANDIN_OBJ)
 
 standin-build: $(STANDIN_BIN)
 
+# A private --basetemp: pytest sessions of other suites running at the same
+# time prune /tmp/pytest-of-$USER and would delete our tmp dirs mid-run.
 standin-test: $(STANDIN_BIN)
+	@bt=$$(mktemp -d /tmp/chsi.XXXXXX) && \
 	CH_STANDIN=$(abspath $(STANDIN_BIN)) python3 -m pytest $(STANDIN_PYTEST) \
-		-p no:cacheprovider -o tmp_path_retention_policy=none tests/ch-standin
+		-p no:cacheprovider --basetemp=$$bt tests/ch-standin; \
+	rc=$$?; rm -rf $$bt; exit $$rc
 
 -include $(wildcard $(B)/ch-standin/obj/*.d)
 

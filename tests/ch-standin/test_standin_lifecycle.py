@@ -399,6 +399,29 @@ def test_fault_api_delay(tmp_path):
         assert time.monotonic() - t0 < 0.5
 
 
+def test_fault_fail_on_and_delay_on(tmp_path):
+    with StandIn(tmp_path) as si:
+        booted(si, tmp_path, cmdline="standin.fail_on=pause|vm.power-button "
+                                     "standin.delay_on=vm.resume:400,info:0")
+        r = si.put("vm.pause")
+        assert r.status == 500
+        assert chain(r) == ["Error from API", "The VM could not be paused",
+                            "standin: injected failure (fail_on)"]
+        assert chain(si.put("vm.power-button"))[1] == "Error triggering power button"
+        assert si.get("vm.info").json()["state"] == "Running"  # nothing happened
+        assert "vm/pausing" not in names(si.events())
+        t0 = time.monotonic()
+        assert si.put("vm.resume").status == 500  # delayed, then CH's own refusal
+        assert time.monotonic() - t0 >= 0.39
+
+
+def test_faults_file_fail_on_create(tmp_path):
+    with StandIn(tmp_path, faults="fail_on=vm.create\n") as si:
+        r = si.put("vm.create", minimal_config(tmp_path))
+        assert r.status == 500 and chain(r)[1] == "The VM could not be created"
+        assert si.get("vm.info").status == 404
+
+
 @pytest.mark.parametrize("crash_signal,expect", [(None, -signal.SIGABRT),
                                                  ("KILL", -signal.SIGKILL),
                                                  ("SEGV", -signal.SIGSEGV)])

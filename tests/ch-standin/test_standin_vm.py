@@ -110,6 +110,18 @@ def test_info_shape_and_defaults(tmp_path):
         assert si.get("vm.info").json()["state"] == "Paused"
 
 
+def test_platform_aliases_and_defaults(tmp_path):
+    with StandIn(tmp_path) as si:
+        cfg = minimal_config(tmp_path, platform={"serial_number": "SN1",
+                                                 "uuid": "6f1c8a1e-0000-4000-8000-000000000001"})
+        assert si.put("vm.create", cfg).status == 204
+        p = si.get("vm.info").json()["config"]["platform"]
+        assert p == {"num_pci_segments": 1, "iommu_address_width_bits": 64,
+                     "system_serial_number": "SN1",
+                     "system_uuid": "6f1c8a1e-0000-4000-8000-000000000001",
+                     "iommufd": False, "vfio_p2p_dma": True}
+
+
 def test_shutdown_keeps_config_and_reboots_in_place(tmp_path):
     with StandIn(tmp_path) as si:
         booted(si, tmp_path)

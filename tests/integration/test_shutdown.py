@@ -263,6 +263,11 @@ def test_in_flight_boot_completes(start_daemon):
     assert time.monotonic() - t0 > 0.5  # it waited for the boot
     d.stop()
     assert any("finishing 1 in-flight" in r["msg"] for r in d.log_records()), d.output()
+    # Durable state: the VMM outlives the daemon; end it by pid.
+    pids = subprocess.run(["pgrep", "-f", d.tmp.name], capture_output=True, text=True).stdout
+    assert len(pids.split()) == 1, pids
+    for pid in pids.split():
+        os.kill(int(pid), signal.SIGKILL)
 
 
 def test_shutdown_timeout_with_vmm_call_in_flight(start_daemon):
@@ -291,14 +296,20 @@ def test_shutdown_timeout_with_vmm_call_in_flight(start_daemon):
     t.join(10)
     assert results and (isinstance(results[0], Exception) or results[0][0] != 200), results
     d.stop()
-    # No VMM outlives the daemon.
+    # Durable state (docs/durability.md): the VMM outlives the daemon, which
+    # re-adopts it at its next start. This test ends here: stop it by pid.
     out = subprocess.run(["pgrep", "-f", d.tmp.name], capture_output=True, text=True).stdout
-    assert out.strip() == "", out
+    pids = [int(p) for p in out.split()]
+    assert len(pids) == 1, out
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
 
 
-def test_second_signal_during_vmm_stop(start_daemon):
-    """Shutdown waits for VMMs to stop; a VMM that hangs on shutdown must not
-    trap the operator: a second SIGTERM still exits at once with 143."""
+def test_sigterm_does_not_wait_for_a_hung_vmm(start_daemon):
+    """Durable state: SIGTERM leaves VMMs running instead of stopping them,
+    so a VMM that would hang on shutdown cannot trap the operator: the daemon
+    exits 0 at once and the VMM is still there (re-adopted at the next
+    start)."""
     d = start_daemon(vmm=True)
     status, res = connect_call(d, "CreateVm", {
         "vmId": "hangs-on-stop",
@@ -308,18 +319,16 @@ def test_second_signal_during_vmm_stop(start_daemon):
     assert status == 200, res
     assert connect_call(d, "BootVm", {"vmId": "hangs-on-stop"})[0] == 200
     try:
-        d.signal(signal.SIGTERM)
-        assert wait_for(lambda: any("-> DELETING" in r["msg"] for r in d.log_records()), 10), d.output()
-        time.sleep(0.3)
-        assert d.proc.poll() is None  # still waiting for the VMM
         t0 = time.monotonic()
         d.signal(signal.SIGTERM)
-        assert d.wait(timeout=5) == 143
-        assert time.monotonic() - t0 < 2.0
-        d.exit_checked = True
+        assert d.wait(timeout=5) == 0
+        assert time.monotonic() - t0 < 3.0
+        assert not any("-> DELETING" in r["msg"] for r in d.log_records()), d.output()
+        pids = subprocess.run(["pgrep", "-f", d.tmp.name], capture_output=True, text=True).stdout
+        assert len([p for p in pids.split() if int(p) != d.proc.pid]) == 1, pids
     finally:
-        # The hung VMM outlives a daemon that was told to exit at once; it is
-        # ours (its arguments name our temp dir): end it by pid.
+        # The VMM outlives the daemon by design; it is ours (its arguments
+        # name our temp dir): end it by pid.
         pids = subprocess.run(["pgrep", "-f", d.tmp.name], capture_output=True, text=True).stdout
         for pid in pids.split():
             if int(pid) != d.proc.pid:

@@ -860,6 +860,10 @@ static void test_start_cap(void **state)
     assert_true(r1.done);
     t->fb.start_mode = FAKE_OK;
     assert_int_equal(create(t, "c").code, CHCP_OK);
+    /* "b" still hangs in its start: end it here, so its completion cannot
+     * outlive r2 (a stack variable of this test). */
+    assert_int_equal(run_op(t, VM_OP_DELETE, "b", NULL).code, CHCP_OK);
+    assert_true(r2.done);
 }
 
 static void test_attach_mode(void **state)

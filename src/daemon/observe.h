@@ -1,0 +1,27 @@
+/*
+ * observe.h - the daemon's observability glue (internal to src/daemon):
+ * connects the telemetry module to the rpc server (a span and RED metrics per
+ * call) and to the VM manager (phase and VMM-call spans, VM metrics), and
+ * serves /metrics, /_/health and the Prometheus port.
+ */
+#ifndef CHCP_DAEMON_OBSERVE_H
+#define CHCP_DAEMON_OBSERVE_H
+
+#include "daemon/daemon.h"
+#include "rpc/rpc.h"
+#include "vm/vm.h"
+
+typedef struct observe observe;
+
+/* Create the telemetry pipeline from cfg->otel and hook it into `rpc` and
+ * `vms`; also starts the Prometheus listener when enabled. */
+observe *observe_start(uv_loop_t *loop, const chcp_config *cfg, rpc_server *rpc, vm_manager *vms,
+                       chcp_error **err);
+/* Serve /metrics and /_/health on the API port; false for other paths. */
+bool observe_serve(observe *o, http_request *req, bool stopping);
+/* Flush spans and metrics (bounded by deadline_ms) and close the handles;
+ * `done` runs afterwards. Unhooks from rpc and vms first. */
+void observe_shutdown(observe *o, uint64_t deadline_ms, void (*done)(void *ud), void *ud);
+void observe_free(observe *o);
+
+#endif

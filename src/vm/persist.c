@@ -1,0 +1,253 @@
+/*
+ * persist.c - keeping the VM records durable (durable mode only).
+ *
+ * The manager changes records on the loop; this file turns those changes into
+ * store writes. Rules (docs/durability.md):
+ *   - a VM has a record only once its CreateVm is confirmed by the VMM and the
+ *     record is durable; only then is CreateVm acknowledged;
+ *   - records are written when they change, coalesced per loop turn (the
+ *     store's writer thread group-commits them), never while the VM is in a
+ *     transient state (BOOTING, SHUTTING_DOWN): what is stored is always a
+ *     state the VMM confirmed. DELETING is stored (it is an intent that a
+ *     restart must finish);
+ *   - DeleteVm is acknowledged once the record's deletion is durable;
+ *   - at shutdown every record is written (with its event-file offset) and
+ *     the VMMs are let go, still running.
+ */
+#include <jansson.h>
+#include <string.h>
+
+#include "vm/vm_internal.h"
+
+#define RETRY_MS 1000 /* after a failed write (disk full): try again */
+
+static bool transient(vm_state s)
+{
+    return s == VM_CREATING || s == VM_BOOTING || s == VM_SHUTTING_DOWN;
+}
+
+char *vm_labels_encode(const vm_record *r, size_t *len)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i < r->n_labels; i++)
+        json_object_set_new(o, r->labels[i].key, json_string(r->labels[i].value));
+    char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    if (!s)
+        abort(); /* out of memory */
+    *len = strlen(s);
+    return s;
+}
+
+int vm_labels_decode(const uint8_t *data, size_t len, vm_record *r, chcp_error **err)
+{
+    r->labels = NULL;
+    r->n_labels = 0;
+    json_t *o = len ? json_loadb((const char *)data, len, 0, NULL) : json_object();
+    if (!json_is_object(o) || json_object_size(o) > VM_MAX_LABELS) {
+        json_decref(o);
+        return error_set(err, CHCP_DATA_LOSS, "labels: not a JSON object of strings");
+    }
+    r->labels = xcalloc(json_object_size(o) + 1, sizeof(vm_label));
+    /* json_object_foreach walks in insertion order: the stored object is
+     * key-sorted (JSON_SORT_KEYS), which is the order the manager keeps. */
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v)
+    {
+        if (!json_is_string(v))
+            continue;
+        r->labels[r->n_labels].key = xstrdup(k);
+        r->labels[r->n_labels].value = xstrdup(json_string_value(v));
+        r->n_labels++;
+    }
+    json_decref(o);
+    return 0;
+}
+
+/* ---- one record ------------------------------------------------------------ */
+
+typedef struct write_ctx {
+    vm_entry *e;
+    vm_persist_fn cb;
+    void *ud;
+} write_ctx;
+
+static void put_row(vm_entry *e, vm_store_done_fn done, void *ud)
+{
+    vm_manager *m = e->m;
+    vm_record *r = &e->rec;
+    if (e->vmm && m->ops->event_offset)
+        r->event_offset = m->ops->event_offset(e->vmm);
+    size_t labels_len;
+    cleanup_free char *labels = vm_labels_encode(r, &labels_len);
+    cleanup_free char *sock = xasprintf("%s/api.sock", r->dir);
+    cleanup_free char *events = xasprintf("%s/events.json", r->dir);
+    vm_store_row row = {
+        .id = r->id,
+        .config = r->config_pb,
+        .config_len = r->config_pb_len,
+        .labels = (const uint8_t *)labels,
+        .labels_len = labels_len,
+        .desired_state = e->deleting ? VM_DELETING : r->state,
+        .state = r->state,
+        .state_reason = r->state_reason,
+        .vmm_pid = r->vmm_pid,
+        .vmm_start_time = r->vmm_start_time,
+        .api_socket = sock,
+        .event_file = events,
+        .event_offset = r->event_offset,
+        .exit_code = r->exit_code,
+        .exit_signal = r->exit_signal,
+        .exited_at_ns = r->has_exit ? r->exited_at_ns : 0,
+        .created_at_ns = r->created_at_ns,
+        .updated_at_ns = r->updated_at_ns,
+        .state_changed_at_ns = r->state_changed_at_ns,
+        .generation = r->generation,
+    };
+    e->dirty = false;
+    vm_store_put(m->store, &row, done, ud);
+}
+
+static void write_done(const chcp_error *err, void *ud)
+{
+    write_ctx *c = ud;
+    vm_entry *e = c->e;
+    if (err && !e->removed) {
+        log_vm(LOG_ERROR, e->rec.id, "store write failed (retrying): %s", err->message);
+        vm_persist_mark(e); /* retried by the next flush */
+    }
+    if (c->cb)
+        c->cb(e, err, c->ud);
+    vm_entry_unref(e);
+    free(c);
+}
+
+static void queue_write(vm_entry *e, vm_persist_fn cb, void *ud)
+{
+    write_ctx *c = xcalloc(1, sizeof(*c));
+    c->e = e;
+    c->cb = cb;
+    c->ud = ud;
+    e->refs++;
+    put_row(e, write_done, c);
+}
+
+void vm_persist_now(vm_entry *e, vm_persist_fn cb, void *ud)
+{
+    if (!e->m->store || e->m->detached) {
+        cb(e, NULL, ud);
+        return;
+    }
+    e->persisted = true;
+    queue_write(e, cb, ud);
+}
+
+static void delete_done(const chcp_error *err, void *ud)
+{
+    write_ctx *c = ud;
+    if (err)
+        log_vm(LOG_ERROR, c->e->rec.id, "deleting the record failed: %s", err->message);
+    c->cb(c->e, err, c->ud);
+    vm_entry_unref(c->e);
+    free(c);
+}
+
+void vm_persist_delete(vm_entry *e, vm_persist_fn cb, void *ud)
+{
+    if (!e->m->store || !e->persisted || e->m->detached) {
+        cb(e, NULL, ud);
+        return;
+    }
+    write_ctx *c = xcalloc(1, sizeof(*c));
+    c->e = e;
+    c->cb = cb;
+    c->ud = ud;
+    e->refs++;
+    e->persisted = false;
+    vm_store_delete(e->m->store, e->rec.id, delete_done, c);
+}
+
+/* ---- coalesced writes ---------------------------------------------------------- */
+
+static void flush_dirty(uv_timer_t *t)
+{
+    vm_manager *m = t->data;
+    m->persist_scheduled = false;
+    if (m->detached)
+        return;
+    for (size_t i = 0; i < m->n_vms; i++) {
+        vm_entry *e = m->vms[i];
+        if (e->dirty && e->persisted && !e->store_removing && !transient(e->rec.state))
+            queue_write(e, NULL, NULL);
+    }
+}
+
+void vm_persist_mark(vm_entry *e)
+{
+    vm_manager *m = e->m;
+    if (!m->store || m->detached || e->removed)
+        return;
+    e->dirty = true;
+    if (!e->persisted || m->persist_scheduled)
+        return;
+    m->persist_scheduled = true;
+    /* 0 ms: after everything else of this loop turn, so a burst of changes
+     * to one VM becomes one write. */
+    uv_timer_start(&m->persist_timer, flush_dirty, 0, 0);
+}
+
+/* ---- open / shutdown ------------------------------------------------------------- */
+
+int vm_persist_open(vm_manager *m, chcp_error **err)
+{
+    m->store = vm_store_open(m->loop, m->state_dir, err);
+    if (!m->store)
+        return -1;
+    uv_timer_init(m->loop, &m->persist_timer);
+    m->persist_timer.data = m;
+    m->persist_timer_open = true;
+    return 0;
+}
+
+void vm_persist_detach(vm_manager *m)
+{
+    if (!m->store || m->detached)
+        return;
+    /* Everything that is not transient, as it is now (with the current
+     * event offsets). A VM mid-operation keeps its last confirmed record;
+     * the next start reconciles it with vm.info. */
+    for (size_t i = 0; i < m->n_vms; i++) {
+        vm_entry *e = m->vms[i];
+        if (e->persisted && !e->store_removing && !transient(e->rec.state) && (e->dirty || e->vmm))
+            queue_write(e, NULL, NULL);
+    }
+    vm_store_flush(m->store);
+    m->detached = true;
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_vms; i++) {
+        vm_entry *e = m->vms[i];
+        vm_queue_fail_all(e, CHCP_UNAVAILABLE, "the daemon is shutting down");
+        if (e->vmm) {
+            void *vmm = steal_pointer(&e->vmm);
+            /* Pending calls complete (canceled) inside release; the
+             * lifecycle sees `detached` and touches nothing. */
+            m->ops->release(vmm);
+            n++;
+        }
+    }
+    log_info("store flushed; %zu VMM(s) left running for the next start", n);
+}
+
+void vm_persist_close(vm_manager *m)
+{
+    if (m->persist_timer_open) {
+        uv_timer_stop(&m->persist_timer);
+        uv_close((uv_handle_t *)&m->persist_timer, NULL);
+        m->persist_timer_open = false;
+    }
+    if (m->store) {
+        vm_store_close(m->store);
+        m->store = NULL;
+    }
+}

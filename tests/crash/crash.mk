@@ -1,0 +1,22 @@
+# crash.mk - the crash-consistency suite for chcp's durable state
+# (tests/crash/crash_test.py; what it checks is in its header comment).
+#
+#   make B=build/asan SAN=1 crash-test                 # random seed (printed)
+#   make B=build/asan SAN=1 crash-test CRASH_SEED=42   # reproduce a run
+#
+# It drives $(B)/chcp-api with the CH stand-in, kills the daemon with SIGKILL
+# CRASH_KILLS times at random moments of a seeded lifecycle workload, checks
+# the invariants after every restart, then a graceful restart and a cleanup.
+# Bounded: at most CRASH_BUDGET seconds of kill rounds (a few minutes in all
+# under ASan).
+
+CRASH_SEED ?=
+CRASH_KILLS ?= 15
+CRASH_BUDGET ?= 180
+
+crash-test: $(B)/chcp-api $(B)/ch-standin/cloud-hypervisor
+	python3 tests/crash/crash_test.py --bin $(B)/chcp-api \
+		--standin $(B)/ch-standin/cloud-hypervisor --kills $(CRASH_KILLS) \
+		--budget $(CRASH_BUDGET) $(if $(CRASH_SEED),--seed $(CRASH_SEED))
+
+.PHONY: crash-test

@@ -1,0 +1,418 @@
+#!/usr/bin/env python3
+"""crash_test.py - crash-consistency suite for chcp's durable state.
+
+Drives the real daemon (chcp-api) with the CH stand-in as VMM: a seeded,
+randomized lifecycle workload (CreateVm/BootVm/PauseVm/ResumeVm/RebootVm/
+ShutdownVm/DeleteVm/GetVmInfo over tens of VM ids, several client threads)
+while the daemon is killed with SIGKILL at random moments, many times. After
+every restart (once GET /_/health says recovery is complete) it checks:
+
+  * every VM whose CreateVm was acknowledged (and not deleted since) is
+    present; every VM whose DeleteVm was acknowledged is absent;
+  * every VM's state matches its VMM: the process is alive and is the one the
+    record names, and vm.info (asked directly on the VMM's socket) agrees
+    (RUNNING=Running, PAUSED=Paused, CREATED/SHUTDOWN=Created|Shutdown);
+  * no VMM process without a record (any process holding an event file under
+    the state directory must be the VMM its record names);
+  * no record pointing to a dead VMM without a reason (CRASHED has a reason
+    and no pid);
+  * no leaked directories (each VM directory has a record) or sockets (a VM
+    without a live VMM has no api.sock).
+
+Then a graceful restart (SIGTERM) with running VMs must keep every VMM pid,
+state, timestamp unchanged, and a final cleanup must leave nothing behind.
+The seed is printed; rerun with --seed to reproduce a failure's workload
+(the kill moments are wall-clock based, so timings vary a little).
+"""
+import argparse
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chcp import Daemon, RpcError, vmm_info, vmm_processes  # noqa: E402
+
+LIVE_STATES = {"VM_STATE_CREATED", "VM_STATE_RUNNING", "VM_STATE_PAUSED", "VM_STATE_SHUTDOWN"}
+EXPECTED_CH = {
+    "VM_STATE_RUNNING": {"Running"},
+    "VM_STATE_PAUSED": {"Paused"},
+    "VM_STATE_CREATED": {"Created", "Shutdown"},
+    "VM_STATE_SHUTDOWN": {"Created", "Shutdown"},
+}
+
+
+class Failure(AssertionError):
+    pass
+
+
+class Workload:
+    """Client threads; each owns a disjoint set of ids, so per-id knowledge
+    (acknowledged present / acknowledged absent / unknown) stays exact."""
+
+    def __init__(self, daemon, seed, n_ids, n_workers, kernel):
+        self.d = daemon
+        self.kernel = kernel
+        self.n_workers = n_workers
+        self.ids = ["vm-%02d" % i for i in range(n_ids)]
+        self.known = {i: "absent" for i in self.ids}  # present | absent | unknown
+        self.rngs = [random.Random(seed * 1000 + w) for w in range(n_workers)]
+        self.gate = threading.Event()
+        self.stop = False
+        self.idle = [threading.Event() for _ in range(n_workers)]
+        self.ops = 0
+        self.acked = 0
+        self.lock = threading.Lock()
+        self.threads = []
+
+    def config(self, vm_id):
+        # Each id always uses the same config, so a retried CreateVm is
+        # idempotent; half the ids carry labels.
+        return {"payload": {"kernel": self.kernel, "cmdline": "console=hvc0 id=" + vm_id}}
+
+    def labels(self, vm_id):
+        return {"owner": "crash"} if int(vm_id[3:]) % 2 else {}
+
+    def start(self):
+        for w in range(self.n_workers):
+            t = threading.Thread(target=self.run, args=(w,), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def pause(self):
+        self.gate.clear()
+        for ev in self.idle:
+            if not ev.wait(60):
+                raise Failure("a client thread did not pause")
+
+    def resume(self):
+        for ev in self.idle:
+            ev.clear()
+        self.gate.set()
+
+    def finish(self):
+        self.stop = True
+        self.gate.set()
+        for t in self.threads:
+            t.join(60)
+
+    def run(self, w):
+        from chcp import Daemon as _D  # noqa: F401 (one connection per thread)
+        rng = self.rngs[w]
+        mine = [i for k, i in enumerate(self.ids) if k % self.n_workers == w]
+        client = ThreadClient(self.d)
+        while not self.stop:
+            if not self.gate.is_set():
+                self.idle[w].set()
+                client.reset()
+                self.gate.wait()
+                continue
+            vm_id = rng.choice(mine)
+            self.one(rng, client, vm_id)
+
+    def one(self, rng, client, vm_id):
+        r = rng.random()
+        if self.known[vm_id] != "present" or r < 0.08:
+            method = "CreateVm" if self.known[vm_id] != "present" or r < 0.04 else "DeleteVm"
+        else:
+            method = rng.choice(["BootVm", "BootVm", "PauseVm", "ResumeVm", "ShutdownVm",
+                                 "RebootVm", "GetVmInfo", "DeleteVm"])
+        req = {"vmId": vm_id}
+        if method == "CreateVm":
+            req["config"] = self.config(vm_id)
+            req["labels"] = self.labels(vm_id)
+        if method == "ShutdownVm":
+            req["force"] = rng.random() < 0.7
+            req["gracefulTimeout"] = "0.2s"
+        with self.lock:
+            self.ops += 1
+        try:
+            client.call(method, req)
+            ok = True
+        except RpcError as e:
+            ok = False
+            if e.code in ("not_found",) and method == "DeleteVm":
+                self.known[vm_id] = "absent"
+            if e.code == "already_exists":
+                raise Failure("%s %s: %s (same config must be idempotent)" % (method, vm_id, e))
+            if e.code in ("internal",) and "AddressSanitizer" in e.message:
+                raise
+            return
+        except Exception:
+            # The daemon died under the call: outcome unknown.
+            if method in ("CreateVm", "DeleteVm"):
+                self.known[vm_id] = "unknown"
+            return
+        if ok:
+            with self.lock:
+                self.acked += 1
+            if method == "CreateVm":
+                self.known[vm_id] = "present"
+            elif method == "DeleteVm":
+                self.known[vm_id] = "absent"
+
+
+class ThreadClient:
+    def __init__(self, d):
+        self.d = d
+        self.conn = None
+        self.port = None
+
+    def reset(self):
+        if self.conn:
+            self.conn.close()
+        self.conn = None
+
+    def call(self, method, req):
+        import http.client
+        import json
+        if self.conn is None or self.port != self.d.port:
+            self.reset()
+            self.port = self.d.port
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        try:
+            self.conn.request("POST", "/cloudhypervisor.v1.VmService/" + method,
+                              body=json.dumps(req).encode(),
+                              headers={"Content-Type": "application/json"})
+            r = self.conn.getresponse()
+            body = r.read()
+        except Exception:
+            self.reset()
+            raise
+        out = json.loads(body or b"{}")
+        if r.status != 200:
+            raise RpcError(out.get("code", "unknown"), out.get("message", ""))
+        return out
+
+
+def list_vms(d):
+    vms, token = [], ""
+    for _ in range(100):
+        out = d.call("ListVms", {"pageSize": 100, "pageToken": token})
+        vms += out.get("vms", [])
+        token = out.get("nextPageToken", "")
+        if not token:
+            return {v["vmId"]: v for v in vms}
+    raise Failure("ListVms paging did not end")
+
+
+class Mismatch(Failure):
+    pass
+
+
+def check(d, wl, state_dir, round_no):
+    """The invariants; returns the listing. A state mismatch may be a guest
+    event still on its way (an ACPI power-off requested just before the
+    kill completes inside the VMM while chcp-api is down): it must converge
+    within a second, anything else fails at once."""
+    for attempt in range(5):
+        try:
+            return check_once(d, wl, state_dir, round_no)
+        except Mismatch:
+            if attempt == 4:
+                raise
+            time.sleep(0.3)
+
+
+def check_once(d, wl, state_dir, round_no):
+    vms_dir = os.path.join(state_dir, "vms")
+    # A DeleteVm interrupted by the crash is finished by recovery: wait for it.
+    deadline = time.monotonic() + 20
+    while True:
+        vms = list_vms(d)
+        if not any(v.get("state") == "VM_STATE_DELETING" for v in vms.values()):
+            break
+        if time.monotonic() > deadline:
+            raise Failure("round %d: VMs stuck in DELETING: %s" % (round_no, [
+                k for k, v in vms.items() if v.get("state") == "VM_STATE_DELETING"]))
+        time.sleep(0.05)
+
+    for vm_id, k in wl.known.items():
+        if k == "present" and vm_id not in vms:
+            raise Failure("round %d: acknowledged VM %s is missing" % (round_no, vm_id))
+        if k == "absent" and vm_id in vms:
+            raise Failure("round %d: VM %s is present but its DeleteVm was acknowledged "
+                          "(or it was never created)" % (round_no, vm_id))
+        if k == "unknown":
+            wl.known[vm_id] = "present" if vm_id in vms else "absent"
+
+    procs = vmm_processes(vms_dir, exclude=(d.proc.pid,))
+    by_pid = {}
+    for pid, vm_id in procs.items():
+        v = vms.get(vm_id)
+        if not v or v.get("vmmPid", 0) != pid:
+            raise Failure("round %d: VMM process %d (dir %s) has no record naming it: %r"
+                          % (round_no, pid, vm_id, v))
+        by_pid[pid] = vm_id
+
+    for vm_id, v in vms.items():
+        st = v.get("state")
+        pid = v.get("vmmPid", 0)
+        sock = os.path.join(vms_dir, vm_id, "api.sock")
+        if st in ("VM_STATE_CRASHED", "VM_STATE_FAILED"):
+            if not v.get("stateReason"):
+                raise Failure("round %d: %s is %s without a reason" % (round_no, vm_id, st))
+        if st == "VM_STATE_CRASHED":
+            if pid:
+                raise Failure("round %d: CRASHED %s still names pid %d" % (round_no, vm_id, pid))
+            if os.path.exists(sock):
+                raise Failure("round %d: CRASHED %s left its socket %s" % (round_no, vm_id, sock))
+            continue
+        if pid == 0:
+            if st != "VM_STATE_FAILED":
+                raise Failure("round %d: %s is %s without a VMM" % (round_no, vm_id, st))
+            continue
+        if by_pid.get(pid) != vm_id:
+            raise Failure("round %d: %s names pid %d, which is not its VMM (dead or "
+                          "someone else)" % (round_no, vm_id, pid))
+        if st in EXPECTED_CH:
+            status, info = vmm_info(sock)
+            ch = info.get("state") if status == 200 and info else None
+            if ch not in EXPECTED_CH[st]:
+                raise Mismatch("round %d: %s is %s but its VMM says %r (HTTP %d)"
+                              % (round_no, vm_id, st, ch, status))
+        elif st not in LIVE_STATES and st != "VM_STATE_FAILED":
+            raise Failure("round %d: %s in unexpected state %s after recovery"
+                          % (round_no, vm_id, st))
+
+    for name in os.listdir(vms_dir):
+        if name not in vms:
+            raise Failure("round %d: leaked VM directory %s" % (round_no, name))
+    for name in os.listdir(state_dir):
+        if name.endswith(".sock"):
+            raise Failure("round %d: leaked socket %s" % (round_no, name))
+    return vms
+
+
+def graceful_restart(d, state_dir):
+    before = list_vms(d)
+    running = {k: v for k, v in before.items() if v.get("vmmPid")}
+    rc = d.term()
+    if rc != 0:
+        raise Failure("SIGTERM: chcp-api exited with %d\n%s" % (rc, d.log_tail()))
+    rep = d.sanitizer_report()
+    if rep:
+        raise Failure("sanitizer report:\n" + rep)
+    procs = vmm_processes(os.path.join(state_dir, "vms"))
+    for vm_id, v in running.items():
+        if procs.get(v["vmmPid"]) != vm_id:
+            raise Failure("SIGTERM stopped the VMM of %s (pid %d)" % (vm_id, v["vmmPid"]))
+    d.start()
+    d.wait_recovered()
+    after = list_vms(d)
+    for vm_id, v in before.items():
+        w = after.get(vm_id)
+        if w != v:
+            raise Failure("graceful restart changed %s:\nbefore %r\nafter  %r" % (vm_id, v, w))
+    if set(after) != set(before):
+        raise Failure("graceful restart changed the set of VMs")
+    return len(running)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--standin", required=True)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--ids", type=int, default=24)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--ops", type=int, default=20000, help="stop the workload after this many")
+    ap.add_argument("--kills", type=int, default=15)
+    ap.add_argument("--budget", type=float, default=240.0, help="seconds for the kill rounds")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    a = ap.parse_args()
+    seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
+    print("crash-test seed %d (rerun with --seed %d)" % (seed, seed), flush=True)
+    rng = random.Random(seed)
+
+    tmp = tempfile.mkdtemp(prefix="chcp-crash-")
+    state_dir = os.path.join(tmp, "state")
+    img = os.path.join(tmp, "images")
+    os.mkdir(img)
+    kernel = os.path.join(img, "vmlinux")
+    with open(kernel, "wb") as f:
+        f.write(b"\x7fELF fake kernel")
+    d = Daemon(os.path.abspath(a.bin), os.path.abspath(a.standin), state_dir, img,
+               os.path.join(tmp, "daemon.log"))
+    ok = False
+    try:
+        d.start()
+        d.wait_recovered()
+        wl = Workload(d, seed, a.ids, a.workers, kernel)
+        wl.start()
+        wl.resume()
+        t0 = time.monotonic()
+        kills = 0
+        while kills < a.kills and wl.ops < a.ops and time.monotonic() - t0 < a.budget:
+            time.sleep(rng.uniform(0.05, 1.2))
+            d.kill9()
+            kills += 1
+            wl.pause()
+            d.start()
+            h = d.wait_recovered()
+            vms = check(d, wl, state_dir, kills)
+            live = sum(1 for v in vms.values() if v.get("vmmPid"))
+            print("round %2d: ops %4d acked %4d, %2d VMs (%2d with a VMM), recovery %d ms "
+                  "(adopted %d, crashed %d, orphans %d)"
+                  % (kills, wl.ops, wl.acked, len(vms), live, h["recovery"]["elapsed_ms"],
+                     h["recovery"]["adopted"], h["recovery"]["crashed"],
+                     h["recovery"]["orphans"]), flush=True)
+            wl.resume()
+        wl.pause()
+        wl.finish()
+        if kills < 5:
+            raise Failure("only %d kill rounds fit in the budget" % kills)
+        # Graceful restart with VMs running: nothing changes.
+        check(d, wl, state_dir, kills + 1)
+        for vm_id, v in list_vms(d).items():
+            if v["state"] in ("VM_STATE_CREATED", "VM_STATE_SHUTDOWN"):
+                try:
+                    d.call("BootVm", {"vmId": vm_id})
+                except RpcError:
+                    pass
+        n = graceful_restart(d, state_dir)
+        check(d, wl, state_dir, kills + 2)
+        print("graceful restart: %d running VMM(s) kept with the same pid, state and "
+              "timestamps" % n, flush=True)
+        # Cleanup through the API leaves nothing behind.
+        for vm_id in list_vms(d):
+            d.call("DeleteVm", {"vmId": vm_id})
+        if list_vms(d):
+            raise Failure("VMs left after deleting all")
+        rc = d.term()
+        rep = d.sanitizer_report()
+        if rc != 0 or rep:
+            raise Failure("final SIGTERM: rc %d\n%s" % (rc, rep or d.log_tail()))
+        left = vmm_processes(os.path.join(state_dir, "vms"))
+        if left or os.listdir(os.path.join(state_dir, "vms")):
+            raise Failure("left behind: processes %r, dirs %r"
+                          % (left, os.listdir(os.path.join(state_dir, "vms"))))
+        print("crash-test passed: seed %d, %d kills, %d operations (%d acknowledged)"
+              % (seed, kills, wl.ops, wl.acked), flush=True)
+        ok = True
+    except Failure as e:
+        print("FAIL (seed %d): %s" % (seed, e), flush=True)
+        print("daemon log tail:\n" + d.log_tail(4000), flush=True)
+    finally:
+        if d.proc and d.proc.poll() is None:
+            d.kill9()
+        # Never leave stand-ins behind: only processes holding our event files.
+        for pid in vmm_processes(os.path.join(state_dir, "vms")) if os.path.isdir(
+                os.path.join(state_dir, "vms")) else {}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if a.keep or not ok:
+            print("state kept in " + tmp, flush=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
