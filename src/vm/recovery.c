@@ -377,7 +377,7 @@ static void info_done(void *ud, chcp_error *err, const vmb_reply *reply)
     if (!m->detached && !e->rec.has_exit) {
         if (err) {
             e->unresponsive = true;
-            vm_set_state(e, e->rec.state, "VMM not responding at chcp-api start (vm.info: %s)",
+            vm_set_state(e, e->rec.state, "VMM not responding at chcp-api start (%s)",
                          err->message);
         } else {
             reconcile_info(e, reply);
@@ -432,9 +432,15 @@ static void recover_entry(vm_manager *m, vm_entry *e, proc_scan *scan)
         settle_one(m);
         return;
     }
-    cleanup_free char *events = xasprintf("%s/%s/events.json", m->vms_real, r->id);
-    vm_recover_verdict v = vm_recovery_check(r->vmm_pid, r->vmm_start_time, events);
+    /* The scan already saw this pid holding this VM's event file, with its
+     * start time: that is the whole ownership proof (ch_vmm_adopt re-checks
+     * the start time through a pidfd). Otherwise find out why not. */
     vmm_proc *p = scan_find(scan, r->id, r->vmm_pid);
+    vm_recover_verdict v = VM_RECOVER_ADOPT;
+    if (!p || p->start_time != r->vmm_start_time) {
+        cleanup_free char *events = xasprintf("%s/%s/events.json", m->vms_real, r->id);
+        v = vm_recovery_check(r->vmm_pid, r->vmm_start_time, events);
+    }
     if (v == VM_RECOVER_ADOPT && p && p->start_time == r->vmm_start_time && m->ops->adopt) {
         p->owned = true;
         adopt_one(m, e);
@@ -517,9 +523,13 @@ int vm_manager_recover(vm_manager *m, void (*done)(void *ud), void *ud, chcp_err
     /* settle_one() must not finish recovery before every entry was looked
      * at: count from a held-back total. */
     m->recovery.total = c.n + 1;
+    uint64_t scanned_ns = time_mono_ns();
     for (size_t i = 0; i < c.n; i++)
         recover_entry(m, c.entries[i], &scan);
     reclaim_orphans(m, &scan);
+    log_debug("recovery: load + /proc scan %llu ms, adoption %llu ms",
+              (unsigned long long)(scanned_ns - m->recovery_start_ns) / 1000000,
+              (unsigned long long)(time_mono_ns() - scanned_ns) / 1000000);
     m->recovery.total = c.n;
     free(c.entries);
     free(scan.v);
