@@ -332,14 +332,19 @@ static void serialize(chcp_buf *b, treq *r, const http_response *resp, bool clos
         buf_append(b, h->value, h->value_len);
         buf_append(b, "\r\n", 2);
     }
-    buf_append(b, "content-length: ", 16);
-    append_uint(b, resp->body_len);
+    /* 204 and 304 carry no body; 204 not even a length (RFC 9110 8.6). */
+    bool no_body = r->is_head || status == 204 || status == 304;
+    if (status != 204) {
+        buf_append(b, "content-length: ", 16);
+        append_uint(b, status == 304 ? 0 : resp->body_len);
+        buf_append(b, "\r\n", 2);
+    }
     if (close)
-        buf_append_str(b, "\r\nconnection: close");
+        buf_append_str(b, "connection: close\r\n");
     else if (r->http_minor == 0)
-        buf_append_str(b, "\r\nconnection: keep-alive");
-    buf_append(b, "\r\n\r\n", 4);
-    if (!r->is_head)
+        buf_append_str(b, "connection: keep-alive\r\n");
+    buf_append(b, "\r\n", 2);
+    if (!no_body)
         buf_append(b, resp->body, resp->body_len);
 }
 

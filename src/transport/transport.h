@@ -14,9 +14,10 @@
  * Wire behaviour worth knowing in the layer above:
  *  - HTTP/1.1: keep-alive and pipelining (answers go out in request order, at
  *    most 16 requests wait for answers per connection), chunked bodies,
- *    "100 Continue", HTTP/1.0. Every response gets content-length (and
- *    "connection: close" when the connection ends after it); response headers
- *    named content-length, connection or transfer-encoding are ignored.
+ *    "100 Continue", HTTP/1.0. Every response but 204 gets content-length,
+ *    and "connection: close" when the connection ends after it; HEAD, 204
+ *    and 304 answers carry no body. Response headers named content-length,
+ *    connection or transfer-encoding are ignored.
  *    Malformed requests get 400, an oversized header block 431, a request
  *    that does not finish arriving within read_timeout_ms 408; each closes.
  *    EOF from the client cancels the requests still being handled.
