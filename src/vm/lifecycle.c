@@ -543,10 +543,9 @@ static void start_removal(vm_entry *e)
         cur->waiting_grace = false;
         vm_op_finish_code(cur, CHCP_ABORTED, "VM %s was deleted during ShutdownVm", e->rec.id);
     }
-    if (!e->vmm) {
-        e->stop_done = true;
-    } else if (e->m->cfg.attach_mode && (!e->vmm_created || e->rec.has_exit)) {
-        /* Nothing of ours is in the VMM (or it is gone): just let go. */
+    if (!e->vmm || (e->m->cfg.attach_mode && (!e->vmm_created || e->rec.has_exit))) {
+        /* No VMM, or (attach mode) nothing of ours is in it or it is gone:
+         * just let go. */
         e->stop_done = true;
     } else if (e->m->cfg.attach_mode) {
         /* The VMM is not ours to stop: drop the VM from it. */
