@@ -531,6 +531,15 @@ static void removal_done(void *ud, chcp_error *err, const vmb_reply *reply)
     vm_lifecycle_try_remove(e);
 }
 
+/* The operation a removal belongs to (for the observer): the DeleteVm, or
+ * the CreateVm that failed. */
+static void *removal_token(const vm_entry *e)
+{
+    if (e->delete_ops)
+        return e->delete_ops->obs_token;
+    return e->create_op ? e->create_op->obs_token : NULL;
+}
+
 static void start_removal(vm_entry *e)
 {
     vm_queue_fail_all(e, e->removal_err ? e->removal_err->code : CHCP_ABORTED,
@@ -550,10 +559,15 @@ static void start_removal(vm_entry *e)
     } else if (e->m->cfg.attach_mode) {
         /* The VMM is not ours to stop: drop the VM from it. */
         e->inflight++;
-        ops_of(e)->request(e->vmm, VMB_DELETE, NULL, ATTACH_DELETE_TIMEOUT_MS, removal_done, e);
+        vm_call_watch *w = vm_call_watch_start(e, removal_token(e), "vm.delete", removal_done, e);
+        ops_of(e)->request(e->vmm, VMB_DELETE, NULL, ATTACH_DELETE_TIMEOUT_MS, vm_call_watch_done,
+                           w);
     } else {
+        /* Watched like any VMM call, so the removal's vmm.shutdown is traced. */
         e->inflight++;
-        ops_of(e)->stop(e->vmm, removal_done, e);
+        vm_call_watch *w =
+            vm_call_watch_start(e, removal_token(e), "vmm.shutdown", removal_done, e);
+        ops_of(e)->stop(e->vmm, vm_call_watch_done, w);
     }
     vm_lifecycle_try_remove(e);
 }
