@@ -123,7 +123,10 @@ void tm_register_process_metrics(tm_registry *r)
                                       "The amount of committed virtual memory.", NULL, NULL, 0);
     pm.uptime = tm_metric_new(r, TM_GAUGE, "process.uptime", "s",
                               "The time the process has been running.", NULL, NULL, 0);
-    pm.fds = tm_metric_new(r, TM_UPDOWN, "process.unix.file_descriptor.count", "{file_descriptor}",
+    /* Not semconv's process.unix.file_descriptor.count: its Prometheus name
+     * ends in _count, which promtool rejects for a gauge. This is the name
+     * Prometheus' own client libraries use (process_open_fds). */
+    pm.fds = tm_metric_new(r, TM_UPDOWN, "process.open_fds", "{file_descriptor}",
                            "Number of unix file descriptors in use by the process.", NULL, NULL, 0);
     tm_registry_on_collect(r, collect_process, &pm);
 }

@@ -90,7 +90,7 @@ typedef struct tm_process_stats {
 int tm_process_stats_read(tm_process_stats *s, chcp_error **err);
 
 /* Register process.cpu.time, process.memory.usage, process.memory.virtual,
- * process.uptime and process.unix.file_descriptor.count, refreshed on collect. */
+ * process.uptime and process.open_fds, refreshed on collect. */
 void tm_register_process_metrics(tm_registry *r);
 
 /* ---- tracing ------------------------------------------------------------ */

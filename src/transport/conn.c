@@ -625,9 +625,9 @@ static void free_unaccepted(uv_handle_t *h)
     free(h->data); /* the conn that embeds the handle */
 }
 
-conn *conn_accepted(transport *t, bool tcp)
+conn *conn_accepted(transport *t, uv_stream_t *server)
 {
-    uv_stream_t *server = tcp ? (uv_stream_t *)&t->tcp : (uv_stream_t *)&t->pipe;
+    bool tcp = server->type == UV_TCP;
     conn *c = xcalloc(1, sizeof(*c));
     if (tcp)
         uv_tcp_init(t->loop, &c->h.tcp);

@@ -154,9 +154,10 @@ struct transport {
     http_cancel_fn on_cancel;
     void *ud;
 
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-    bool tcp_open, pipe_open;
+    /* Listeners are allocated so a failed listen can be retried at once
+     * while the failed handle is still closing. NULL when not listening. */
+    uv_tcp_t *tcp;
+    uv_pipe_t *pipe;
     uint16_t port;
     char *unix_path;
 
@@ -186,7 +187,7 @@ struct transport {
 
 /* ---- conn.c -------------------------------------------------------------- */
 
-conn *conn_accepted(transport *t, bool tcp); /* after the handle is accepted */
+conn *conn_accepted(transport *t, uv_stream_t *server); /* accept one connection */
 void conn_start(conn *c);
 /* Feed received bytes through preface sniffing into HTTP/1.1 or HTTP/2. */
 void conn_feed(conn *c, const uint8_t *data, size_t len);

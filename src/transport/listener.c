@@ -73,6 +73,13 @@ static void on_handle_closed(uv_handle_t *h)
     transport_handle_closed(h->data);
 }
 
+static void on_listener_closed(uv_handle_t *h)
+{
+    transport *t = h->data;
+    free(h);
+    transport_handle_closed(t);
+}
+
 static void reject_closed(uv_handle_t *h)
 {
     free(h);
@@ -105,7 +112,7 @@ static void on_connection(uv_stream_t *server, int status)
         accept_and_drop(server, tcp);
         return;
     }
-    conn *c = conn_accepted(t, tcp);
+    conn *c = conn_accepted(t, server);
     if (!c)
         return;
     conn_start(c);
@@ -126,26 +133,26 @@ static int resolve_host(const char *host, uint16_t port, struct sockaddr_storage
 int transport_listen_tcp(transport *t, const char *host, uint16_t port, chcp_error **err)
 {
     struct sockaddr_storage ss;
-    if (t->tcp_open)
+    if (t->tcp)
         return error_set(err, CHCP_FAILED_PRECONDITION, "already listening on TCP");
     if (resolve_host(host, port, &ss, err) < 0)
         return -1;
-    uv_tcp_init(t->loop, &t->tcp);
-    t->tcp.data = t;
-    t->tcp_open = true;
+    uv_tcp_t *h = xmalloc(sizeof(*h));
+    uv_tcp_init(t->loop, h);
+    h->data = t;
     t->open_handles++;
-    int rc = uv_tcp_bind(&t->tcp, (struct sockaddr *)&ss, 0);
+    int rc = uv_tcp_bind(h, (struct sockaddr *)&ss, 0);
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&t->tcp, 511, on_connection);
+        rc = uv_listen((uv_stream_t *)h, 511, on_connection);
     if (rc < 0) {
         error_set_errno(err, CHCP_UNAVAILABLE, -rc, "listen on %s:%u", host ? host : "", port);
-        t->tcp_open = false;
-        uv_close((uv_handle_t *)&t->tcp, on_handle_closed);
+        uv_close((uv_handle_t *)h, on_listener_closed);
         return -1;
     }
+    t->tcp = h;
     struct sockaddr_storage bound;
     int len = sizeof(bound);
-    if (uv_tcp_getsockname(&t->tcp, (struct sockaddr *)&bound, &len) == 0)
+    if (uv_tcp_getsockname(h, (struct sockaddr *)&bound, &len) == 0)
         t->port = ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port
                                                    : ((struct sockaddr_in6 *)&bound)->sin6_port);
     return 0;
@@ -181,36 +188,37 @@ static int remove_stale_socket(const char *path, chcp_error **err)
 
 int transport_listen_unix(transport *t, const char *path, chcp_error **err)
 {
-    if (t->pipe_open)
+    if (t->pipe)
         return error_set(err, CHCP_FAILED_PRECONDITION, "already listening on a Unix socket");
     if (remove_stale_socket(path, err) < 0)
         return -1;
-    uv_pipe_init(t->loop, &t->pipe, 0);
-    t->pipe.data = t;
-    t->pipe_open = true;
+    uv_pipe_t *h = xmalloc(sizeof(*h));
+    uv_pipe_init(t->loop, h, 0);
+    h->data = t;
     t->open_handles++;
-    int rc = uv_pipe_bind(&t->pipe, path);
+    int rc = uv_pipe_bind(h, path);
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&t->pipe, 511, on_connection);
+        rc = uv_listen((uv_stream_t *)h, 511, on_connection);
     if (rc < 0) {
         error_set_errno(err, CHCP_UNAVAILABLE, -rc, "listen on %s", path);
-        t->pipe_open = false;
-        uv_close((uv_handle_t *)&t->pipe, on_handle_closed);
+        uv_close((uv_handle_t *)h, on_listener_closed);
         return -1;
     }
+    t->pipe = h;
+    free(t->unix_path);
     t->unix_path = xstrdup(path);
     return 0;
 }
 
 static void close_listeners(transport *t)
 {
-    if (t->tcp_open) {
-        t->tcp_open = false;
-        uv_close((uv_handle_t *)&t->tcp, on_handle_closed);
+    if (t->tcp) {
+        uv_close((uv_handle_t *)t->tcp, on_listener_closed);
+        t->tcp = NULL;
     }
-    if (t->pipe_open) {
-        t->pipe_open = false;
-        uv_close((uv_handle_t *)&t->pipe, on_handle_closed);
+    if (t->pipe) {
+        uv_close((uv_handle_t *)t->pipe, on_listener_closed);
+        t->pipe = NULL;
         unlink(t->unix_path);
     }
 }

@@ -531,6 +531,15 @@ static void removal_done(void *ud, chcp_error *err, const vmb_reply *reply)
     vm_lifecycle_try_remove(e);
 }
 
+/* The operation a removal belongs to (for the observer): the DeleteVm, or
+ * the CreateVm that failed. */
+static void *removal_token(const vm_entry *e)
+{
+    if (e->delete_ops)
+        return e->delete_ops->obs_token;
+    return e->create_op ? e->create_op->obs_token : NULL;
+}
+
 static void start_removal(vm_entry *e)
 {
     vm_queue_fail_all(e, e->removal_err ? e->removal_err->code : CHCP_ABORTED,
@@ -543,18 +552,22 @@ static void start_removal(vm_entry *e)
         cur->waiting_grace = false;
         vm_op_finish_code(cur, CHCP_ABORTED, "VM %s was deleted during ShutdownVm", e->rec.id);
     }
-    if (!e->vmm) {
-        e->stop_done = true;
-    } else if (e->m->cfg.attach_mode && (!e->vmm_created || e->rec.has_exit)) {
-        /* Nothing of ours is in the VMM (or it is gone): just let go. */
+    if (!e->vmm || (e->m->cfg.attach_mode && (!e->vmm_created || e->rec.has_exit))) {
+        /* No VMM, or (attach mode) nothing of ours is in it or it is gone:
+         * just let go. */
         e->stop_done = true;
     } else if (e->m->cfg.attach_mode) {
         /* The VMM is not ours to stop: drop the VM from it. */
         e->inflight++;
-        ops_of(e)->request(e->vmm, VMB_DELETE, NULL, ATTACH_DELETE_TIMEOUT_MS, removal_done, e);
+        vm_call_watch *w = vm_call_watch_start(e, removal_token(e), "vm.delete", removal_done, e);
+        ops_of(e)->request(e->vmm, VMB_DELETE, NULL, ATTACH_DELETE_TIMEOUT_MS, vm_call_watch_done,
+                           w);
     } else {
+        /* Watched like any VMM call, so the removal's vmm.shutdown is traced. */
         e->inflight++;
-        ops_of(e)->stop(e->vmm, removal_done, e);
+        vm_call_watch *w =
+            vm_call_watch_start(e, removal_token(e), "vmm.shutdown", removal_done, e);
+        ops_of(e)->stop(e->vmm, vm_call_watch_done, w);
     }
     vm_lifecycle_try_remove(e);
 }

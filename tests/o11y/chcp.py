@@ -62,6 +62,46 @@ def traceparent(trace_id, span_id, sampled=True):
     return "00-%s-%s-%s" % (trace_id, span_id, "01" if sampled else "00")
 
 
+class Client:
+    """A plain Connect-JSON client on one kept-alive HTTP/1.1 connection."""
+
+    def __init__(self, port):
+        self.port = port
+        self._conn = None
+
+    def close(self):
+        if self._conn:
+            self._conn.close()
+            self._conn = None
+
+    def call(self, method, request=None, headers=None, timeout=10):
+        """One Connect unary call with JSON on a kept-alive connection:
+        (code, response or error dict); code is "ok" or the Connect code."""
+        h = {"Content-Type": "application/json", "Connect-Protocol-Version": "1"}
+        h.update(headers or {})
+        body = json.dumps(request or {}).encode()
+        for attempt in (0, 1):
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+            self._conn.timeout = timeout
+            if self._conn.sock:
+                self._conn.sock.settimeout(timeout)
+            try:
+                self._conn.request("POST", "/%s/%s" % (SERVICE, method), body=body, headers=h)
+                r = self._conn.getresponse()
+                data = r.read()
+                break
+            except (http.client.HTTPException, ConnectionError):
+                self._conn.close()
+                self._conn = None
+                if attempt:
+                    raise
+        doc = json.loads(data) if data else {}
+        if r.status == 200:
+            return "ok", doc
+        return doc.get("code", "http-%d" % r.status), doc
+
+
 class Chcp:
     def __init__(self, otel=None, env=None, prometheus=True):
         self.tmp = tempfile.TemporaryDirectory(prefix="chcp-o11y-")
@@ -102,7 +142,7 @@ class Chcp:
         self.env = {k: v for k, v in self.env.items() if v is not None}
         self.proc = None
         self.port = None
-        self._conn = None
+        self._client = None
 
     # ---- lifecycle ------------------------------------------------------------
 
@@ -131,9 +171,9 @@ class Chcp:
         return self
 
     def stop(self, timeout=20):
-        if self._conn:
-            self._conn.close()
-            self._conn = None
+        if self._client:
+            self._client.close()
+            self._client = None
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -198,28 +238,14 @@ class Chcp:
         return st, hdrs, body
 
     def call(self, method, request=None, headers=None, timeout=10):
-        """One Connect unary call with JSON on a kept-alive connection:
-        (code, response or error dict); code is "ok" or the Connect code."""
-        h = {"Content-Type": "application/json", "Connect-Protocol-Version": "1"}
-        h.update(headers or {})
-        body = json.dumps(request or {}).encode()
-        for attempt in (0, 1):
-            if self._conn is None:
-                self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-            try:
-                self._conn.request("POST", "/%s/%s" % (SERVICE, method), body=body, headers=h)
-                r = self._conn.getresponse()
-                data = r.read()
-                break
-            except (http.client.HTTPException, ConnectionError):
-                self._conn.close()
-                self._conn = None
-                if attempt:
-                    raise
-        doc = json.loads(data) if data else {}
-        if r.status == 200:
-            return "ok", doc
-        return doc.get("code", "http-%d" % r.status), doc
+        """One Connect call on this daemon's kept-alive client (see Client.call)."""
+        if self._client is None:
+            self._client = Client(self.port)
+        return self._client.call(method, request, headers, timeout)
+
+    def client(self):
+        """Another client with its own connection (for concurrent calls)."""
+        return Client(self.port)
 
     # ---- VMs (with the stand-in) -------------------------------------------------
 

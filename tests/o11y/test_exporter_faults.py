@@ -36,7 +36,8 @@ def failure_logs(chcp):
 
 
 def recovery_logs(chcp):
-    return [r for r in chcp.log_records() if "export" in r.get("msg", "") and "recover" in r.get("msg", "")]
+    return [r for r in chcp.log_records()
+            if r.get("level") == "info" and "export" in r.get("msg", "") and "recover" in r.get("msg", "")]
 
 
 def start(start_chcp, receiver, **extra):

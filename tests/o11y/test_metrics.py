@@ -149,6 +149,8 @@ def test_label_values_round_trip_through_prometheus(start_chcp, start_prometheus
     """Whatever label values the daemon emits, Prometheus stores the same
     series the text shows (escaping survives the scrape)."""
     chcp = start_chcp(otel={"UNKEY_CHCP_OTEL_ENDPOINT": receiver.endpoint})
+    assert chcp.call("ListVms", {})[0] == "ok"
+    assert chcp.call("GetVmInfo", {"vmId": "nope"})[0] == "not_found"
     for path in ('/%s/Quote"Me' % SERVICE, "/%s/Back\\slash" % SERVICE):
         raw = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                "Content-Length: 2\r\nConnection: close\r\n\r\n{}" % path).encode()
@@ -252,3 +254,35 @@ def test_otlp_metric_push_is_cumulative(start_chcp, receiver):
     hist = [mm for q2 in receiver.snapshot("/v1/metrics") for _, mm in q2.metrics
             if mm.name == "rpc.server.request.duration"]
     assert hist and hist[-1].histogram.aggregation_temporality == 2
+
+
+def test_active_requests_counts_a_call_in_progress(start_chcp, receiver):
+    import threading
+
+    chcp = start_chcp(otel={"UNKEY_CHCP_OTEL_ENDPOINT": receiver.endpoint})
+    assert chcp.call("CreateVm", {"vmId": "slow", "config": chcp.vm_config(["standin.boot_delay_ms=1500"])},
+                     timeout=30)[0] == "ok"
+    result = {}
+
+    def boot():  # on a second connection
+        c2 = chcp.client()
+        result["boot"] = c2.call("BootVm", {"vmId": "slow"}, timeout=30)[0]
+        c2.close()
+
+    th = threading.Thread(target=boot)
+    th.start()
+
+    def active():
+        _, text = chcp.metrics_text(port=chcp.prom_port)
+        for (name, labels), v in parse_exposition(text).items():
+            if name == "rpc_server_active_requests" and dict(labels).get("rpc_method") == "BootVm":
+                return v
+        return 0.0
+
+    try:
+        wait_until(lambda: active() == 1.0, 5, "rpc_server_active_requests{rpc_method=BootVm} == 1")
+    finally:
+        th.join(30)
+    assert result.get("boot") == "ok", result
+    assert active() == 0.0
+    assert chcp.call("DeleteVm", {"vmId": "slow"}, timeout=30)[0] == "ok"

@@ -170,6 +170,30 @@ static void test_expect_continue(void **state)
     srv_stop(s);
 }
 
+/* "100 Continue" behind an unanswered request waits for its turn, so it
+ * never jumps ahead of the earlier response. */
+static void test_expect_continue_pipelined(void **state)
+{
+    srv *s = srv_start(NULL, false);
+    h1client *c = calloc(1, sizeof(*c));
+    c->fd = client_tcp(s->port);
+    h1resp *r = calloc(1, sizeof(*r));
+    send_str(c->fd, "GET /first HTTP/1.1\r\nx-delay-ms: 100\r\n\r\n"
+                    "POST /second HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+    assert_true(h1_read(c, r));
+    assert_header(r, "x-path", "/first");
+    assert_true(h1_read(c, r));
+    assert_int_equal(r->status, 100);
+    send_str(c->fd, "ok");
+    assert_true(h1_read(c, r));
+    assert_header(r, "x-path", "/second");
+    assert_memory_equal(r->body, "ok", 2);
+    close(c->fd);
+    free(c);
+    free(r);
+    srv_stop(s);
+}
+
 static void test_body_too_large_chunked(void **state)
 {
     transport_limits lim;
@@ -444,6 +468,11 @@ static void test_listen_addresses(void **state)
     assert_int_equal(err->code, CHCP_INVALID_ARGUMENT);
     error_free(err);
     err = NULL;
+    /* After a failure the same transport can try again right away. */
+    assert_int_equal(transport_listen_tcp(t2, "127.0.0.1", 0, &err), 0);
+    assert_int_equal(transport_listen_tcp(t2, "127.0.0.1", 0, &err), -1); /* only one */
+    error_free(err);
+    err = NULL;
     transport_close(t2, NULL, NULL);
 
     transport *t3 = transport_new(&loop, NULL, on_request_answer, NULL, NULL);
@@ -464,6 +493,7 @@ int main(void)
         cmocka_unit_test(test_pipelining_bound),
         cmocka_unit_test(test_chunked_body),
         cmocka_unit_test(test_expect_continue),
+        cmocka_unit_test(test_expect_continue_pipelined),
         cmocka_unit_test(test_body_too_large_chunked),
         cmocka_unit_test(test_body_too_large_keeps_sending),
         cmocka_unit_test(test_headers_too_large),

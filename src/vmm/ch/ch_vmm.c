@@ -180,8 +180,10 @@ static void on_ready_ping(ch_vmm *v, const ch_response *resp, const chcp_error *
     if (v->ready_reported || v->closing || (err && err->code == CHCP_CANCELED))
         return;
     if (err) {
-        /* Did it die? Then the exit path reports, with the logs. */
+        /* Did it die? Then the exit path reports, with the logs. (It cannot
+         * free v here: the client's pending call holds a reference.) */
         ch_vmm_check_exit(v);
+        // NOLINTNEXTLINE(clang-analyzer-unix.Malloc): see above
         if (v->ready_reported || v->closing)
             return;
     }
