@@ -51,5 +51,13 @@ bench:
 	@bash bench/deps.sh
 	@$(MAKE) --no-print-directory B=$(B) SAN=0 build bench-tools $(BENCH_STANDIN)
 	python3 bench/run.py --build-dir $(B) $(if $(BENCH_STANDIN),--standin $(BENCH_STANDIN)) $(BENCH_ARGS)
+	$(if $(BENCH_STANDIN),@$(MAKE) --no-print-directory B=$(B) bench-recovery)
 
-.PHONY: bench bench-tools
+# Start-up with 1,000 running VMs to re-adopt (docs/durability.md).
+bench-recovery:
+	@$(MAKE) --no-print-directory B=$(B) SAN=0 build $(B)/ch-standin/cloud-hypervisor
+	@mkdir -p $(BENCH_B)
+	python3 bench/recovery_bench.py --bin $(B)/chcp-api --standin $(B)/ch-standin/cloud-hypervisor \
+		--vms 1000 --json $(BENCH_B)/recovery.json
+
+.PHONY: bench bench-tools bench-recovery

@@ -80,7 +80,7 @@ def main():
         f.write(b"\x7fELF fake kernel")
     d = Daemon(os.path.abspath(a.bin), os.path.abspath(a.standin), state, img,
                os.path.join(tmp, "daemon.log"),
-               env={"CHCP_MAX_CONCURRENT_STARTS": "256", "CHCP_LOG_LEVEL": "info"})
+               env={"CHCP_MAX_CONCURRENT_STARTS": "256", "CHCP_LOG_LEVEL": os.environ.get("CHCP_LOG_LEVEL", "info")})
     result = {"vms": a.vms, "rounds": []}
     try:
         d.start()
@@ -103,6 +103,9 @@ def main():
             print("restart %d: recovery %d ms (adopted %d, crashed %d), start-to-serving %.0f ms"
                   % (r + 1, rec["elapsed_ms"], rec["adopted"], rec["crashed"], wall), flush=True)
             result["rounds"].append({"recovery_ms": rec["elapsed_ms"], "start_to_serving_ms": wall})
+            for line in d.log_since_start().splitlines():
+                if "recovery: load" in line:  # CHCP_LOG_LEVEL=debug: the phases
+                    print("  " + json.loads(line)["msg"], flush=True)
         best = min(x["start_to_serving_ms"] for x in result["rounds"])
         print("recovery of %d running VMs: best start-to-serving %.0f ms, recovery %s ms"
               % (a.vms, best, [x["recovery_ms"] for x in result["rounds"]]), flush=True)

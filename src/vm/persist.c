@@ -109,13 +109,19 @@ static void put_row(vm_entry *e, vm_store_done_fn done, void *ud)
     vm_store_put(m->store, &row, done, ud);
 }
 
+static void schedule(vm_manager *m, uint64_t delay_ms);
+
 static void write_done(const chcp_error *err, void *ud)
 {
     write_ctx *c = ud;
     vm_entry *e = c->e;
     if (err && !e->removed) {
-        log_vm(LOG_ERROR, e->rec.id, "store write failed (retrying): %s", err->message);
-        vm_persist_mark(e); /* retried by the next flush */
+        log_vm(LOG_ERROR, e->rec.id, "store write failed (retrying in %d ms): %s", RETRY_MS,
+               err->message);
+        if (e->persisted && !e->m->detached) {
+            e->dirty = true;
+            schedule(e->m, RETRY_MS); /* not a busy loop on a full disk */
+        }
     }
     if (c->cb)
         c->cb(e, err, c->ud);
@@ -183,18 +189,24 @@ static void flush_dirty(uv_timer_t *t)
     }
 }
 
+static void schedule(vm_manager *m, uint64_t delay_ms)
+{
+    if (m->persist_scheduled)
+        return;
+    m->persist_scheduled = true;
+    uv_timer_start(&m->persist_timer, flush_dirty, delay_ms, 0);
+}
+
 void vm_persist_mark(vm_entry *e)
 {
     vm_manager *m = e->m;
     if (!m->store || m->detached || e->removed)
         return;
     e->dirty = true;
-    if (!e->persisted || m->persist_scheduled)
-        return;
-    m->persist_scheduled = true;
     /* 0 ms: after everything else of this loop turn, so a burst of changes
      * to one VM becomes one write. */
-    uv_timer_start(&m->persist_timer, flush_dirty, 0, 0);
+    if (e->persisted)
+        schedule(m, 0);
 }
 
 /* ---- open / shutdown ------------------------------------------------------------- */

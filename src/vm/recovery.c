@@ -37,7 +37,8 @@
 
 /* ---- /proc ----------------------------------------------------------------- */
 
-int vm_proc_start_time(int pid, uint64_t *out)
+/* /proc/<pid>/stat: field 3 (state) and field 22 (start time). */
+static int proc_stat(int pid, char *state, uint64_t *out)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof(path), "/proc/%d/stat", pid);
@@ -51,9 +52,11 @@ int vm_proc_start_time(int pid, uint64_t *out)
     buf[n] = '\0';
     /* comm (field 2) may hold spaces and parentheses: count from the last ')'. */
     char *p = strrchr(buf, ')');
-    if (!p)
+    if (!p || !p[1] || !p[2])
         return -1;
     p++;
+    if (state)
+        *state = p[1];
     for (int field = 3; field < 22; field++) {
         p = strchr(p + 1, ' ');
         if (!p)
@@ -66,6 +69,11 @@ int vm_proc_start_time(int pid, uint64_t *out)
         return -1;
     *out = v;
     return 0;
+}
+
+int vm_proc_start_time(int pid, uint64_t *out)
+{
+    return proc_stat(pid, NULL, out);
 }
 
 /* Does `pid` hold `path` open (a /proc/<pid>/fd link naming it)? */
@@ -96,12 +104,15 @@ bool vm_proc_holds(int pid, const char *path)
 vm_recover_verdict vm_recovery_check(int pid, uint64_t start_time, const char *events_path)
 {
     uint64_t now;
+    char state = 0;
     if (pid <= 0)
         return VM_RECOVER_NO_PID;
-    if (vm_proc_start_time(pid, &now) < 0)
-        return VM_RECOVER_DEAD;
-    if (now != start_time || !vm_proc_holds(pid, events_path))
+    if (proc_stat(pid, &state, &now) < 0 || state == 'Z' || state == 'X')
+        return VM_RECOVER_DEAD; /* gone, or a zombie waiting to be reaped */
+    if (now != start_time)
         return VM_RECOVER_PID_REUSED;
+    if (!vm_proc_holds(pid, events_path))
+        return VM_RECOVER_NOT_VMM;
     return VM_RECOVER_ADOPT;
 }
 
@@ -286,6 +297,11 @@ static void mark_dead(vm_entry *e, vm_recover_verdict v)
                      "VMM (pid %d) is gone: the pid now belongs to another process "
                      "(found at chcp-api start)",
                      pid);
+    else if (v == VM_RECOVER_NOT_VMM)
+        vm_set_state(e, VM_CRASHED,
+                     "VMM (pid %d) no longer holds its event file (it was exiting at chcp-api "
+                     "start); left alone",
+                     pid);
     else if (v == VM_RECOVER_DEAD)
         vm_set_state(e, VM_CRASHED, "VMM (pid %d) exited while chcp-api was not running", pid);
     else
@@ -377,7 +393,7 @@ static void info_done(void *ud, chcp_error *err, const vmb_reply *reply)
     if (!m->detached && !e->rec.has_exit) {
         if (err) {
             e->unresponsive = true;
-            vm_set_state(e, e->rec.state, "VMM not responding at chcp-api start (vm.info: %s)",
+            vm_set_state(e, e->rec.state, "VMM not responding at chcp-api start (%s)",
                          err->message);
         } else {
             reconcile_info(e, reply);
@@ -432,15 +448,21 @@ static void recover_entry(vm_manager *m, vm_entry *e, proc_scan *scan)
         settle_one(m);
         return;
     }
-    cleanup_free char *events = xasprintf("%s/%s/events.json", m->vms_real, r->id);
-    vm_recover_verdict v = vm_recovery_check(r->vmm_pid, r->vmm_start_time, events);
+    /* The scan already saw this pid holding this VM's event file, with its
+     * start time: that is the whole ownership proof (ch_vmm_adopt re-checks
+     * the start time through a pidfd). Otherwise find out why not. */
     vmm_proc *p = scan_find(scan, r->id, r->vmm_pid);
+    vm_recover_verdict v = VM_RECOVER_ADOPT;
+    if (!p || p->start_time != r->vmm_start_time) {
+        cleanup_free char *events = xasprintf("%s/%s/events.json", m->vms_real, r->id);
+        v = vm_recovery_check(r->vmm_pid, r->vmm_start_time, events);
+    }
     if (v == VM_RECOVER_ADOPT && p && p->start_time == r->vmm_start_time && m->ops->adopt) {
         p->owned = true;
         adopt_one(m, e);
         return;
     }
-    if (v == VM_RECOVER_PID_REUSED)
+    if (v == VM_RECOVER_PID_REUSED || v == VM_RECOVER_NOT_VMM)
         log_vm(LOG_WARN, r->id,
                "pid %d is alive but is not this VM's VMM (start time or event file differ): "
                "left alone",
@@ -517,9 +539,13 @@ int vm_manager_recover(vm_manager *m, void (*done)(void *ud), void *ud, chcp_err
     /* settle_one() must not finish recovery before every entry was looked
      * at: count from a held-back total. */
     m->recovery.total = c.n + 1;
+    uint64_t scanned_ns = time_mono_ns();
     for (size_t i = 0; i < c.n; i++)
         recover_entry(m, c.entries[i], &scan);
     reclaim_orphans(m, &scan);
+    log_debug("recovery: load + /proc scan %llu ms, adoption %llu ms",
+              (unsigned long long)(scanned_ns - m->recovery_start_ns) / 1000000,
+              (unsigned long long)(time_mono_ns() - scanned_ns) / 1000000);
     m->recovery.total = c.n;
     free(c.entries);
     free(scan.v);

@@ -355,6 +355,20 @@ vm_store *vm_store_open(uv_loop_t *loop, const char *dir, chcp_error **err)
     s->loop = loop;
     s->lock_fd = -1;
     s->path = xasprintf("%s/chcp.db", dir);
+    /* The directory holds VMM sockets and the registry: anyone who can
+     * write to it can redirect chcp to their own "VMM". */
+    struct stat sb;
+    if (stat(dir, &sb) < 0) {
+        error_set_errno(err, CHCP_FAILED_PRECONDITION, errno, "state directory %s", dir);
+        goto fail;
+    }
+    if (sb.st_uid != geteuid() || (sb.st_mode & 022)) {
+        error_set(err, CHCP_PERMISSION_DENIED,
+                  "state directory %s has owner uid %u and mode %04o: it must belong to uid %u "
+                  "and not be writable by group or others (chmod 700)",
+                  dir, (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 07777), (unsigned)geteuid());
+        goto fail;
+    }
     if (lock_dir(s, dir, err) < 0)
         goto fail;
     if (access(dir, W_OK) < 0) {

@@ -159,7 +159,8 @@ void vm_entry_unref(vm_entry *e);
 typedef enum vm_recover_verdict {
     VM_RECOVER_ADOPT,      /* pid alive, same start time, holds the VM's event file */
     VM_RECOVER_DEAD,       /* no such process */
-    VM_RECOVER_PID_REUSED, /* alive but not ours: never touched */
+    VM_RECOVER_PID_REUSED, /* alive, another start time: not ours, never touched */
+    VM_RECOVER_NOT_VMM,    /* same process but without the VM's event file: never touched */
     VM_RECOVER_NO_PID,     /* no VMM was recorded */
 } vm_recover_verdict;
 vm_recover_verdict vm_recovery_check(int pid, uint64_t start_time, const char *events_path);

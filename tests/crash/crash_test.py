@@ -313,6 +313,39 @@ def graceful_restart(d, state_dir):
     return len(running)
 
 
+def refused(d, what, needle):
+    try:
+        d.start(timeout=20)
+    except AssertionError as e:
+        if needle not in str(e):
+            raise Failure("%s: start refused, but the message does not name %r:\n%s"
+                          % (what, needle, e))
+        print("%s: start refused, naming %s" % (what, needle), flush=True)
+        return
+    d.kill9()
+    raise Failure("%s: chcp-api started anyway" % what)
+
+
+def start_faults(d, state_dir):
+    """Bad state directories are refused at start with a message naming the
+    file (the daemon is stopped and the state directory empty here)."""
+    other = Daemon(d.binary, d.standin, state_dir, d.image_dir, d.log_path + ".2")
+    d.start()
+    d.wait_recovered()
+    refused(other, "locked state directory", os.path.join(state_dir, "chcp.lock"))
+    assert d.term() == 0
+    os.chmod(state_dir, 0o777)
+    refused(d, "group/other-writable state directory", state_dir)
+    os.chmod(state_dir, 0o700)
+    db = os.path.join(state_dir, "chcp.db")
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(db + suffix):
+            os.unlink(db + suffix)
+    with open(db, "wb") as f:
+        f.write(b"this is not a database " * 512)
+    refused(d, "corrupt database", db)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -378,6 +411,21 @@ def main():
         check(d, wl, state_dir, kills + 2)
         print("graceful restart: %d running VMM(s) kept with the same pid, state and "
               "timestamps" % n, flush=True)
+        # A VMM whose socket accepts but never answers vm.info: after a
+        # restart the VM keeps its VMM and state, and says why.
+        hung_cfg = {"payload": {"kernel": kernel,
+                                "cmdline": "console=hvc0 standin.hang_on=vm.info"}}
+        d.call("CreateVm", {"vmId": "hung-info", "config": hung_cfg})
+        d.call("BootVm", {"vmId": "hung-info"})
+        pid = list_vms(d)["hung-info"]["vmmPid"]
+        assert d.term() == 0
+        d.start()
+        d.wait_recovered()
+        v = list_vms(d)["hung-info"]
+        if v.get("vmmPid") != pid or v.get("state") != "VM_STATE_RUNNING" or \
+                "not responding" not in v.get("stateReason", ""):
+            raise Failure("hung VMM after restart: %r" % v)
+        print("hung VMM socket: VM kept (pid %d), reason %r" % (pid, v["stateReason"]), flush=True)
         # Cleanup through the API leaves nothing behind.
         for vm_id in list_vms(d):
             d.call("DeleteVm", {"vmId": vm_id})
@@ -391,6 +439,7 @@ def main():
         if left or os.listdir(os.path.join(state_dir, "vms")):
             raise Failure("left behind: processes %r, dirs %r"
                           % (left, os.listdir(os.path.join(state_dir, "vms"))))
+        start_faults(d, state_dir)
         print("crash-test passed: seed %d, %d kills, %d operations (%d acknowledged)"
               % (seed, kills, wl.ops, wl.acked), flush=True)
         ok = True

@@ -102,12 +102,17 @@ static void test_verdicts(void **state)
     assert_int_equal(vm_recovery_check(vmm, st + 1, events), VM_RECOVER_PID_REUSED);
     /* same start time, but it does not hold the VM's event file */
     assert_int_equal(vm_recovery_check(stranger, start_time_of(stranger), events),
-                     VM_RECOVER_PID_REUSED);
+                     VM_RECOVER_NOT_VMM);
     assert_int_equal(vm_recovery_check(0, 0, events), VM_RECOVER_NO_PID);
     /* deciding touches nothing */
     assert_true(still_running(vmm));
     assert_true(still_running(stranger));
 
+    /* a zombie (killed, not yet reaped) is dead, whatever its pid says */
+    kill(vmm, SIGKILL);
+    for (int i = 0; i < 200 && vm_recovery_check(vmm, st, events) != VM_RECOVER_DEAD; i++)
+        usleep(5000);
+    assert_int_equal(vm_recovery_check(vmm, st, events), VM_RECOVER_DEAD);
     finish(vmm);
     assert_int_equal(vm_recovery_check(vmm, st, events), VM_RECOVER_DEAD);
     uint64_t dummy;

@@ -1,6 +1,8 @@
 /*
  * test_store.c - the SQLite VM registry: round trips, group commit under a
- * burst, deletes, and refusing a locked, corrupt or newer database.
+ * burst, deletes, migrations (version stamped, data kept across reopen), and
+ * refusing a locked, corrupt or newer database or a state directory others
+ * can write to.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -175,6 +177,72 @@ static void test_newer_schema(void **state)
     error_free(err);
 }
 
+static void test_bad_permissions(void **state)
+{
+    ctx *c = *state;
+    assert_int_equal(chmod(c->dir, 0777), 0);
+    chcp_error *err = NULL;
+    assert_null(vm_store_open(&c->loop, c->dir, &err));
+    assert_non_null(err);
+    assert_int_equal(err->code, CHCP_PERMISSION_DENIED);
+    assert_non_null(strstr(err->message, c->dir));
+    assert_non_null(strstr(err->message, "0777"));
+    error_free(err);
+    assert_int_equal(chmod(c->dir, 0700), 0);
+}
+
+static void count_row(const vm_store_row *r, void *ud)
+{
+    int *n = ud;
+    assert_string_equal(r->id, "kept");
+    assert_int_equal(r->generation, 5);
+    assert_int_equal(r->config_len, 3);
+    assert_memory_equal(r->config, "abc", 3);
+    (*n)++;
+}
+
+/* A migrated database is stamped with the schema version and is not
+ * migrated again: rows survive a reopen. */
+static void test_migration_stamped_and_kept(void **state)
+{
+    ctx *c = *state;
+    chcp_error *err = NULL;
+    vm_store *s = vm_store_open(&c->loop, c->dir, &err);
+    assert_non_null(s);
+    vm_store_row r = {.id = "kept",
+                      .config = (const uint8_t *)"abc",
+                      .config_len = 3,
+                      .state = 4,
+                      .generation = 5,
+                      .created_at_ns = 1,
+                      .updated_at_ns = 2,
+                      .state_changed_at_ns = 3};
+    done_count = fail_count = 0;
+    vm_store_put(s, &r, on_done, NULL);
+    vm_store_flush(s);
+    assert_int_equal(done_count, 1);
+    vm_store_close(s);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+
+    char path[128];
+    snprintf(path, sizeof(path), "%s/chcp.db", c->dir);
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), VM_STORE_SCHEMA_VERSION);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+
+    s = vm_store_open(&c->loop, c->dir, &err);
+    assert_non_null(s);
+    int n = 0;
+    assert_int_equal(vm_store_load(s, count_row, &n, &err), 0);
+    assert_int_equal(n, 1);
+    vm_store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -182,6 +250,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_locked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_permissions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_stamped_and_kept, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
