@@ -255,6 +255,12 @@ void vm_persist_detach(vm_manager *m)
             vm_op_complete_now(c, e->removal_err ? e->removal_err->code : CHCP_UNAVAILABLE, "%s",
                                e->removal_err ? e->removal_err->message
                                               : "the daemon is shutting down");
+        if (e->removing_started && !e->stop_done) {
+            /* The VMM is being stopped for a DeleteVm: let that finish
+             * (bounded by the stop escalation); its record says DELETING
+             * and the next start removes the rest. */
+            continue;
+        }
         if (e->vmm) {
             void *vmm = steal_pointer(&e->vmm);
             /* Pending calls complete (canceled) inside release; the
