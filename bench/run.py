@@ -76,7 +76,7 @@ class Ctl:
             timeout=timeout,
         )
         if p.returncode != 0:
-            raise RuntimeError("benchctl %s: %s" % (args[0], (p.stderr or p.stdout).strip()[-1500:]))
+            raise RuntimeError((p.stderr or p.stdout).strip()[-1500:] or "benchctl %s failed" % args[0])
         return p.stdout
 
 
