@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # o11y.sh - a local Jaeger and Prometheus for looking at a chcp by hand.
 #
-#   scripts/o11y.sh start    Jaeger (OTLP/HTTP 127.0.0.1:4318, UI 127.0.0.1:16686)
+#   scripts/o11y.sh start    Jaeger (OTLP/HTTP 127.0.0.1:4318, query API 127.0.0.1:16686)
 #                            and Prometheus (127.0.0.1:9090) scraping chcp's
 #                            Prometheus port 127.0.0.1:9464 and its API port's
 #                            /metrics (127.0.0.1:8080) every 5 s; prints the URLs
@@ -98,7 +98,9 @@ start() {
     wait_http "http://127.0.0.1:14269/" "Jaeger"
     wait_http "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" "Prometheus"
     cat <<MSG
-Jaeger UI:        http://127.0.0.1:$JAEGER_UI_PORT
+Jaeger query API: http://127.0.0.1:$JAEGER_UI_PORT/api/traces?service=chcp
+                  (built from the Go module, Jaeger has no UI pages; see them as
+                  trees with: python3 tests/o11y/jaeger_tree.py --url http://127.0.0.1:$JAEGER_UI_PORT)
 Jaeger OTLP/HTTP: http://127.0.0.1:$JAEGER_OTLP_PORT   (UNKEY_CHCP_OTEL_ENDPOINT)
 Prometheus:       http://127.0.0.1:$PROMETHEUS_PORT   (scrapes 127.0.0.1:$CHCP_PROMETHEUS_PORT and 127.0.0.1:$CHCP_API_PORT/metrics)
 Grafana:          import deploy/grafana/chcp-dashboard.json, data source http://127.0.0.1:$PROMETHEUS_PORT

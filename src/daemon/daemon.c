@@ -463,12 +463,14 @@ static void teardown(daemon_state *st)
         observe_shutdown(st->obs, 0, NULL, NULL);
     if (st->tp) {
         if (!st->handles_open) {
+            /* Start-up failed: the VM manager's handles would keep this loop
+             * running, so its uv_run waits until it is shut down below. */
             transport_close(st->tp, transport_closed_noop, NULL);
             st->tp = NULL;
         } else {
             finish_shutdown(st);
+            uv_run(&st->loop, UV_RUN_DEFAULT);
         }
-        uv_run(&st->loop, UV_RUN_DEFAULT);
     }
     if (st->vms) {
         /* Durable mode (spawned VMMs): write every record and let go of the

@@ -237,6 +237,8 @@ void h1_fail(conn *c, int status);
 
 int h2_init_callbacks(transport *t);
 void h2_start(conn *c);
+/* HTTP/1.1 "Upgrade: h2c": start a session whose stream 1 is `r`. */
+int h2_start_upgraded(conn *c, treq *r, const uint8_t *settings, size_t len);
 void h2_feed(conn *c, const uint8_t *data, size_t len);
 /* Pull nghttp2's pending frames into c->out. */
 void h2_pump(conn *c);

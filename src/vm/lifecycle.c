@@ -579,8 +579,13 @@ bool vm_lifecycle_try_remove(vm_entry *e)
     if (!e->removing_started || !e->stop_done || e->inflight || e->current || e->info_inflight ||
         e->store_removing)
         return false;
-    if (e->m->detached)
-        return false; /* durable shutdown: the record says DELETING; the next start finishes */
+    if (e->m->detached) {
+        /* Durable shutdown: the VMM is stopped, the record says DELETING;
+         * the next start removes the rest. Let go so the loop can end. */
+        if (e->vmm)
+            ops_of(e)->release(steal_pointer(&e->vmm));
+        return false;
+    }
     if (e->vmm) {
         ops_of(e)->release(e->vmm);
         e->vmm = NULL;

@@ -240,6 +240,27 @@ void vm_persist_detach(vm_manager *m)
     for (size_t i = 0; i < m->n_vms; i++) {
         vm_entry *e = m->vms[i];
         vm_queue_fail_all(e, CHCP_UNAVAILABLE, "the daemon is shutting down");
+        /* A removal in progress stops here (its record says DELETING, or
+         * there is none for a failed CreateVm): the next start finishes it.
+         * Whoever waits for it gets an answer now. */
+        for (vm_op *op = steal_pointer(&e->delete_ops), *next; op; op = next) {
+            next = op->next;
+            op->next = NULL;
+            vm_op_complete_now(op, CHCP_UNAVAILABLE,
+                               "the daemon is shutting down; VM %s is removed at its next start",
+                               e->rec.id);
+        }
+        vm_op *c = steal_pointer(&e->create_op);
+        if (c)
+            vm_op_complete_now(c, e->removal_err ? e->removal_err->code : CHCP_UNAVAILABLE, "%s",
+                               e->removal_err ? e->removal_err->message
+                                              : "the daemon is shutting down");
+        if (e->removing_started && !e->stop_done) {
+            /* The VMM is being stopped for a DeleteVm: let that finish
+             * (bounded by the stop escalation); its record says DELETING
+             * and the next start removes the rest. */
+            continue;
+        }
         if (e->vmm) {
             void *vmm = steal_pointer(&e->vmm);
             /* Pending calls complete (canceled) inside release; the

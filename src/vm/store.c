@@ -323,6 +323,21 @@ void vm_store_delete(vm_store *s, const char *id, vm_store_done_fn done, void *u
     enqueue(s, op);
 }
 
+int vm_store_limit_pages(vm_store *s, int extra_pages)
+{
+    sqlite3_stmt *st = NULL;
+    int pages = -1;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA page_count", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        pages = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (pages < 0)
+        return -1;
+    char sql[64];
+    snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %d", pages + extra_pages);
+    return sqlite3_exec(s->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
 size_t vm_store_pending(const vm_store *s)
 {
     return s->pending;

@@ -66,6 +66,11 @@ void vm_store_delete(vm_store *s, const char *id, vm_store_done_fn done, void *u
 typedef void (*vm_store_row_fn)(const vm_store_row *row, void *ud);
 int vm_store_load(vm_store *s, vm_store_row_fn fn, void *ud, chcp_error **err);
 
+/* Tests only: cap the database at its current size plus `extra_pages`
+ * (PRAGMA max_page_count), so writes that need room fail with SQLITE_FULL
+ * exactly as on a full disk. */
+int vm_store_limit_pages(vm_store *s, int extra_pages);
+
 /* Writes queued or running. */
 size_t vm_store_pending(const vm_store *s);
 /* Wait (blocking, for shutdown only) until every queued write is done. */

@@ -313,6 +313,51 @@ def graceful_restart(d, state_dir):
     return len(running)
 
 
+def interrupted_delete(d, kernel, state_dir):
+    """SIGTERM while a DeleteVm waits for a VMM that will not stop: the
+    daemon exits 0 at its drain deadline (the call is answered), the record
+    says DELETING, and the next start finishes the removal."""
+    assert d.term() == 0
+    d.extra_env["CHCP_SHUTDOWN_TIMEOUT_MS"] = "300"
+    d.start()
+    d.wait_recovered()
+    cfg = {"payload": {"kernel": kernel,
+                       "cmdline": "console=hvc0 standin.hang_on=vmm.shutdown,vm.shutdown"}}
+    d.call("CreateVm", {"vmId": "slow-stop", "config": cfg})
+    d.call("BootVm", {"vmId": "slow-stop"})
+    pid = list_vms(d)["slow-stop"]["vmmPid"]
+    out = []
+
+    def delete():
+        c = ThreadClient(d)
+        try:
+            out.append(c.call("DeleteVm", {"vmId": "slow-stop"}))
+        except Exception as e:  # noqa: BLE001 - inspected below
+            out.append(e)
+    t = threading.Thread(target=delete)
+    t.start()
+    time.sleep(0.2)
+    rc = d.term()
+    t.join(30)
+    rep = d.sanitizer_report()
+    if rc != 0 or rep:
+        raise Failure("SIGTERM during DeleteVm: rc %d\n%s" % (rc, rep or d.log_tail()))
+    if not out:
+        raise Failure("SIGTERM during DeleteVm: the call was never answered")
+    del d.extra_env["CHCP_SHUTDOWN_TIMEOUT_MS"]
+    d.start()
+    d.wait_recovered()
+    deadline = time.monotonic() + 15
+    while "slow-stop" in list_vms(d) or pid in vmm_processes(os.path.join(state_dir, "vms"),
+                                                            exclude=(d.proc.pid,)):
+        if time.monotonic() > deadline:
+            raise Failure("interrupted DeleteVm not finished at the next start: %r"
+                          % list_vms(d).get("slow-stop"))
+        time.sleep(0.1)
+    print("SIGTERM during DeleteVm: answered (%s), removal finished at the next start"
+          % (out[0] if isinstance(out[0], Exception) else "ok"), flush=True)
+
+
 def refused(d, what, needle):
     try:
         d.start(timeout=20)
@@ -426,6 +471,7 @@ def main():
                 "not responding" not in v.get("stateReason", ""):
             raise Failure("hung VMM after restart: %r" % v)
         print("hung VMM socket: VM kept (pid %d), reason %r" % (pid, v["stateReason"]), flush=True)
+        interrupted_delete(d, kernel, state_dir)
         # Cleanup through the API leaves nothing behind.
         for vm_id in list_vms(d):
             d.call("DeleteVm", {"vmId": vm_id})

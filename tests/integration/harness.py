@@ -80,6 +80,17 @@ def assert_no_sanitizer_reports(text):
         assert marker not in text, "sanitizer report in daemon output:\n" + text[-8000:]
 
 
+def assert_json_lines(text):
+    """Everything the daemon writes is JSON log lines with time/level/msg."""
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            raise AssertionError("daemon output line is not JSON: %r" % line[:300])
+        assert {"time", "level", "msg"} <= rec.keys(), line
+        assert rec["level"] in ("debug", "info", "warn", "error"), line
+
+
 class Daemon:
     def __init__(self, env=None, args=None, unix_socket=True, vmm=False):
         self.tmp = tempfile.TemporaryDirectory(prefix="chcp-it-")
@@ -166,6 +177,7 @@ class Daemon:
         out = self.output()
         assert_no_sanitizer_reports(out)
         assert rc == 0, "chcp-api exited %d after SIGTERM:\n%s" % (rc, out[-8000:])
+        assert_json_lines(out)
         return rc
 
     def kill(self):

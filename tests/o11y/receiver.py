@@ -195,12 +195,22 @@ class Receiver:
                     n = receiver.in_flight.get(req.path, 0) + 1
                     receiver.in_flight[req.path] = n
                     receiver.max_in_flight[req.path] = max(receiver.max_in_flight.get(req.path, 0), n)
+                self._counted = True
                 try:
                     self._serve(req)
                 finally:
-                    with receiver.cond:
-                        receiver.in_flight[req.path] -= 1
-                        receiver.cond.notify_all()
+                    self._not_in_flight(req)
+
+            def _not_in_flight(self, req):
+                """A request stops being in flight once its answer is decided,
+                before it is written: the client may send the next one as soon
+                as it reads the answer."""
+                if not self._counted:
+                    return
+                self._counted = False
+                with receiver.cond:
+                    receiver.in_flight[req.path] -= 1
+                    receiver.cond.notify_all()
 
             def _hold(self, limit):
                 """Wait for release(); False if the client hung up first."""
@@ -244,6 +254,7 @@ class Receiver:
                 else:
                     status, headers, payload = mode[1], dict(mode[2] if len(mode) > 2 else {}), b""
                 req.status = status
+                self._not_in_flight(req)
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/x-protobuf")

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 
-from chcp import SERVICE, buf_curl
+from chcp import SERVICE, Chcp, buf_curl
 from peers import wait_until
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -170,6 +170,42 @@ def test_label_values_round_trip_through_prometheus(start_chcp, start_prometheus
         return got == want
 
     wait_until(stored, 20, "Prometheus to store the same series as /metrics shows")
+
+
+def test_resource_label_with_quotes_and_newlines(start_chcp, start_prometheus, receiver):
+    """The resource becomes target_info's labels: a service name with
+    quotes and a backslash must be escaped in the exposition, pass promtool,
+    and reach Prometheus unchanged. (A newline never gets that far: the
+    configuration refuses control characters, see below.)"""
+    weird = 'chcp "edge"\\case {x="y"}'
+    chcp = start_chcp(otel={"UNKEY_CHCP_OTEL_ENDPOINT": receiver.endpoint,
+                            "UNKEY_CHCP_OTEL_SERVICE_NAME": weird})
+    for port in (chcp.prom_port, chcp.port):
+        _, text = chcp.metrics_text(port=port)
+        promtool_check(text)
+        names = [dict(labels).get("service_name") for (n, labels) in parse_exposition(text) if n == "target_info"]
+        assert names == [weird], names
+    prom = scrape_both(start_prometheus, chcp)
+    got = prom.query('target_info{job="chcp-prom"}')
+    assert [m["service_name"] for m, _ in got] == [weird], got
+    # And the OTLP resource carries the same bytes.
+    assert chcp.call("ListVms", {})[0] == "ok"
+    res, _ = receiver.wait_for(lambda r: r.spans(), 10, "a span")[0]
+    assert res["service.name"] == weird
+
+
+def test_control_characters_in_resource_are_refused():
+    c = Chcp(otel={"UNKEY_CHCP_OTEL_SERVICE_NAME": "two\nlines"})
+    try:
+        try:
+            c.start()
+        except AssertionError as e:
+            assert "UNKEY_CHCP_OTEL_SERVICE_NAME" in str(e) and "control character" in str(e), e
+        else:
+            raise AssertionError("a service name with a newline was accepted")
+        assert c.proc.wait(10) == 2
+    finally:
+        c.cleanup()
 
 
 def _vms_by_state(prom):

@@ -5,6 +5,7 @@ values; the failing receiver answers what it is told and decodes what it
 gets. If these fail, the other tests' failures say nothing about chcp."""
 
 import http.server
+import io
 import os
 import subprocess
 import threading
@@ -14,6 +15,7 @@ import urllib.request
 
 import pytest
 
+import jaeger_tree
 from peers import REPO, parent_id, process_of, spans_named, tags
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -62,6 +64,15 @@ def test_jaeger_ingests_chcp_otlp(jaeger, sample):
     assert ct["span.kind"] == "client" and ct["error"] is True and ct["otel.status_code"] == "ERROR", ct
     events = [{f["key"]: f["value"] for f in log["fields"]} for log in root["logs"]]
     assert {"event": "vm.state", "state": "RUNNING"} in events, events
+    # jaeger_tree.py (the stand-in for Jaeger's UI) draws the same tree.
+    out = io.StringIO()
+    jaeger_tree.print_trace(trace, out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "trace %s  (remote parent %s)" % (TRACE, PARENT), lines
+    server_line = next(i for i, ln in enumerate(lines) if ln.endswith("server   cloudhypervisor.v1.VmService/CreateVm"))
+    client_line = next(i for i, ln in enumerate(lines) if "client   vmm PUT vm.boot ERROR" in ln)
+    assert server_line < client_line
+    assert any("event=vm.state" in ln and "state=RUNNING" in ln for ln in lines), lines
     proc = process_of(trace, root)
     assert proc["serviceName"] == "chcp-test"
     assert tags(proc)["service.version"] == "9.9.9"

@@ -75,6 +75,9 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.otel.service_version, CHCP_VERSION);
     assert_false(cfg.otel.prometheus_enabled);
     assert_int_equal(cfg.otel.prometheus_port, 9464);
+    assert_int_equal(cfg.otel.batch_delay_ms, 0); /* 0 = the exporter's default */
+    assert_int_equal(cfg.otel.metric_interval_ms, 0);
+    assert_false(cfg.orphan_keep);
 
     /* Unset transport limits take the transport's defaults... */
     transport_limits d = {.max_body_bytes = 11,
@@ -92,61 +95,41 @@ static void test_defaults(void **state)
 
 static void test_environment(void **state)
 {
-    const char *env[] = {"CHCP_PORT",
-                         "9000",
-                         "CHCP_ADDRESS",
-                         "::1",
-                         "CHCP_UNIX_SOCKET",
-                         "/run/chcp/api.sock",
-                         "CHCP_BACKEND",
-                         "cloud-hypervisor",
-                         "CHCP_CH_ENDPOINT",
-                         "unix:///tmp/ch.sock",
-                         "CHCP_CH_BINARY",
-                         "/bin/sh",
-                         "CHCP_STATE_DIR",
-                         "/srv/chcp",
-                         "CHCP_IMAGE_DIRS",
-                         "/images::/more/images:",
-                         "CHCP_MAX_VCPUS",
-                         "8",
-                         "CHCP_MAX_MEMORY_MIB",
-                         "2048",
-                         "CHCP_MAX_CONCURRENT_STARTS",
-                         "2",
-                         "CHCP_LOG_LEVEL",
-                         "DEBUG",
-                         "CHCP_MAX_BODY_BYTES",
-                         "1024",
-                         "CHCP_MAX_HEADER_BYTES",
-                         "2048",
-                         "CHCP_IDLE_TIMEOUT_MS",
-                         "500",
-                         "CHCP_READ_TIMEOUT_MS",
-                         "600",
-                         "CHCP_MAX_CONNECTIONS",
-                         "7",
-                         "CHCP_H2_MAX_CONCURRENT_STREAMS",
-                         "3",
-                         "CHCP_SHUTDOWN_TIMEOUT_MS",
-                         "0",
-                         "CHCP_TEST_HOOKS",
-                         "yes",
-                         "UNKEY_CHCP_OTEL_ENABLED",
-                         "TRUE",
-                         "UNKEY_CHCP_OTEL_ENDPOINT",
-                         "collector:4318",
-                         "UNKEY_CHCP_OTEL_SAMPLING_RATE",
-                         "0.25",
-                         "UNKEY_CHCP_OTEL_SERVICE_NAME",
-                         "chcp-test",
-                         "UNKEY_CHCP_OTEL_SERVICE_VERSION",
-                         "9.9.9",
-                         "UNKEY_CHCP_OTEL_PROMETHEUS_ENABLED",
-                         "on",
-                         "UNKEY_CHCP_OTEL_PROMETHEUS_PORT",
-                         "9999",
-                         NULL};
+    // clang-format off
+    const char *env[] = {
+        "CHCP_PORT", "9000",
+        "CHCP_ADDRESS", "::1",
+        "CHCP_UNIX_SOCKET", "/run/chcp/api.sock",
+        "CHCP_BACKEND", "cloud-hypervisor",
+        "CHCP_CH_ENDPOINT", "unix:///tmp/ch.sock",
+        "CHCP_CH_BINARY", "/bin/sh",
+        "CHCP_STATE_DIR", "/srv/chcp",
+        "CHCP_IMAGE_DIRS", "/images::/more/images:",
+        "CHCP_MAX_VCPUS", "8",
+        "CHCP_MAX_MEMORY_MIB", "2048",
+        "CHCP_MAX_CONCURRENT_STARTS", "2",
+        "CHCP_LOG_LEVEL", "DEBUG",
+        "CHCP_MAX_BODY_BYTES", "1024",
+        "CHCP_MAX_HEADER_BYTES", "2048",
+        "CHCP_IDLE_TIMEOUT_MS", "500",
+        "CHCP_READ_TIMEOUT_MS", "600",
+        "CHCP_MAX_CONNECTIONS", "7",
+        "CHCP_H2_MAX_CONCURRENT_STREAMS", "3",
+        "CHCP_SHUTDOWN_TIMEOUT_MS", "0",
+        "CHCP_TEST_HOOKS", "yes",
+        "UNKEY_CHCP_OTEL_ENABLED", "TRUE",
+        "UNKEY_CHCP_OTEL_ENDPOINT", "collector:4318",
+        "UNKEY_CHCP_OTEL_SAMPLING_RATE", "0.25",
+        "UNKEY_CHCP_OTEL_SERVICE_NAME", "chcp-test",
+        "UNKEY_CHCP_OTEL_SERVICE_VERSION", "9.9.9",
+        "UNKEY_CHCP_OTEL_PROMETHEUS_ENABLED", "on",
+        "UNKEY_CHCP_OTEL_PROMETHEUS_PORT", "9999",
+        "CHCP_OTEL_BATCH_DELAY_MS", "100",
+        "CHCP_OTEL_METRIC_INTERVAL_MS", "500",
+        "CHCP_ORPHAN_POLICY", "keep",
+        NULL,
+    };
+    // clang-format on
     chcp_config cfg;
     config_action action;
     chcp_error *err = NULL;
@@ -176,6 +159,9 @@ static void test_environment(void **state)
     assert_string_equal(cfg.otel.service_version, "9.9.9");
     assert_true(cfg.otel.prometheus_enabled);
     assert_int_equal(cfg.otel.prometheus_port, 9999);
+    assert_int_equal(cfg.otel.batch_delay_ms, 100);
+    assert_int_equal(cfg.otel.metric_interval_ms, 500);
+    assert_true(cfg.orphan_keep);
 
     transport_limits d = {.max_body_bytes = 11,
                           .max_header_bytes = 12,
@@ -327,6 +313,10 @@ static void test_bad_environment(void **state)
         {"UNKEY_CHCP_OTEL_PROMETHEUS_ENABLED", "2"},
         {"UNKEY_CHCP_OTEL_PROMETHEUS_PORT", "0"},
         {"UNKEY_CHCP_OTEL_PROMETHEUS_PORT", "70000"},
+        {"CHCP_OTEL_BATCH_DELAY_MS", "0"},
+        {"CHCP_OTEL_METRIC_INTERVAL_MS", "soon"},
+        {"CHCP_ORPHAN_POLICY", "adopt"},
+        {"CHCP_ORPHAN_POLICY", "Reap"},
     };
     for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
         const char *env[] = {cases[i][0], cases[i][1], "PATH", "/usr/bin:/bin", NULL};
@@ -431,6 +421,8 @@ static void test_help_version(void **state)
                                         "UNKEY_CHCP_OTEL_SERVICE_VERSION",
                                         "UNKEY_CHCP_OTEL_PROMETHEUS_ENABLED",
                                         "UNKEY_CHCP_OTEL_PROMETHEUS_PORT",
+                                        "CHCP_ORPHAN_POLICY",
+                                        "--orphan-policy",
                                         "--port",
                                         "--unix-socket",
                                         "--ch-binary",
@@ -440,6 +432,37 @@ static void test_help_version(void **state)
         if (!strstr(text, names[i]))
             fail_msg("help text lacks %s", names[i]);
     free(text);
+}
+
+/* Prometheus is on with telemetry unless set explicitly (either way). */
+static void test_prometheus_follows_telemetry(void **state)
+{
+    static const struct {
+        const char *enabled, *prometheus;
+        bool want;
+    } cases[] = {
+        {NULL, NULL, false},      {"true", NULL, true},    {"true", "", true},
+        {"true", "false", false}, {"false", "true", true}, {"false", NULL, false},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        const char *env[5] = {NULL};
+        size_t n = 0;
+        if (cases[i].enabled) {
+            env[n++] = "UNKEY_CHCP_OTEL_ENABLED";
+            env[n++] = cases[i].enabled;
+        }
+        if (cases[i].prometheus) {
+            env[n++] = "UNKEY_CHCP_OTEL_PROMETHEUS_ENABLED";
+            env[n++] = cases[i].prometheus;
+        }
+        chcp_config cfg;
+        config_action action;
+        chcp_error *err = NULL;
+        assert_int_equal(load(&cfg, env, 0, NULL, &action, &err), 0);
+        if (cfg.otel.prometheus_enabled != cases[i].want)
+            fail_msg("case %zu: prometheus_enabled is %d", i, cfg.otel.prometheus_enabled);
+        config_free(&cfg);
+    }
 }
 
 /* A bare CHCP_CH_BINARY name is resolved on PATH to an absolute path. */
@@ -473,10 +496,15 @@ static void test_ch_binary_on_path(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),        cmocka_unit_test(test_environment),
-        cmocka_unit_test(test_flags_override),  cmocka_unit_test(test_aliases_and_empty),
-        cmocka_unit_test(test_bad_environment), cmocka_unit_test(test_bad_flags),
-        cmocka_unit_test(test_help_version),    cmocka_unit_test(test_ch_binary_on_path),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_environment),
+        cmocka_unit_test(test_flags_override),
+        cmocka_unit_test(test_aliases_and_empty),
+        cmocka_unit_test(test_bad_environment),
+        cmocka_unit_test(test_bad_flags),
+        cmocka_unit_test(test_help_version),
+        cmocka_unit_test(test_ch_binary_on_path),
+        cmocka_unit_test(test_prometheus_follows_telemetry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
