@@ -3,9 +3,9 @@
  * vm module; the manager is its only user).
  *
  * Writes never run on the event loop: they go to one writer thread, which
- * commits whatever has queued up in a single transaction (group commit, with
- * synchronous=FULL so an acknowledged write survives a crash or power loss)
- * and reports each write's outcome back on the loop. Reads happen once, at
+ * commits whatever has queued up in a single transaction (group commit; WAL
+ * with synchronous=NORMAL, so an acknowledged write survives any crash of the
+ * daemon - see store.c) and reports each write's outcome back on the loop. Reads happen once, at
  * start, before the API is served.
  */
 #ifndef CHCP_VM_STORE_H
