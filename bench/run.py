@@ -42,7 +42,7 @@ def parse_args():
     ap.add_argument("--standin", default="", help="CH stand-in binary (lifecycle, memory)")
     ap.add_argument("--vms", type=int, default=10, help="VMs in the ListVms page")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--duration", type=float, default=4, help="seconds per measured h2load run")
+    ap.add_argument("--duration", type=float, default=3, help="seconds per measured h2load run")
     ap.add_argument("--warmup", type=float, default=1, help="h2load warm-up seconds per run")
     ap.add_argument("--clients", type=int, default=16, help="h2load connections")
     ap.add_argument("--streams", type=int, default=16, help="h2load streams per h2c connection")

@@ -11,12 +11,12 @@ echo "== clang-format"
 clang-format --dry-run --Werror $files || rc=1
 
 echo "== cppcheck"
-cppcheck --quiet -DCHCP_VERSION=\"0\" -DCHCP_GIT_REV=\"0\" --error-exitcode=1 --std=c11 --enable=warning,portability,performance \
+cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,portability,performance \
     --inline-suppr --suppress=missingIncludeSystem -D__GNUC__ -Isrc \
     $(git ls-files 'src/*.c') || rc=1
 
 echo "== clang-tidy"
-flags="-std=gnu17 -D_GNU_SOURCE -DCHCP_VERSION=\"0\" -DCHCP_GIT_REV=\"0\" -Isrc -I$B/gen $(pkg-config --cflags libuv libnghttp2 libprotobuf-c jansson)"
+flags="-std=gnu17 -D_GNU_SOURCE -Isrc -I$B/gen $(pkg-config --cflags libuv libnghttp2 libprotobuf-c jansson)"
 clang-tidy --quiet $(git ls-files 'src/*.c') -- $flags || rc=1
 
 echo "== buf lint"

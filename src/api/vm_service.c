@@ -246,6 +246,17 @@ static void handle_list(rpc_call *call, const ProtobufCMessage *msg, void *sd)
     vm_list_filter f = {0};
     char after[VM_ID_MAX + 1] = "";
     chcp_error *err = NULL;
+    /* Durable state: like every other call, nothing is listed before the
+     * stored VMs are re-adopted (docs/durability.md). */
+    vm_recovery_status rs;
+    vm_manager_recovery_status(sd, &rs);
+    if (rs.running) {
+        error_set(&err, CHCP_UNAVAILABLE, "recovering VMs after a restart (%zu of %zu done)",
+                  rs.settled, rs.total);
+        rpc_call_fail_error(call, err);
+        error_free(err);
+        return;
+    }
     if (list_filter(req, states, labels, &f, &err) < 0 ||
         (req->page_token[0] && api_page_token_decode(req->page_token, after, &err) < 0)) {
         rpc_call_fail_error(call, err);

@@ -39,6 +39,12 @@ static inline void chcp_closep(int *fd)
         _p;                                                                                        \
     })
 
+/* Set by the build (generated chcp_version.c). */
+extern const char chcp_version[];
+extern const char chcp_git_rev[];
+#define CHCP_VERSION chcp_version
+#define CHCP_GIT_REV chcp_git_rev
+
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define UNUSED __attribute__((unused))
 

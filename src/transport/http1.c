@@ -16,6 +16,8 @@
 enum { H1_URL = 0, H1_FIELD, H1_VALUE };
 
 static const char CONTINUE_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
+static const char SWITCHING_101[] =
+    "HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n";
 
 static conn *pconn(http_parser *p)
 {
@@ -196,11 +198,51 @@ static int on_body(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* "Upgrade: h2c" (RFC 7540 3.2) is honoured for a body-less request that is
+ * alone on the connection; anything else just stays HTTP/1.1. */
+static bool wants_h2c(conn *c, const http_parser *p, const treq *r)
+{
+    if (!p->upgrade || p->method == HTTP_CONNECT || c->draining || r != c->reqs || r->next ||
+        r->close || r->body.len > 0)
+        return false;
+    const char *up = http_request_header(&r->pub, "upgrade");
+    return up && str_ieq(up, "h2c") && http_request_header(&r->pub, "http2-settings");
+}
+
+/* Switch to HTTP/2: "101", then the request becomes stream 1. False if the
+ * settings do not decode (the request is then served as HTTP/1.1). */
+static bool upgrade_h2c(conn *c, treq *r)
+{
+    const char *s = http_request_header(&r->pub, "http2-settings");
+    chcp_buf settings = CHCP_BUF_INIT;
+    if (base64_decode(&settings, s, strlen(s)) < 0 || settings.len % 6 != 0) {
+        buf_free(&settings);
+        return false;
+    }
+    buf_append(&c->out, SWITCHING_101, sizeof(SWITCHING_101) - 1);
+    conn_mark_dirty(c);
+    c->proto = PROTO_H2;
+    c->cur = NULL;
+    r->remote_done = true;
+    int rc =
+        h2_start_upgraded(c, r, settings.data ? settings.data : (const uint8_t *)"", settings.len);
+    buf_free(&settings);
+    if (rc < 0) {
+        c->rd_discard = true;
+        c->close_after_flush = true;
+        return true;
+    }
+    treq_dispatch(r);
+    return true;
+}
+
 static int on_message_complete(http_parser *p)
 {
     conn *c = pconn(p);
     treq *r = c->cur;
     if (!r)
+        return 0;
+    if (wants_h2c(c, p, r) && upgrade_h2c(c, r))
         return 0;
     c->cur = NULL;
     r->remote_done = true;
@@ -246,6 +288,12 @@ void h1_feed(conn *c, const uint8_t *data, size_t len)
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (c->rd_discard || c->closing)
             return;
+        if (c->proto == PROTO_H2) {
+            /* Upgraded to h2c: the rest is the HTTP/2 preface and frames. */
+            if (n < len)
+                h2_feed(c, data + n, len - n);
+            return;
+        }
         if (e == HPE_PAUSED) {
             /* Pipeline full: on_message_complete set h1_paused. */
             data += n;
@@ -258,8 +306,8 @@ void h1_feed(conn *c, const uint8_t *data, size_t len)
         }
         if (n >= len || n == 0)
             return;
-        /* http-parser stops after an Upgrade request; we do not upgrade, so
-         * the next bytes are simply the next HTTP/1.1 request. */
+        /* http-parser stops after an Upgrade request; one we did not honour
+         * is followed by the next HTTP/1.1 request. */
         c->parser.upgrade = 0;
         data += n;
         len -= n;

@@ -206,6 +206,16 @@ void h2_start(conn *c)
     conn_mark_dirty(c);
 }
 
+int h2_start_upgraded(conn *c, treq *r, const uint8_t *settings, size_t len)
+{
+    h2_start(c);
+    if (!c->h2 || nghttp2_session_upgrade2(c->h2, settings, len, r->is_head, r) != 0)
+        return -1;
+    r->stream_id = 1;
+    r->pub.http_major = 2; /* answered over HTTP/2, trailers included */
+    return 0;
+}
+
 void h2_feed(conn *c, const uint8_t *data, size_t len)
 {
     if (!c->h2)

@@ -3,10 +3,11 @@
  * libuv loop, behind a single request abstraction.
  *
  * A connection sniffs the HTTP/2 client preface: h2c (prior knowledge) goes to
- * nghttp2, everything else to http-parser. Either way the layer above sees the
- * same thing: a complete `http_request` (headers plus the whole body, bounded
- * by the body limit) and answers it, later and exactly once, with
- * `http_respond`. The transport owns the request memory until then.
+ * nghttp2, everything else to http-parser. A body-less HTTP/1.1 request with
+ * "Upgrade: h2c" switches the connection to HTTP/2 (answered on stream 1). Either way the layer
+ * above sees the same thing: a complete `http_request` (headers plus the whole body, bounded by the
+ * body limit) and answers it, later and exactly once, with `http_respond`. The transport owns the
+ * request memory until then.
  *
  * Output is batched: responses are queued on the connection and written with
  * one write per loop pass; TCP_NODELAY is set on TCP sockets.

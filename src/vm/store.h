@@ -3,9 +3,9 @@
  * vm module; the manager is its only user).
  *
  * Writes never run on the event loop: they go to one writer thread, which
- * commits whatever has queued up in a single transaction (group commit, with
- * synchronous=FULL so an acknowledged write survives a crash or power loss)
- * and reports each write's outcome back on the loop. Reads happen once, at
+ * commits whatever has queued up in a single transaction (group commit; WAL
+ * with synchronous=NORMAL, so an acknowledged write survives any crash of the
+ * daemon - see store.c) and reports each write's outcome back on the loop. Reads happen once, at
  * start, before the API is served.
  */
 #ifndef CHCP_VM_STORE_H
@@ -65,6 +65,11 @@ void vm_store_delete(vm_store *s, const char *id, vm_store_done_fn done, void *u
  * must be idle). `fn` gets rows whose memory lives until it returns. */
 typedef void (*vm_store_row_fn)(const vm_store_row *row, void *ud);
 int vm_store_load(vm_store *s, vm_store_row_fn fn, void *ud, chcp_error **err);
+
+/* Tests only: cap the database at its current size plus `extra_pages`
+ * (PRAGMA max_page_count), so writes that need room fail with SQLITE_FULL
+ * exactly as on a full disk. */
+int vm_store_limit_pages(vm_store *s, int extra_pages);
 
 /* Writes queued or running. */
 size_t vm_store_pending(const vm_store *s);

@@ -150,8 +150,10 @@ typedef struct vm_backend_ops {
      * short timeout, SIGTERM, SIGKILL to its group); attach mode sends
      * vm.delete and leaves the process. `done` fires once it is gone. */
     void (*stop)(void *vmm, vmb_done_fn done, void *ud);
-    /* Free the handle: no callback fires afterwards. Kills a process that is
-     * somehow still there. */
+    /* Free the handle: no callback fires afterwards (pending requests
+     * complete, canceled, inside the call). Never stops the process: VMMs
+     * outlive their handle (durable mode re-adopts them at the next start);
+     * use `stop` first when the VM is to go away. */
     void (*release)(void *vmm);
     /* Process identity (0 when unknown / attach mode). */
     int (*pid)(void *vmm);

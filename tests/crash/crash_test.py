@@ -19,6 +19,12 @@ every restart (once GET /_/health says recovery is complete) it checks:
   * no leaked directories (each VM directory has a record) or sockets (a VM
     without a live VMM has no api.sock).
 
+Then a graceful restart, and the faults: a VMM that never answers vm.info
+(recovery waits for it while /_/health says "recovering" and VmService answers
+unavailable; the VM keeps its VMM with a reason), SIGTERM during a DeleteVm
+stuck on a VMM that will not stop (finished at the next start), and start-up
+refusals for a locked, a world-writable and a corrupt state directory.
+
 Then a graceful restart (SIGTERM) with running VMs must keep every VMM pid,
 state, timestamp unchanged, and a final cleanup must leave nothing behind.
 The seed is printed; rerun with --seed to reproduce a failure's workload
@@ -35,7 +41,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from chcp import Daemon, RpcError, vmm_info, vmm_processes  # noqa: E402
+from chcp import Daemon, RpcError, free_port, vmm_info, vmm_processes  # noqa: E402
 
 LIVE_STATES = {"VM_STATE_CREATED", "VM_STATE_RUNNING", "VM_STATE_PAUSED", "VM_STATE_SHUTDOWN"}
 EXPECTED_CH = {
@@ -464,8 +470,25 @@ def main():
         d.call("BootVm", {"vmId": "hung-info"})
         pid = list_vms(d)["hung-info"]["vmmPid"]
         assert d.term() == 0
+        # Its 2 s vm.info timeout holds recovery open: meanwhile health says
+        # "recovering" (503) and VmService refuses every call.
+        d.extra_env["CHCP_PORT"] = str(free_port())
         d.start()
+        st, h = d.health()
+        if st != 503 or h.get("status") != "recovering" or h["recovery"]["complete"]:
+            raise Failure("health during recovery: %d %r" % (st, h))
+        for method, req in (("ListVms", {}), ("GetVmInfo", {"vmId": "hung-info"}),
+                            ("CreateVm", {"vmId": "early", "config": hung_cfg})):
+            try:
+                d.call(method, req)
+                raise Failure("%s answered during recovery" % method)
+            except RpcError as e:
+                if e.code != "unavailable" or "recovering" not in e.message:
+                    raise Failure("%s during recovery: %s" % (method, e))
+        print("during recovery: /_/health 503 'recovering' (%d of %d settled), VmService "
+              "unavailable" % (h["recovery"]["settled"], h["recovery"]["total"]), flush=True)
         d.wait_recovered()
+        del d.extra_env["CHCP_PORT"]
         v = list_vms(d)["hung-info"]
         if v.get("vmmPid") != pid or v.get("state") != "VM_STATE_RUNNING" or \
                 "not responding" not in v.get("stateReason", ""):

@@ -374,12 +374,75 @@ static void test_recover_keep_policy(void **state)
     finish(orphan);
 }
 
+static op_result create_vm(rctx *t, const char *id, const char *kernel, const char *cmdline)
+{
+    Cloudhypervisor__V1__VmConfig c = CLOUDHYPERVISOR__V1__VM_CONFIG__INIT;
+    Cloudhypervisor__V1__PayloadConfig p = CLOUDHYPERVISOR__V1__PAYLOAD_CONFIG__INIT;
+    p.kernel = (char *)kernel;
+    p.cmdline = (char *)cmdline;
+    c.payload = &p;
+    op_result r = {0};
+    chcp_error *err = NULL;
+    vm_op *op = vm_op_create(t->m, id, &c, NULL, 0, NULL, op_result_cb, &r, &err);
+    assert_null(err);
+    assert_non_null(op);
+    assert_true(tv_run_until(&t->loop, &r.done, 5000));
+    return r;
+}
+
+/* A full disk: CreateVm cannot make its record durable, so it fails like any
+ * other creation failure (VMM stopped, directory gone, nothing registered);
+ * the client never holds an acknowledgement the store does not back. */
+static void test_create_on_full_disk(void **state)
+{
+    rctx *t = *state;
+    char img[200], kernel[256], vms[200];
+    snprintf(img, sizeof(img), "%s/images", t->state_dir);
+    mkdir(img, 0700);
+    snprintf(kernel, sizeof(kernel), "%s/vmlinux", img);
+    close(open(kernel, O_WRONLY | O_CREAT, 0600));
+    snprintf(vms, sizeof(vms), "%s/vms", t->state_dir);
+    mkdir(vms, 0700);
+    const char *dirs[] = {img};
+    vm_manager_config cfg = {.state_dir = t->state_dir,
+                             .durable = true,
+                             .image_dirs = dirs,
+                             .n_image_dirs = 1,
+                             .max_vcpus = 8,
+                             .max_memory_mib = 1024};
+    chcp_error *err = NULL;
+    t->m = vm_manager_new(&t->loop, &cfg, &t->ops, &t->fb, &err);
+    assert_null(err);
+    assert_int_equal(vm_manager_recover(t->m, on_recovered, t, &err), 0);
+    assert_true(tv_run_until(&t->loop, &t->recovered, 5000));
+
+    /* Big records: each needs fresh pages. */
+    static char cmdline[4001];
+    memset(cmdline, 'x', 4000);
+    op_result r = create_vm(t, "fits", kernel, cmdline);
+    assert_int_equal(r.code, CHCP_OK);
+
+    assert_int_equal(vm_store_limit_pages(t->m->store, 0), 0);
+    int stops = t->fb.stops;
+    r = create_vm(t, "nofit", kernel, cmdline);
+    assert_int_equal(r.code, CHCP_UNAVAILABLE);
+    assert_non_null(strstr(r.msg, "recording the VM durably"));
+    assert_non_null(strstr(r.msg, "chcp.db"));
+    assert_null(vm_manager_find(t->m, "nofit"));
+    assert_int_equal(t->fb.stops, stops + 1); /* its VMM was stopped */
+    char d[256];
+    snprintf(d, sizeof(d), "%s/nofit", vms);
+    assert_int_equal(access(d, F_OK), -1);
+    assert_non_null(vm_manager_find(t->m, "fits"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verdicts),
         cmocka_unit_test_setup_teardown(test_recover_adopt_crash_orphans, rsetup, rteardown),
         cmocka_unit_test_setup_teardown(test_recover_keep_policy, rsetup, rteardown),
+        cmocka_unit_test_setup_teardown(test_create_on_full_disk, rsetup, rteardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

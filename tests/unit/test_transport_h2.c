@@ -276,6 +276,52 @@ static void test_h2_basic(void **state)
     srv_stop(s);
 }
 
+/* HTTP/1.1 "Upgrade: h2c": 101, then the request is answered on stream 1
+ * over HTTP/2 and the connection carries on as HTTP/2. */
+static void test_h2c_upgrade(void **state)
+{
+    srv *s = srv_start(NULL, false);
+    int fd = client_tcp(s->port);
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100}};
+    uint8_t payload[16];
+    ssize_t plen = nghttp2_pack_settings_payload(payload, sizeof(payload), iv, 1);
+    assert_true(plen > 0);
+    chcp_buf b64 = CHCP_BUF_INIT;
+    base64_encode(&b64, payload, (size_t)plen, true, false);
+    buf_append_byte(&b64, 0);
+    char req[512];
+    snprintf(req, sizeof(req),
+             "GET /up?q=1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+             "Upgrade: h2c\r\nHTTP2-Settings: %s\r\n\r\n",
+             (char *)b64.data);
+    buf_free(&b64);
+    send_str(fd, req);
+    /* Read exactly the 101 head, nothing more. */
+    char head[256] = "";
+    size_t len = 0;
+    while (!strstr(head, "\r\n\r\n") && len < sizeof(head) - 1) {
+        assert_int_equal(recv(fd, head + len, 1, 0), 1);
+        len++;
+    }
+    assert_true(strncmp(head, "HTTP/1.1 101 ", 13) == 0);
+    assert_non_null(strstr(head, "upgrade: h2c\r\n"));
+
+    h2client *c = h2_connect(fd);
+    h2stream *up = &c->st[c->n++];
+    memset(up, 0, sizeof(*up));
+    up->id = 1;
+    assert_int_equal(nghttp2_session_upgrade2(c->s, payload, (size_t)plen, 0, up), 0);
+    h2stream *next = h2_request(c, "GET", "/after", NULL, 0, false, NULL);
+    assert_true(h2_run(c, all_closed, NULL, 3000));
+    assert_int_equal(up->status, 200);
+    assert_non_null(strstr(up->hdrs, "x-path: /up\n"));
+    assert_non_null(strstr(up->hdrs, "x-query: q=1\n"));
+    assert_int_equal(next->status, 200);
+    assert_int_equal(s->last_major, 2);
+    h2_disconnect(c);
+    srv_stop(s);
+}
+
 static void test_h2_trailers(void **state)
 {
     srv *s = srv_start(NULL, false);
@@ -573,19 +619,13 @@ static void test_h2_graceful_stop(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_h2_basic),
-        cmocka_unit_test(test_h2_trailers),
-        cmocka_unit_test(test_h2_cancel),
-        cmocka_unit_test(test_h2_body_too_large),
-        cmocka_unit_test(test_h2_headers_too_large),
-        cmocka_unit_test(test_h2_concurrency),
-        cmocka_unit_test(test_h2_max_streams),
-        cmocka_unit_test(test_h2_rapid_reset),
-        cmocka_unit_test(test_h2_split_preface),
-        cmocka_unit_test(test_h2_protocol_error),
-        cmocka_unit_test(test_h2_bad_preface),
-        cmocka_unit_test(test_h2_idle_timeout),
-        cmocka_unit_test(test_h2_read_timeout),
+        cmocka_unit_test(test_h2_basic),          cmocka_unit_test(test_h2_trailers),
+        cmocka_unit_test(test_h2c_upgrade),       cmocka_unit_test(test_h2_cancel),
+        cmocka_unit_test(test_h2_body_too_large), cmocka_unit_test(test_h2_headers_too_large),
+        cmocka_unit_test(test_h2_concurrency),    cmocka_unit_test(test_h2_max_streams),
+        cmocka_unit_test(test_h2_rapid_reset),    cmocka_unit_test(test_h2_split_preface),
+        cmocka_unit_test(test_h2_protocol_error), cmocka_unit_test(test_h2_bad_preface),
+        cmocka_unit_test(test_h2_idle_timeout),   cmocka_unit_test(test_h2_read_timeout),
         cmocka_unit_test(test_h2_graceful_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
