@@ -32,6 +32,10 @@ if ! dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q "ok installed
     # 0.0.0.0:9090: ours run on loopback with their own configuration.
     if [ -d /run/systemd/system ]; then
         $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/prometheus ]; then
+        # Without systemd the postinst may have started it through its init script.
+        $SUDO invoke-rc.d prometheus stop >/dev/null 2>&1 || true
+        $SUDO update-rc.d prometheus disable >/dev/null 2>&1 || true
     fi
 fi
 
