@@ -160,3 +160,28 @@ def test_unreachable_collector(start_chcp):
     assert c["export_failures"] >= 1 and c["spans_exported"] == 0, c
     assert len(failure_logs(chcp)) == 1, failure_logs(chcp)
     assert chcp.proc.poll() is None
+
+
+def test_503_forever_retries_until_the_deadline_then_drops(start_chcp, receiver):
+    """A collector answering 503 (Retry-After: 1) forever: the batch is
+    retried about once a second, one attempt at a time, until the export
+    timeout (30 s); then its spans are dropped and the outage logged once.
+    The API never slows down."""
+    receiver.set_mode("status", 503, {"Retry-After": "1"}, path="/v1/traces")
+    chcp = start(start_chcp, receiver)
+    baseline = time_calls(chcp, 20)
+    first = receiver.wait_for(lambda r: traces_requests(r), 10, "the first export")[0]
+    during = time_calls(chcp, 200)
+    _latency_ok(baseline, during)
+    c = wait_until(lambda: (lambda c: c if c["spans_dropped"] >= 1 else None)(counters(chcp)), 45,
+                   "the first batch dropped after the export timeout")
+    reqs = traces_requests(receiver)
+    same = [r for r in reqs if r.body == first.body]
+    assert 15 <= len(same) <= 32, "%d attempts in the export timeout with Retry-After: 1" % len(same)
+    gaps = [b.started - a.ended for a, b in zip(same, same[1:])]
+    assert min(gaps) >= 0.8, "Retry-After: 1 not honoured: gaps %s" % gaps
+    assert same[-1].started - same[0].started >= 20, "gave up before the export timeout"
+    assert c["spans_dropped"] == len(first.spans) and c["spans_exported"] == 0, c
+    assert receiver.max_in_flight.get("/v1/traces") == 1, receiver.max_in_flight
+    assert len(failure_logs(chcp)) == 1, failure_logs(chcp)
+    receiver.set_mode("ok")  # let the daemon flush quickly at teardown
