@@ -263,6 +263,11 @@ def check_once(d, wl, state_dir, round_no):
             if not v.get("stateReason"):
                 raise Failure("round %d: %s is %s without a reason" % (round_no, vm_id, st))
         if st == "VM_STATE_CRASHED":
+            # Nothing in this workload kills a VMM, so a CRASHED VM means a
+            # daemon crash (or its recovery) took a VM down.
+            raise Failure("round %d: %s is CRASHED (%s): a daemon crash must never stop a VM"
+                          % (round_no, vm_id, v.get("stateReason")))
+        if st == "VM_STATE_CRASHED":
             if pid:
                 raise Failure("round %d: CRASHED %s still names pid %d" % (round_no, vm_id, pid))
             if os.path.exists(sock):
