@@ -90,6 +90,7 @@ for pj in tests/*/package.json bench/*/package.json; do
     fi
 done
 
-# Jaeger, Prometheus and the OTLP decoder for the o11y suite (tests/o11y).
-bash scripts/o11y-deps.sh
+# Jaeger, Prometheus and the OTLP decoder for the o11y suite (tests/o11y). Not
+# fatal here: `make o11y-test` runs it again and fails loudly on what is missing.
+bash scripts/o11y-deps.sh || echo "deps.sh: scripts/o11y-deps.sh failed (only tests/o11y needs it)" >&2
 exit 0

@@ -1,8 +1,8 @@
 /*
  * internal.h - what the transport's files share and nobody else sees: the
  * transport, connection and request structures and the calls between
- * listener.c (sockets), conn.c (connection lifecycle and I/O), http1.c
- * (http-parser) and http2.c (nghttp2).
+ * listener.c (sockets), conn.c (connection lifecycle and I/O), request.c
+ * (the request object), http1.c (http-parser) and http2.c (nghttp2).
  *
  * Ownership in one paragraph: a connection owns the requests it parses (its
  * `reqs` list, in arrival order). Once a request is dispatched, the layer
@@ -205,6 +205,8 @@ conn *conn_new_fake(transport *t, conn_sink_fn sink, void *ud);
 void conn_flush_fake(conn *c);
 void conn_destroy_fake(conn *c);
 
+/* ---- request.c ---------------------------------------------------------- */
+
 treq *treq_new(conn *c);
 void treq_release(treq *r); /* unlink from the connection and free/recycle */
 void treq_free_list(transport *t);
@@ -214,7 +216,6 @@ void treq_build_headers(treq *r);
 void treq_dispatch(treq *r);
 /* The connection lost a request it still owned: tell the layer above. */
 void treq_detach(treq *r);
-const char *http_reason(int status);
 /* Response header values/names must not smuggle CR, LF or NUL. */
 bool header_safe(const http_header *h);
 
@@ -232,6 +233,7 @@ void h1_resume(conn *c);
 void h1_respond(treq *r, const http_response *resp);
 /* The read timeout hit a request still arriving: 408 and close. */
 void h1_fail(conn *c, int status);
+const char *http_reason(int status);
 
 /* ---- http2.c ------------------------------------------------------------- */
 

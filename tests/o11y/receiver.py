@@ -120,8 +120,11 @@ class Receiver:
     # ---- queries -----------------------------------------------------------
 
     def snapshot(self, path=None):
+        """Answered requests, in order of arrival (handler threads may record
+        them in another order)."""
         with self.lock:
-            return [r for r in self.requests if path is None or r.path == path]
+            reqs = [r for r in self.requests if path is None or r.path == path]
+        return sorted(reqs, key=lambda r: r.started)
 
     def spans(self):
         """Every span received (decoded) in requests that were answered 2xx."""
