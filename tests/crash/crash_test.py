@@ -319,6 +319,37 @@ def graceful_restart(d, state_dir):
     return len(running)
 
 
+def vmm_died_while_down(d, state_dir):
+    """A VMM that dies while chcp-api is stopped: at the next start its VM is
+    CRASHED with the reason, its socket is gone, the record stays until
+    DeleteVm."""
+    victim = next(k for k, v in list_vms(d).items()
+                  if k != "hung-info" and v.get("vmmPid") and v["state"] == "VM_STATE_RUNNING")
+    pid = list_vms(d)[victim]["vmmPid"]
+    assert d.term() == 0
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    d.start()
+    d.wait_recovered()
+    v = list_vms(d)[victim]
+    sock = os.path.join(state_dir, "vms", victim, "api.sock")
+    if v["state"] != "VM_STATE_CRASHED" or v.get("vmmPid") or \
+            "exited while chcp-api was not running" not in v.get("stateReason", "") or \
+            os.path.exists(sock):
+        raise Failure("VMM died while down: %r (socket left: %s)" % (v, os.path.exists(sock)))
+    try:
+        d.call("BootVm", {"vmId": victim})
+        raise Failure("BootVm of a CRASHED VM succeeded")
+    except RpcError as e:
+        if e.code != "failed_precondition":
+            raise Failure("BootVm of a CRASHED VM: %s" % e)
+    d.call("DeleteVm", {"vmId": victim})
+    if victim in list_vms(d) or os.path.exists(os.path.join(state_dir, "vms", victim)):
+        raise Failure("DeleteVm of a CRASHED VM left it behind")
+    print("VMM died while down: %s CRASHED with %r, removed by DeleteVm"
+          % (victim, v["stateReason"]), flush=True)
+
+
 def interrupted_delete(d, kernel, state_dir):
     """SIGTERM while a DeleteVm waits for a VMM that will not stop: the
     daemon exits 0 at its drain deadline (the call is answered), the record
@@ -494,6 +525,7 @@ def main():
                 "not responding" not in v.get("stateReason", ""):
             raise Failure("hung VMM after restart: %r" % v)
         print("hung VMM socket: VM kept (pid %d), reason %r" % (pid, v["stateReason"]), flush=True)
+        vmm_died_while_down(d, state_dir)
         interrupted_delete(d, kernel, state_dir)
         # Cleanup through the API leaves nothing behind.
         for vm_id in list_vms(d):
