@@ -46,13 +46,13 @@ typedef struct daemon_state {
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
     uint64_t drain_deadline_ns;
-    bool handles_open;   /* signals and timer initialised */
-    bool unix_listening; /* the Unix socket file is ours to remove */
-    bool stopping;       /* first signal received: draining */
-    bool closing;        /* transport_close() called */
-    bool recovered;      /* durable state re-adopted: VmService serves */
+    bool handles_open;    /* signals and timer initialised */
+    bool unix_listening;  /* the Unix socket file is ours to remove */
+    bool stopping;        /* first signal received: draining */
+    bool closing;         /* transport_close() called */
+    bool recovered;       /* durable state re-adopted: VmService serves */
     transport_limits lim; /* for the start-up log line */
-    sleep_req *sleeping; /* test hook requests waiting on their timer */
+    sleep_req *sleeping;  /* test hook requests waiting on their timer */
 } daemon_state;
 
 /* ---- services ----------------------------------------------------------- */

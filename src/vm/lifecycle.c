@@ -631,6 +631,16 @@ static void removal_finish(vm_entry *e, const chcp_error *store_err, void *ud)
     error_free(removal_err);
 }
 
+static void delete_intent_durable(vm_entry *e, const chcp_error *err, void *ud)
+{
+    e->inflight--;
+    if (err)
+        log_vm(LOG_WARN, e->rec.id, "recording the deletion: %s (deleting anyway)", err->message);
+    if (e->m->detached)
+        return; /* shutting down: the next start deletes it */
+    start_removal(e);
+}
+
 void vm_lifecycle_delete(vm_op *op)
 {
     vm_entry *e = op->vm;
@@ -640,6 +650,14 @@ void vm_lifecycle_delete(vm_op *op)
         return; /* a second DeleteVm waits for the same result */
     e->deleting = true;
     vm_set_state(e, VM_DELETING, NULL);
+    if (e->persisted) {
+        /* Durable mode: the intent first, so a crash from here on leaves a
+         * record saying DELETING (the next start finishes it), never a
+         * stopped VMM behind a record that says RUNNING. */
+        e->inflight++;
+        vm_persist_now(e, delete_intent_durable, NULL);
+        return;
+    }
     start_removal(e);
 }
 

@@ -536,6 +536,10 @@ vm_op *vm_op_submit(vm_manager *m, vm_op_kind kind, const char *id, const vm_op_
                   m->recovery.settled, m->recovery.total);
         return NULL;
     }
+    if (m->detached) { /* durable shutdown let go of the VMMs */
+        error_set(err, CHCP_UNAVAILABLE, "the daemon is shutting down");
+        return NULL;
+    }
     vm_entry *e = registry_get(m, id);
     if (!e) {
         error_set(err, CHCP_NOT_FOUND, "VM %s not found", id);

@@ -292,6 +292,8 @@ static void mark_dead(vm_entry *e, vm_recover_verdict v)
     r->exit_signal = 0;
     r->exited_at_ns = time_real_ns();
     vm_cleanup_leftovers(r);
+    if (e->deleting_on_recovery)
+        return; /* its DeleteVm stopped it; recovery_finish() removes the rest */
     if (v == VM_RECOVER_PID_REUSED)
         vm_set_state(e, VM_CRASHED,
                      "VMM (pid %d) is gone: the pid now belongs to another process "

@@ -164,8 +164,8 @@ typedef struct vm_backend_ops {
      * by an earlier daemon run (no `done`: it is ready or refused at once;
      * CHCP_NOT_FOUND when the process is gone or the pid is someone else's),
      * and the resume point in its event stream, saved with the record. */
-    void *(*adopt)(void *backend, const vmb_adopt_params *p, const vmb_callbacks *cb,
-                   void *cb_ud, chcp_error **err);
+    void *(*adopt)(void *backend, const vmb_adopt_params *p, const vmb_callbacks *cb, void *cb_ud,
+                   chcp_error **err);
     uint64_t (*event_offset)(void *vmm);
 } vm_backend_ops;
 
@@ -206,13 +206,13 @@ void vm_manager_shutdown(vm_manager *m, void (*done)(void *ud), void *ud);
 /* ---- recovery (durable mode, src/vm/recovery.c) ---------------------------- */
 
 typedef struct vm_recovery_status {
-    bool running;      /* started, not yet complete: operations are refused */
-    bool complete;     /* every stored VM is settled */
-    size_t total;      /* records loaded */
-    size_t settled;    /* of them, reconciled so far */
-    size_t adopted;    /* VMMs taken over */
-    size_t crashed;    /* VMMs found dead (marked CRASHED) */
-    size_t orphans;    /* unowned VMM processes found (reaped unless keep) */
+    bool running;       /* started, not yet complete: operations are refused */
+    bool complete;      /* every stored VM is settled */
+    size_t total;       /* records loaded */
+    size_t settled;     /* of them, reconciled so far */
+    size_t adopted;     /* VMMs taken over */
+    size_t crashed;     /* VMMs found dead (marked CRASHED) */
+    size_t orphans;     /* unowned VMM processes found (reaped unless keep) */
     size_t orphan_dirs; /* unowned VM directories found (removed unless keep) */
     uint64_t elapsed_ms;
 } vm_recovery_status;

@@ -79,10 +79,10 @@ struct vm_entry {
     int refs;         /* operations pointing here (they may complete later) */
     bool removed;     /* out of the registry; freed when refs drops to 0 */
     /* Durable mode (persist.c, recovery.c). */
-    bool persisted;     /* a record exists in the store (CreateVm acknowledged) */
-    bool dirty;         /* the record changed since it was last queued */
-    bool store_removing; /* the record's deletion is being written */
-    bool recovering;    /* adopted, waiting for vm.info: events are replays */
+    bool persisted;            /* a record exists in the store (CreateVm acknowledged) */
+    bool dirty;                /* the record changed since it was last queued */
+    bool store_removing;       /* the record's deletion is being written */
+    bool recovering;           /* adopted, waiting for vm.info: events are replays */
     bool deleting_on_recovery; /* stored as DELETING: finish the removal */
 };
 
@@ -105,7 +105,7 @@ struct vm_manager {
     vm_store *store;
     uv_timer_t persist_timer; /* coalesces record writes (one per loop turn) */
     bool persist_timer_open, persist_scheduled;
-    bool detached; /* shut down in durable mode: VMMs let go, nothing written */
+    bool detached;  /* shut down in durable mode: VMMs let go, nothing written */
     char *vms_real; /* realpath of vms_dir (what /proc fd links show) */
     vm_recovery_status recovery;
     uint64_t recovery_start_ns;

@@ -14,8 +14,9 @@ every restart (once GET /_/health says recovery is complete) it checks:
     (RUNNING=Running, PAUSED=Paused, CREATED/SHUTDOWN=Created|Shutdown);
   * no VMM process without a record (any process holding an event file under
     the state directory must be the VMM its record names);
-  * no record pointing to a dead VMM without a reason (CRASHED has a reason
-    and no pid);
+  * no record pointing to a dead VMM: every pid a record names is its live
+    VMM, and no VM is CRASHED at all (nothing in the workload kills a VMM, so
+    a CRASHED VM would mean a daemon crash took it down); FAILED has a reason;
   * no leaked directories (each VM directory has a record) or sockets (a VM
     without a live VMM has no api.sock).
 
@@ -263,11 +264,10 @@ def check_once(d, wl, state_dir, round_no):
             if not v.get("stateReason"):
                 raise Failure("round %d: %s is %s without a reason" % (round_no, vm_id, st))
         if st == "VM_STATE_CRASHED":
-            if pid:
-                raise Failure("round %d: CRASHED %s still names pid %d" % (round_no, vm_id, pid))
-            if os.path.exists(sock):
-                raise Failure("round %d: CRASHED %s left its socket %s" % (round_no, vm_id, sock))
-            continue
+            # Nothing in this workload kills a VMM, so a CRASHED VM means a
+            # daemon crash (or its recovery) took a VM down.
+            raise Failure("round %d: %s is CRASHED (%s): a daemon crash must never stop a VM"
+                          % (round_no, vm_id, v.get("stateReason")))
         if pid == 0:
             if st != "VM_STATE_FAILED":
                 raise Failure("round %d: %s is %s without a VMM" % (round_no, vm_id, st))
@@ -317,6 +317,37 @@ def graceful_restart(d, state_dir):
     if set(after) != set(before):
         raise Failure("graceful restart changed the set of VMs")
     return len(running)
+
+
+def vmm_died_while_down(d, state_dir):
+    """A VMM that dies while chcp-api is stopped: at the next start its VM is
+    CRASHED with the reason, its socket is gone, the record stays until
+    DeleteVm."""
+    victim = next(k for k, v in list_vms(d).items()
+                  if k != "hung-info" and v.get("vmmPid") and v["state"] == "VM_STATE_RUNNING")
+    pid = list_vms(d)[victim]["vmmPid"]
+    assert d.term() == 0
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    d.start()
+    d.wait_recovered()
+    v = list_vms(d)[victim]
+    sock = os.path.join(state_dir, "vms", victim, "api.sock")
+    if v["state"] != "VM_STATE_CRASHED" or v.get("vmmPid") or \
+            "exited while chcp-api was not running" not in v.get("stateReason", "") or \
+            os.path.exists(sock):
+        raise Failure("VMM died while down: %r (socket left: %s)" % (v, os.path.exists(sock)))
+    try:
+        d.call("BootVm", {"vmId": victim})
+        raise Failure("BootVm of a CRASHED VM succeeded")
+    except RpcError as e:
+        if e.code != "failed_precondition":
+            raise Failure("BootVm of a CRASHED VM: %s" % e)
+    d.call("DeleteVm", {"vmId": victim})
+    if victim in list_vms(d) or os.path.exists(os.path.join(state_dir, "vms", victim)):
+        raise Failure("DeleteVm of a CRASHED VM left it behind")
+    print("VMM died while down: %s CRASHED with %r, removed by DeleteVm"
+          % (victim, v["stateReason"]), flush=True)
 
 
 def interrupted_delete(d, kernel, state_dir):
@@ -494,6 +525,7 @@ def main():
                 "not responding" not in v.get("stateReason", ""):
             raise Failure("hung VMM after restart: %r" % v)
         print("hung VMM socket: VM kept (pid %d), reason %r" % (pid, v["stateReason"]), flush=True)
+        vmm_died_while_down(d, state_dir)
         interrupted_delete(d, kernel, state_dir)
         # Cleanup through the API leaves nothing behind.
         for vm_id in list_vms(d):

@@ -374,6 +374,45 @@ static void test_recover_keep_policy(void **state)
     finish(orphan);
 }
 
+/* vm.info decides: a guest that powered off while chcp-api was down makes
+ * the VM SHUTDOWN (with the reason, written through); a VMM that does not
+ * answer keeps the VM and its state, and says so. */
+static void test_recover_reconcile(void **state)
+{
+    rctx *t = *state;
+    char vms[200], d[256], ev[300];
+    snprintf(vms, sizeof(vms), "%s/vms", t->state_dir);
+    mkdir(vms, 0700);
+    vm_dir(t, "off", d, sizeof(d));
+    snprintf(ev, sizeof(ev), "%s/events.json", d);
+    pid_t vmm = spawn_holder(ev);
+    vm_store_row rows[] = {row("off", VM_RUNNING, vmm, start_time_of(vmm))};
+    store_rows(t, rows, 1);
+
+    t->fb.info_state_override = "Created";
+    recover(t, false);
+    const vm_record *r = vm_manager_find(t->m, "off");
+    assert_int_equal(r->state, VM_SHUTDOWN);
+    assert_string_equal(r->state_reason, "guest powered off while chcp-api was not running");
+    assert_int_equal(r->generation, 10);
+    assert_int_equal(r->vmm_pid, vmm);
+
+    vm_manager_shutdown(t->m, NULL, NULL);
+    tv_spin(&t->loop, 20);
+    vm_manager_free(t->m);
+    t->m = NULL;
+    t->recovered = false;
+    t->fb.info_state_override = NULL;
+    t->fb.mode[VMB_INFO] = FAKE_UNAVAILABLE;
+    recover(t, false);
+    r = vm_manager_find(t->m, "off");
+    assert_int_equal(r->state, VM_SHUTDOWN); /* as stored by the first run */
+    assert_non_null(strstr(r->state_reason, "VMM not responding at chcp-api start"));
+    assert_int_equal(r->vmm_pid, vmm);
+    assert_true(still_running(vmm));
+    finish(vmm);
+}
+
 static op_result create_vm(rctx *t, const char *id, const char *kernel, const char *cmdline)
 {
     Cloudhypervisor__V1__VmConfig c = CLOUDHYPERVISOR__V1__VM_CONFIG__INIT;
@@ -442,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_verdicts),
         cmocka_unit_test_setup_teardown(test_recover_adopt_crash_orphans, rsetup, rteardown),
         cmocka_unit_test_setup_teardown(test_recover_keep_policy, rsetup, rteardown),
+        cmocka_unit_test_setup_teardown(test_recover_reconcile, rsetup, rteardown),
         cmocka_unit_test_setup_teardown(test_create_on_full_disk, rsetup, rteardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
