@@ -52,6 +52,15 @@ bench:
 	@$(MAKE) --no-print-directory B=$(B) SAN=0 build bench-tools $(BENCH_STANDIN)
 	python3 bench/run.py --build-dir $(B) $(if $(BENCH_STANDIN),--standin $(BENCH_STANDIN)) $(BENCH_ARGS)
 	$(if $(BENCH_STANDIN),@$(MAKE) --no-print-directory B=$(B) bench-recovery)
+	$(if $(BENCH_STANDIN),@$(MAKE) --no-print-directory B=$(B) bench-telemetry)
+
+# RPC throughput with telemetry fully on (rate 1.0) versus off, in one run:
+# ListVms with a 10-VM page, then with an empty page (issue 5's target: on >= 90%).
+bench-telemetry:
+	@$(MAKE) --no-print-directory B=$(B) SAN=0 build $(B)/ch-standin/cloud-hypervisor
+	python3 bench/telemetry_bench.py --bin $(B)/chcp-api --standin $(B)/ch-standin/cloud-hypervisor \
+		--vms 10 --json bench/results/telemetry-10vms.json
+	python3 bench/telemetry_bench.py --bin $(B)/chcp-api --json bench/results/telemetry-empty.json
 
 # Start-up with 1,000 running VMs to re-adopt (docs/durability.md).
 bench-recovery:
@@ -60,4 +69,4 @@ bench-recovery:
 	python3 bench/recovery_bench.py --bin $(B)/chcp-api --standin $(B)/ch-standin/cloud-hypervisor \
 		--vms 1000 --json $(BENCH_B)/recovery.json
 
-.PHONY: bench bench-tools bench-recovery
+.PHONY: bench-telemetry bench bench-tools bench-recovery

@@ -83,12 +83,14 @@ static void rpc_started(rpc_call *call, void *ud)
     char name[256];
     snprintf(name, sizeof(name), "%s/%s", service, method);
     tm_span *span = tm_span_start(o->tracer, name, TM_SPAN_SERVER, has_parent ? &parent : NULL);
-    tm_span_set_str(span, "rpc.system", rpc_system(rpc_call_protocol(call)));
-    tm_span_set_str(span, "rpc.service", service);
-    tm_span_set_str(span, "rpc.method", method);
+    /* Literals and the service descriptor's names live as long as the span. */
+    tm_span_set_static_str(span, "rpc.system", rpc_system(rpc_call_protocol(call)));
+    tm_span_set_static_str(span, "rpc.service", service);
+    tm_span_set_static_str(span, "rpc.method", method);
     if (req) {
-        tm_span_set_str(span, "network.protocol.name", "http");
-        tm_span_set_str(span, "network.protocol.version", req->http_major == 2 ? "2" : "1.1");
+        tm_span_set_static_str(span, "network.protocol.name", "http");
+        tm_span_set_static_str(span, "network.protocol.version",
+                               req->http_major == 2 ? "2" : "1.1");
         if (req->peer)
             tm_span_set_str(span, "network.peer.address", req->peer);
     }
@@ -113,7 +115,7 @@ static void rpc_finished(rpc_call *call, chcp_code code, void *ud)
     rpc_call_set_trace(call, NULL);
     tm_span_set_int(span, "rpc.grpc.status_code", (int64_t)code);
     if (code != CHCP_OK && rpc_call_protocol(call) == RPC_PROTOCOL_CONNECT)
-        tm_span_set_str(span, "rpc.connect_rpc.error_code", code_name(code));
+        tm_span_set_static_str(span, "rpc.connect_rpc.error_code", code_name(code));
     if (server_fault(code))
         tm_span_set_status(span, TM_STATUS_ERROR, code_name(code));
     tm_span_end(span);

@@ -14,8 +14,9 @@
 typedef enum tm_value_type { TM_STR, TM_INT, TM_DOUBLE, TM_BOOL } tm_value_type;
 
 typedef struct tm_kv {
-    char *key;
+    const char *key; /* not owned: attribute keys are string literals */
     tm_value_type type;
+    bool borrowed; /* TM_STR value not owned (a literal): not freed */
     union {
         char *s;
         int64_t i;
@@ -38,11 +39,13 @@ struct tm_span {
     uint8_t parent_span_id[8];
     bool has_parent;
     bool parent_remote; /* the parent came from another process */
-    char *name;
+    char *name;         /* name_buf, or malloc'ed when longer */
+    char name_buf[64];
     tm_span_kind kind;
     uint64_t start_ns, end_ns; /* unix time */
-    tm_kv *attrs;
+    tm_kv *attrs;              /* inline_attrs until more are needed */
     size_t n_attrs, cap_attrs;
+    tm_kv inline_attrs[10];
     uint32_t dropped_attrs;
     tm_event *events;
     size_t n_events, cap_events;

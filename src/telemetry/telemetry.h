@@ -149,7 +149,11 @@ bool tm_tracer_should_sample(double ratio, const uint8_t trace_id[16]);
 tm_span *tm_span_start(tm_tracer *t, const char *name, tm_span_kind kind,
                        const tm_span_context *parent);
 tm_span *tm_span_start_child(tm_span *parent, const char *name, tm_span_kind kind);
+/* Attribute and event keys must be string literals (or otherwise outlive the
+ * span): they are not copied. Values are copied. */
 void tm_span_set_str(tm_span *s, const char *key, const char *value);
+/* A value that outlives the span (a literal, a descriptor's name): not copied. */
+void tm_span_set_static_str(tm_span *s, const char *key, const char *value);
 void tm_span_set_int(tm_span *s, const char *key, int64_t value);
 void tm_span_set_double(tm_span *s, const char *key, double value);
 void tm_span_set_bool(tm_span *s, const char *key, bool value);

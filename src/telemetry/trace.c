@@ -128,12 +128,45 @@ bool tm_tracer_should_sample(double ratio, const uint8_t trace_id[16])
     return (x >> 1) < bound;
 }
 
+/*
+ * Trace and span ids: xoshiro256** seeded once from the kernel's CSPRNG. Ids
+ * must be unique and unpredictable enough to spread over the id space (W3C),
+ * not secret; a getrandom() system call per id cost more than the rest of a
+ * span. The loop thread is the only user (no locking).
+ */
+static uint64_t rng_state[4];
+static bool rng_seeded;
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t rng_next(void)
+{
+    if (!rng_seeded) {
+        while (getrandom(rng_state, sizeof(rng_state), 0) != (ssize_t)sizeof(rng_state))
+            ;
+        rng_seeded = true;
+    }
+    uint64_t *st = rng_state;
+    uint64_t result = rotl(st[1] * 5, 7) * 9, t = st[1] << 17;
+    st[2] ^= st[0];
+    st[3] ^= st[1];
+    st[1] ^= st[2];
+    st[0] ^= st[3];
+    st[2] ^= t;
+    st[3] = rotl(st[3], 45);
+    return result;
+}
+
 static void random_bytes(uint8_t *b, size_t n)
 {
     do {
-        ssize_t got = getrandom(b, n, 0);
-        if (got != (ssize_t)n)
-            abort(); /* the kernel's CSPRNG does not fail for small reads */
+        for (size_t i = 0; i < n; i += 8) {
+            uint64_t r = rng_next();
+            memcpy(b + i, &r, n - i < 8 ? n - i : 8);
+        }
     } while (all_zero(b, n));
 }
 
@@ -143,7 +176,10 @@ static tm_span *span_new(tm_tracer *t, const char *name, tm_span_kind kind)
 {
     tm_span *s = xcalloc(1, sizeof(*s));
     s->tracer = t;
-    s->name = xstrdup(name);
+    size_t len = strlen(name);
+    s->name = len < sizeof(s->name_buf) ? memcpy(s->name_buf, name, len + 1) : xstrdup(name);
+    s->attrs = s->inline_attrs;
+    s->cap_attrs = ARRAY_SIZE(s->inline_attrs);
     s->kind = kind;
     s->start_ns = time_real_ns();
     random_bytes(s->ctx.span_id, 8);
@@ -193,8 +229,9 @@ static tm_kv *attr_slot(tm_span *s, const char *key)
 {
     for (size_t i = 0; i < s->n_attrs; i++) {
         if (strcmp(s->attrs[i].key, key) == 0) {
-            if (s->attrs[i].type == TM_STR)
+            if (s->attrs[i].type == TM_STR && !s->attrs[i].borrowed)
                 free(s->attrs[i].v.s);
+            s->attrs[i].borrowed = false;
             return &s->attrs[i];
         }
     }
@@ -203,11 +240,17 @@ static tm_kv *attr_slot(tm_span *s, const char *key)
         return NULL;
     }
     if (s->n_attrs == s->cap_attrs) {
-        s->cap_attrs = s->cap_attrs ? s->cap_attrs * 2 : 8;
-        s->attrs = xrealloc(s->attrs, s->cap_attrs * sizeof(*s->attrs));
+        s->cap_attrs *= 2;
+        if (s->attrs == s->inline_attrs) {
+            s->attrs = xmalloc(s->cap_attrs * sizeof(*s->attrs));
+            memcpy(s->attrs, s->inline_attrs, sizeof(s->inline_attrs));
+        } else {
+            s->attrs = xrealloc(s->attrs, s->cap_attrs * sizeof(*s->attrs));
+        }
     }
     tm_kv *kv = &s->attrs[s->n_attrs++];
-    kv->key = xstrdup(key);
+    kv->borrowed = false;
+    kv->key = key; /* a string literal (see telemetry.h) */
     return kv;
 }
 
@@ -217,6 +260,16 @@ void tm_span_set_str(tm_span *s, const char *key, const char *value)
     if (kv) {
         kv->type = TM_STR;
         kv->v.s = xstrdup(value ? value : "");
+    }
+}
+
+void tm_span_set_static_str(tm_span *s, const char *key, const char *value)
+{
+    tm_kv *kv = s && !s->ended ? attr_slot(s, key) : NULL;
+    if (kv) {
+        kv->type = TM_STR;
+        kv->v.s = (char *)value;
+        kv->borrowed = true;
     }
 }
 
@@ -268,7 +321,7 @@ void tm_span_add_event(tm_span *s, const char *name, const char *const *kv)
         n++;
     e->attrs = n ? xcalloc(n, sizeof(*e->attrs)) : NULL;
     for (size_t i = 0; i < n; i++) {
-        e->attrs[i].key = xstrdup(kv[2 * i]);
+        e->attrs[i].key = kv[2 * i]; /* a string literal */
         e->attrs[i].type = TM_STR;
         e->attrs[i].v.s = xstrdup(kv[2 * i + 1]);
     }
@@ -292,25 +345,26 @@ const tm_span_context *tm_span_context_get(const tm_span *s)
     return s ? &s->ctx : NULL;
 }
 
-static void kv_free(tm_kv *kv, size_t n)
+static void kv_clear(tm_kv *kv, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        free(kv[i].key);
-        if (kv[i].type == TM_STR)
+    for (size_t i = 0; i < n; i++)
+        if (kv[i].type == TM_STR && !kv[i].borrowed)
             free(kv[i].v.s);
-    }
-    free(kv);
 }
 
 static void span_free(tm_span *s)
 {
-    kv_free(s->attrs, s->n_attrs);
+    kv_clear(s->attrs, s->n_attrs);
+    if (s->attrs != s->inline_attrs)
+        free(s->attrs);
     for (size_t i = 0; i < s->n_events; i++) {
         free(s->events[i].name);
-        kv_free(s->events[i].attrs, s->events[i].n_attrs);
+        kv_clear(s->events[i].attrs, s->events[i].n_attrs);
+        free(s->events[i].attrs);
     }
     free(s->events);
-    free(s->name);
+    if (s->name != s->name_buf)
+        free(s->name);
     free(s->status_message);
     free(s->held);
     free(s);

@@ -171,10 +171,10 @@ static void test_limits(void **state)
     sink k = {0};
     tm_tracer *t = tm_tracer_new(1, record, &k);
     tm_span *s = tm_span_start(t, "many", TM_SPAN_INTERNAL, NULL);
-    char key[32];
+    static char keys[300][16]; /* keys are not copied: they must outlive the span */
     for (int i = 0; i < 300; i++) {
-        snprintf(key, sizeof(key), "k%d", i);
-        tm_span_set_int(s, key, i);
+        snprintf(keys[i], sizeof(keys[i]), "k%d", i);
+        tm_span_set_int(s, keys[i], i);
         tm_span_add_event(s, "e", (const char *const[]){"a", "b", NULL});
     }
     tm_span_set_str(s, "k1", "replaced"); /* same key: replaced, not added */
