@@ -195,8 +195,8 @@ static void vmm_event(void *ud, void *op_token, const vm_record *vm, const char 
                       const char *event)
 {
     (void)ud;
-    const char *kv[] = {"chcp.vmm.event.source", source, "chcp.vmm.event.name", event,
-                        "chcp.vm_id", vm->id, NULL};
+    const char *kv[] = {
+        "chcp.vmm.event.source", source, "chcp.vmm.event.name", event, "chcp.vm_id", vm->id, NULL};
     tm_span_add_event(op_token, "vmm.event", kv);
 }
 
