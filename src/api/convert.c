@@ -9,9 +9,22 @@
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 
-static Google__Protobuf__Timestamp *timestamp_new(uint64_t ns)
+/*
+ * A VmInfo is built for one answer and freed right after it is serialised,
+ * while the record it shows cannot change: so it borrows the record's strings
+ * and cached configuration, and everything it owns sits in one allocation.
+ * (ListVms builds up to 1,000 of these per call.)
+ */
+typedef struct vm_info_view {
+    Cloudhypervisor__V1__VmInfo info; /* first: the view is freed through it */
+    Google__Protobuf__Timestamp created, updated, changed, exited;
+    Cloudhypervisor__V1__VmmExit exit;
+    Cloudhypervisor__V1__VmInfo__LabelsEntry **label_ptrs;
+    Cloudhypervisor__V1__VmInfo__LabelsEntry labels[];
+} vm_info_view;
+
+static Google__Protobuf__Timestamp *timestamp_set(Google__Protobuf__Timestamp *t, uint64_t ns)
 {
-    Google__Protobuf__Timestamp *t = xmalloc(sizeof(*t));
     google__protobuf__timestamp__init(t);
     t->seconds = (int64_t)(ns / 1000000000ull);
     t->nanos = (int32_t)(ns % 1000000000ull);
@@ -20,65 +33,45 @@ static Google__Protobuf__Timestamp *timestamp_new(uint64_t ns)
 
 Cloudhypervisor__V1__VmInfo *api_vm_info_new(const vm_record *r)
 {
-    Cloudhypervisor__V1__VmInfo *info = xmalloc(sizeof(*info));
+    size_t n = r->n_labels;
+    vm_info_view *v = xmalloc(sizeof(*v) + n * (sizeof(v->labels[0]) + sizeof(v->label_ptrs[0])));
+    Cloudhypervisor__V1__VmInfo *info = &v->info;
     cloudhypervisor__v1__vm_info__init(info);
-    info->vm_id = xstrdup(r->id);
-    /* The stored bytes were packed from a validated message, so unpacking
-     * cannot fail short of memory exhaustion. */
-    info->config = cloudhypervisor__v1__vm_config__unpack(NULL, r->config_pb_len, r->config_pb);
-    if (r->n_labels) {
-        info->labels = xcalloc(r->n_labels, sizeof(*info->labels));
-        for (size_t i = 0; i < r->n_labels; i++) {
-            Cloudhypervisor__V1__VmInfo__LabelsEntry *e = xmalloc(sizeof(*e));
-            cloudhypervisor__v1__vm_info__labels_entry__init(e);
-            e->key = xstrdup(r->labels[i].key);
-            e->value = xstrdup(r->labels[i].value);
-            info->labels[i] = e;
+    /* protobuf-c's message types are not const-correct; packing only reads. */
+    info->vm_id = (char *)r->id;
+    info->config = (Cloudhypervisor__V1__VmConfig *)vm_record_config(r);
+    if (n) {
+        v->label_ptrs = (Cloudhypervisor__V1__VmInfo__LabelsEntry **)(v->labels + n);
+        for (size_t i = 0; i < n; i++) {
+            cloudhypervisor__v1__vm_info__labels_entry__init(&v->labels[i]);
+            v->labels[i].key = r->labels[i].key;
+            v->labels[i].value = r->labels[i].value;
+            v->label_ptrs[i] = &v->labels[i];
         }
-        info->n_labels = r->n_labels;
+        info->labels = v->label_ptrs;
+        info->n_labels = n;
     }
     info->state = (Cloudhypervisor__V1__VmState)r->state;
-    info->state_reason = xstrdup(r->state_reason);
-    info->vmm_state = xstrdup(r->vmm_state ? r->vmm_state : "");
+    info->state_reason = r->state_reason;
+    info->vmm_state = r->vmm_state ? r->vmm_state : "";
     info->vmm_pid = r->vmm_pid;
     if (r->has_exit) {
-        Cloudhypervisor__V1__VmmExit *x = xmalloc(sizeof(*x));
-        cloudhypervisor__v1__vmm_exit__init(x);
-        x->exit_code = r->exit_signal ? 0 : r->exit_code;
-        x->signal = r->exit_signal;
-        x->exited_at = timestamp_new(r->exited_at_ns);
-        info->vmm_exit = x;
+        cloudhypervisor__v1__vmm_exit__init(&v->exit);
+        v->exit.exit_code = r->exit_signal ? 0 : r->exit_code;
+        v->exit.signal = r->exit_signal;
+        v->exit.exited_at = timestamp_set(&v->exited, r->exited_at_ns);
+        info->vmm_exit = &v->exit;
     }
     info->memory_actual_size = r->memory_actual_size;
-    info->created_at = timestamp_new(r->created_at_ns);
-    info->updated_at = timestamp_new(r->updated_at_ns);
-    info->state_changed_at = timestamp_new(r->state_changed_at_ns);
+    info->created_at = timestamp_set(&v->created, r->created_at_ns);
+    info->updated_at = timestamp_set(&v->updated, r->updated_at_ns);
+    info->state_changed_at = timestamp_set(&v->changed, r->state_changed_at_ns);
     return info;
 }
 
 void api_vm_info_free(Cloudhypervisor__V1__VmInfo *info)
 {
-    if (!info)
-        return;
-    free(info->vm_id);
-    if (info->config)
-        cloudhypervisor__v1__vm_config__free_unpacked(info->config, NULL);
-    for (size_t i = 0; i < info->n_labels; i++) {
-        free(info->labels[i]->key);
-        free(info->labels[i]->value);
-        free(info->labels[i]);
-    }
-    free(info->labels);
-    free(info->state_reason);
-    free(info->vmm_state);
-    if (info->vmm_exit) {
-        free(info->vmm_exit->exited_at);
-        free(info->vmm_exit);
-    }
-    free(info->created_at);
-    free(info->updated_at);
-    free(info->state_changed_at);
-    free(info);
+    free(info); /* the view: info is its first member */
 }
 
 char *api_page_token_encode(const char *last_id)

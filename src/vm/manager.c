@@ -78,6 +78,18 @@ static void registry_remove(vm_manager *m, vm_entry *e)
     m->n_vms--;
 }
 
+const Cloudhypervisor__V1__VmConfig *vm_record_config(const vm_record *r)
+{
+    /* A cache on a const record: the manager owns it and everything runs on
+     * the loop thread. The bytes were packed from a validated message, so
+     * unpacking fails only when memory is exhausted. */
+    vm_record *w = (vm_record *)r;
+    if (!w->config_msg)
+        w->config_msg =
+            cloudhypervisor__v1__vm_config__unpack(NULL, r->config_pb_len, r->config_pb);
+    return w->config_msg;
+}
+
 size_t vm_manager_count(const vm_manager *m)
 {
     return m->n_vms;
@@ -132,6 +144,8 @@ static void entry_free(vm_entry *e)
     free(e->rec.labels);
     free(e->rec.state_reason);
     free(e->rec.config_pb);
+    if (e->rec.config_msg)
+        cloudhypervisor__v1__vm_config__free_unpacked(e->rec.config_msg, NULL);
     free(e->rec.vmm_config_json);
     free(e->rec.dir);
     free(e->rec.vmm_state);

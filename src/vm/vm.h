@@ -65,6 +65,9 @@ typedef struct vm_record {
      * compared byte for byte on a repeated CreateVm) and as sent to the VMM. */
     uint8_t *config_pb;
     size_t config_pb_len;
+    /* config_pb unpacked, made on first use by vm_record_config() (the
+     * configuration never changes after CreateVm). */
+    Cloudhypervisor__V1__VmConfig *config_msg;
     char *vmm_config_json;
     vm_label *labels; /* sorted by key */
     size_t n_labels;
@@ -230,6 +233,9 @@ void vm_manager_recovery_status(const vm_manager *m, vm_recovery_status *out);
 void vm_manager_free(vm_manager *m);
 
 size_t vm_manager_count(const vm_manager *m);
+/* The VM's configuration as a message, unpacked once and kept with the
+ * record (read-only; valid as long as the record). */
+const Cloudhypervisor__V1__VmConfig *vm_record_config(const vm_record *r);
 const vm_record *vm_manager_find(const vm_manager *m, const char *id);
 
 /* ---- operations ----------------------------------------------------------- */

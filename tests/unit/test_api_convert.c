@@ -62,7 +62,10 @@ static void test_vm_info(void **state)
     info = api_vm_info_new(&r);
     assert_null(info->vmm_exit);
     assert_int_equal(info->n_labels, 0);
+    /* the configuration is unpacked once and kept with the record */
+    assert_ptr_equal(info->config, r.config_msg);
     api_vm_info_free(info);
+    cloudhypervisor__v1__vm_config__free_unpacked(r.config_msg, NULL);
 }
 
 static void test_page_tokens(void **state)
