@@ -12,10 +12,77 @@
 #include "telemetry/exporter.h"
 
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+
+/*
+ * libcurl is loaded with dlopen() the first time an exporter is created, so a
+ * daemon with telemetry off (the default) never maps libcurl and the two
+ * dozen libraries it pulls in (TLS, LDAP, Kerberos, ...): several MiB of RSS
+ * for a feature it does not use.
+ */
+static struct {
+    CURLcode (*global_init)(long flags);
+    CURLM *(*multi_init)(void);
+    CURLMcode (*multi_setopt)(CURLM *m, CURLMoption opt, ...);
+    CURLMcode (*multi_socket_action)(CURLM *m, curl_socket_t s, int ev, int *running);
+    CURLMcode (*multi_assign)(CURLM *m, curl_socket_t s, void *p);
+    CURLMsg *(*multi_info_read)(CURLM *m, int *left);
+    CURLMcode (*multi_add_handle)(CURLM *m, CURL *e);
+    CURLMcode (*multi_remove_handle)(CURLM *m, CURL *e);
+    CURLMcode (*multi_cleanup)(CURLM *m);
+    CURL *(*easy_init)(void);
+    CURLcode (*easy_setopt)(CURL *e, CURLoption opt, ...);
+    CURLcode (*easy_getinfo)(CURL *e, CURLINFO info, ...);
+    void (*easy_cleanup)(CURL *e);
+    const char *(*easy_strerror)(CURLcode c);
+    time_t (*getdate)(const char *s, const time_t *unused);
+    struct curl_slist *(*slist_append)(struct curl_slist *l, const char *s);
+    void (*slist_free_all)(struct curl_slist *l);
+} cu;
+static char curl_load_error[256];
+
+static void curl_load(void)
+{
+    void *h = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(curl_load_error, sizeof(curl_load_error), "cannot load libcurl: %s", dlerror());
+        return;
+    }
+    struct {
+        void **slot;
+        const char *name;
+    } syms[] = {
+        {(void **)&cu.global_init, "curl_global_init"},
+        {(void **)&cu.multi_init, "curl_multi_init"},
+        {(void **)&cu.multi_setopt, "curl_multi_setopt"},
+        {(void **)&cu.multi_socket_action, "curl_multi_socket_action"},
+        {(void **)&cu.multi_assign, "curl_multi_assign"},
+        {(void **)&cu.multi_info_read, "curl_multi_info_read"},
+        {(void **)&cu.multi_add_handle, "curl_multi_add_handle"},
+        {(void **)&cu.multi_remove_handle, "curl_multi_remove_handle"},
+        {(void **)&cu.multi_cleanup, "curl_multi_cleanup"},
+        {(void **)&cu.easy_init, "curl_easy_init"},
+        {(void **)&cu.easy_setopt, "curl_easy_setopt"},
+        {(void **)&cu.easy_getinfo, "curl_easy_getinfo"},
+        {(void **)&cu.easy_cleanup, "curl_easy_cleanup"},
+        {(void **)&cu.easy_strerror, "curl_easy_strerror"},
+        {(void **)&cu.getdate, "curl_getdate"},
+        {(void **)&cu.slist_append, "curl_slist_append"},
+        {(void **)&cu.slist_free_all, "curl_slist_free_all"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(syms); i++) {
+        *syms[i].slot = dlsym(h, syms[i].name);
+        if (!*syms[i].slot) {
+            snprintf(curl_load_error, sizeof(curl_load_error), "libcurl lacks %s", syms[i].name);
+            return;
+        }
+    }
+    cu.global_init(CURL_GLOBAL_DEFAULT);
+}
 
 struct tm_exporter {
     uv_loop_t *loop;
@@ -68,7 +135,7 @@ static void on_poll(uv_poll_t *poll, int status, int events)
     if (events & UV_WRITABLE)
         flags |= CURL_CSELECT_OUT;
     int running;
-    curl_multi_socket_action(sc->ex->multi, sc->fd, flags, &running);
+    cu.multi_socket_action(sc->ex->multi, sc->fd, flags, &running);
     check_done(sc->ex);
 }
 
@@ -86,7 +153,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         if (sc) {
             uv_poll_stop(&sc->poll);
             uv_close((uv_handle_t *)&sc->poll, on_poll_closed);
-            curl_multi_assign(ex->multi, fd, NULL);
+            cu.multi_assign(ex->multi, fd, NULL);
         }
         return 0;
     }
@@ -96,7 +163,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         sc->ex = ex;
         uv_poll_init_socket(ex->loop, &sc->poll, fd);
         sc->poll.data = sc;
-        curl_multi_assign(ex->multi, fd, sc);
+        cu.multi_assign(ex->multi, fd, sc);
     }
     int events = 0;
     if (what & CURL_POLL_IN)
@@ -111,7 +178,7 @@ static void on_curl_timer(uv_timer_t *t)
 {
     tm_exporter *ex = t->data;
     int running;
-    curl_multi_socket_action(ex->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    cu.multi_socket_action(ex->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     check_done(ex);
 }
 
@@ -154,7 +221,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
         if (end != value && secs >= 0) {
             job->retry_after_s = secs;
         } else {
-            time_t when = curl_getdate(value, NULL);
+            time_t when = cu.getdate(value, NULL);
             if (when > 0)
                 job->retry_after_s =
                     difftime(when, time(NULL)) > 0 ? difftime(when, time(NULL)) : 0;
@@ -195,25 +262,25 @@ static void job_start(export_job *job)
 {
     tm_exporter *ex = job->ex;
     job->attempt++;
-    job->easy = curl_easy_init();
+    job->easy = cu.easy_init();
     job->retry_after_s = -1;
     buf_reset(&job->response);
     job->error[0] = '\0';
     CURL *e = job->easy;
-    curl_easy_setopt(e, CURLOPT_URL, job->url);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, job->body.data);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)job->body.len);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, ex->headers);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)ex->cfg.request_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, job);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, job->error);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, job);
-    curl_multi_add_handle(ex->multi, e);
+    cu.easy_setopt(e, CURLOPT_URL, job->url);
+    cu.easy_setopt(e, CURLOPT_POST, 1L);
+    cu.easy_setopt(e, CURLOPT_POSTFIELDS, job->body.data);
+    cu.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)job->body.len);
+    cu.easy_setopt(e, CURLOPT_HTTPHEADER, ex->headers);
+    cu.easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)ex->cfg.request_timeout_ms);
+    cu.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    cu.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    cu.easy_setopt(e, CURLOPT_WRITEDATA, job);
+    cu.easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    cu.easy_setopt(e, CURLOPT_HEADERDATA, job);
+    cu.easy_setopt(e, CURLOPT_ERRORBUFFER, job->error);
+    cu.easy_setopt(e, CURLOPT_PRIVATE, job);
+    cu.multi_add_handle(ex->multi, e);
 }
 
 static void on_retry_timer(uv_timer_t *t)
@@ -258,15 +325,15 @@ static bool retryable_status(long status)
 static void transfer_done(export_job *job, CURLcode result)
 {
     long status = 0;
-    curl_easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &status);
-    curl_multi_remove_handle(job->ex->multi, job->easy);
-    curl_easy_cleanup(job->easy);
+    cu.easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &status);
+    cu.multi_remove_handle(job->ex->multi, job->easy);
+    cu.easy_cleanup(job->easy);
     job->easy = NULL;
 
     char why[400];
     if (result != CURLE_OK) {
         snprintf(why, sizeof(why), "POST %s: %s", job->url,
-                 job->error[0] ? job->error : curl_easy_strerror(result));
+                 job->error[0] ? job->error : cu.easy_strerror(result));
         schedule_retry(job, why);
     } else if (status >= 200 && status < 300) {
         job_finish(job, true, NULL);
@@ -283,11 +350,11 @@ static void check_done(tm_exporter *ex)
 {
     CURLMsg *msg;
     int left;
-    while ((msg = curl_multi_info_read(ex->multi, &left))) {
+    while ((msg = cu.multi_info_read(ex->multi, &left))) {
         if (msg->msg != CURLMSG_DONE)
             continue;
         export_job *job = NULL;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&job);
+        cu.easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&job);
         transfer_done(job, msg->data.result);
     }
 }
@@ -296,7 +363,7 @@ static void check_done(tm_exporter *ex)
 
 static void curl_init_once(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    curl_load();
 }
 
 tm_exporter *tm_exporter_new(uv_loop_t *loop, const tm_exporter_config *cfg)
@@ -314,19 +381,24 @@ tm_exporter *tm_exporter_new(uv_loop_t *loop, const tm_exporter_config *cfg)
         ex->cfg.initial_backoff_ms = 1000;
     if (!ex->cfg.max_backoff_ms)
         ex->cfg.max_backoff_ms = 5000;
-    ex->multi = curl_multi_init();
-    curl_multi_setopt(ex->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(ex->multi, CURLMOPT_SOCKETDATA, ex);
-    curl_multi_setopt(ex->multi, CURLMOPT_TIMERFUNCTION, on_timer_change);
-    curl_multi_setopt(ex->multi, CURLMOPT_TIMERDATA, ex);
     uv_timer_init(loop, &ex->timer);
     ex->timer.data = ex;
     ex->open_handles = 1;
-    ex->headers = curl_slist_append(NULL, "Content-Type: application/x-protobuf");
-    ex->headers = curl_slist_append(ex->headers, "Expect:");
+    if (curl_load_error[0]) {
+        /* Every export fails with this message (health shows it). */
+        log_error("telemetry export disabled: %s", curl_load_error);
+        return ex;
+    }
+    ex->multi = cu.multi_init();
+    cu.multi_setopt(ex->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    cu.multi_setopt(ex->multi, CURLMOPT_SOCKETDATA, ex);
+    cu.multi_setopt(ex->multi, CURLMOPT_TIMERFUNCTION, on_timer_change);
+    cu.multi_setopt(ex->multi, CURLMOPT_TIMERDATA, ex);
+    ex->headers = cu.slist_append(NULL, "Content-Type: application/x-protobuf");
+    ex->headers = cu.slist_append(ex->headers, "Expect:");
     char ua[96];
     snprintf(ua, sizeof(ua), "User-Agent: chcp-otlp-exporter-c/%s", CHCP_VERSION);
-    ex->headers = curl_slist_append(ex->headers, ua);
+    ex->headers = cu.slist_append(ex->headers, ua);
     return ex;
 }
 
@@ -349,8 +421,8 @@ void tm_exporter_post(tm_exporter *ex, const char *url, chcp_buf *body, tm_expor
     if (ex->jobs)
         ex->jobs->prev = job;
     ex->jobs = job;
-    if (ex->closing) {
-        job_finish(job, false, "exporter is closing");
+    if (ex->closing || !ex->multi) {
+        job_finish(job, false, ex->multi ? "exporter is closing" : curl_load_error);
         return;
     }
     job_start(job);
@@ -379,8 +451,8 @@ void tm_exporter_close(tm_exporter *ex, void (*closed)(void *ud), void *ud)
     while (ex->jobs) {
         export_job *job = ex->jobs;
         if (job->easy) {
-            curl_multi_remove_handle(ex->multi, job->easy);
-            curl_easy_cleanup(job->easy);
+            cu.multi_remove_handle(ex->multi, job->easy);
+            cu.easy_cleanup(job->easy);
             job->easy = NULL;
         }
         uv_timer_stop(&job->retry_timer);
@@ -393,7 +465,9 @@ void tm_exporter_free(tm_exporter *ex)
 {
     if (!ex)
         return;
-    curl_multi_cleanup(ex->multi);
-    curl_slist_free_all(ex->headers);
+    if (ex->multi)
+        cu.multi_cleanup(ex->multi);
+    if (ex->headers)
+        cu.slist_free_all(ex->headers);
     free(ex);
 }
