@@ -361,15 +361,10 @@ static void check_done(tm_exporter *ex)
 
 /* ---- public --------------------------------------------------------------- */
 
-static void curl_init_once(void)
-{
-    curl_load();
-}
-
 tm_exporter *tm_exporter_new(uv_loop_t *loop, const tm_exporter_config *cfg)
 {
     static uv_once_t once = UV_ONCE_INIT;
-    uv_once(&once, curl_init_once);
+    uv_once(&once, curl_load);
     tm_exporter *ex = xcalloc(1, sizeof(*ex));
     ex->loop = loop;
     ex->cfg = *cfg;
