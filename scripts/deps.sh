@@ -73,7 +73,14 @@ fi
 
 # Python test dependencies (pytest comes with the machine's Python or Debian).
 if [ -f tests/requirements.txt ]; then
-    if ! python3 -m pip freeze 2>/dev/null | grep -qixF -f tests/requirements.txt; then
+    # Every pinned line must be installed (not just one of them).
+    frozen=$(python3 -m pip freeze 2>/dev/null || true)
+    pip_missing=0
+    while read -r req; do
+        { [ -z "$req" ] || [[ "$req" == \#* ]]; } && continue
+        grep -qixF -- "$req" <<<"$frozen" || pip_missing=1
+    done <tests/requirements.txt
+    if [ "$pip_missing" = 1 ]; then
         echo "deps.sh: pip install -r tests/requirements.txt" >&2
         python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt 2>&1 | grep -v "as the 'root' user" || true
     fi

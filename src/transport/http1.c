@@ -3,6 +3,15 @@
  * pipelining with in-order responses, chunked bodies, 100-continue, limits,
  * and response serialization (always with Content-Length).
  *
+ * Header syntax is checked more strictly than http-parser does in its
+ * default (lenient) build, because every leniency is a request-smuggling
+ * vector behind a proxy that reads the bytes differently: a field name must
+ * be an RFC 9110 token (http-parser accepts "Content-Length : 2" as a
+ * header named "content-length " and ignores the body length), values must
+ * not hold control characters, and obsolete line folding is refused. Each is
+ * answered 400 and the connection closed. Chunked trailers are checked and
+ * counted against the header limit, then dropped.
+ *
  * Pipelining: requests are dispatched as soon as they are complete, but a
  * response only reaches the wire once every earlier one has. At most
  * H1_MAX_PIPELINE requests wait for answers; beyond that the parser is paused
@@ -22,6 +31,49 @@ static const char SWITCHING_101[] =
 static conn *pconn(http_parser *p)
 {
     return p->data;
+}
+
+/* RFC 9110 tchar. */
+static bool is_tchar(unsigned char ch)
+{
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+        return true;
+    return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+static bool field_name_ok(const char *at, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!is_tchar((unsigned char)at[i]))
+            return false;
+    return true;
+}
+
+/* field-content: visible characters, SP, HTAB and obs-text; no CTLs. */
+static bool field_value_ok(const char *at, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)at[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+/* http-parser joins an obs-fold continuation line onto the value with a
+ * second value callback. A second callback for the same value is a fold
+ * unless it is the start of a new read that continues a value the previous
+ * read cut short (c->feed_base: the read being parsed; c->h1_tail_lf: that
+ * read ended in LF and optional whitespace, i.e. inside a fold). */
+static bool is_fold(conn *c, const char *at)
+{
+    return at != c->h1_feed_base || c->h1_tail_lf;
+}
+
+static int bad_syntax(conn *c)
+{
+    c->h1_error = 400;
+    return -1;
 }
 
 static int count_header_bytes(conn *c, treq *r, size_t len)
@@ -62,6 +114,12 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     treq *r = c->cur;
     if (!r || count_header_bytes(c, r, len) < 0)
         return -1;
+    if (!field_name_ok(at, len))
+        return bad_syntax(c);
+    /* Chunked trailers: checked and counted, not kept (the header list the
+     * layer above sees was built when the header block ended). */
+    if (r->hdrs_done)
+        return 0;
     if (r->h1_state != H1_FIELD) {
         /* Terminates the URL or the previous value. */
         buf_append_byte(&r->strings, 0);
@@ -82,13 +140,17 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     conn *c = pconn(p);
     treq *r = c->cur;
-    if (!r || r->n_refs == 0 || count_header_bytes(c, r, len) < 0)
+    if (!r || count_header_bytes(c, r, len) < 0)
         return -1;
-    if (memchr(at, '\0', len)) {
-        c->h1_error = 400;
+    if (!field_value_ok(at, len))
+        return bad_syntax(c);
+    if (r->hdrs_done)
+        return 0; /* a trailer */
+    if (r->n_refs == 0)
         return -1;
-    }
     hdr_ref *h = &r->refs[r->n_refs - 1];
+    if (r->h1_state == H1_VALUE && is_fold(c, at))
+        return bad_syntax(c);
     if (r->h1_state != H1_VALUE) {
         buf_append_byte(&r->strings, 0);
         h->value_off = (uint32_t)r->strings.len;
@@ -277,6 +339,15 @@ void h1_start(conn *c)
     c->parser.data = c;
 }
 
+/* Does the input parsed so far end in LF and optional SP/HTAB? `before`
+ * answers for the reads before this one. */
+static bool ends_in_lf(const uint8_t *data, size_t n, bool before)
+{
+    while (n > 0 && (data[n - 1] == ' ' || data[n - 1] == '\t'))
+        n--;
+    return n == 0 ? before : data[n - 1] == '\n';
+}
+
 void h1_feed(conn *c, const uint8_t *data, size_t len)
 {
     while (len > 0 && !c->rd_discard && !c->closing) {
@@ -284,7 +355,9 @@ void h1_feed(conn *c, const uint8_t *data, size_t len)
             buf_append(&c->pending_in, data, len);
             return;
         }
+        c->h1_feed_base = (const char *)data;
         size_t n = http_parser_execute(&c->parser, &c->t->h1_settings, (const char *)data, len);
+        c->h1_tail_lf = ends_in_lf(data, n, c->h1_tail_lf);
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (c->rd_discard || c->closing)
             return;

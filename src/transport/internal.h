@@ -119,11 +119,13 @@ struct conn {
 
     /* HTTP/1.1 */
     http_parser parser;
-    treq *cur;           /* the request being parsed */
-    chcp_buf pending_in; /* input held back while the pipeline is full */
-    bool h1_paused;      /* parser paused: pipeline full */
-    bool rd_discard;     /* drop all further input (closing) */
-    int h1_error;        /* status to answer when the parser stops (431...) */
+    treq *cur;                /* the request being parsed */
+    chcp_buf pending_in;      /* input held back while the pipeline is full */
+    bool h1_paused;           /* parser paused: pipeline full */
+    bool rd_discard;          /* drop all further input (closing) */
+    int h1_error;             /* status to answer when the parser stops (431...) */
+    const char *h1_feed_base; /* start of the read being parsed (obs-fold check) */
+    bool h1_tail_lf;          /* the previous read ended in LF + optional SP/HTAB */
 
     /* HTTP/2 */
     nghttp2_session *h2;

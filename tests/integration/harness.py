@@ -92,7 +92,8 @@ def assert_json_lines(text):
 
 
 class Daemon:
-    def __init__(self, env=None, args=None, unix_socket=True, vmm=False):
+    def __init__(self, env=None, args=None, unix_socket=True, vmm=False, binary=None):
+        self.binary = binary or chcp_bin()
         self.tmp = tempfile.TemporaryDirectory(prefix="chcp-it-")
         self.state_dir = os.path.join(self.tmp.name, "state")
         self.image_dir = os.path.join(self.tmp.name, "images")
@@ -126,7 +127,7 @@ class Daemon:
     def start(self):
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [chcp_bin()] + self.args,
+            [self.binary] + self.args,
             env=base_env(self.env),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
