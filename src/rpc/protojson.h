@@ -71,7 +71,9 @@ int protojson_encode(const ProtobufCMessage *msg, chcp_buf *out, chcp_error **er
 
 /*
  * Decode as connect-go does (protojson.Unmarshal with DiscardUnknown: unknown
- * fields and unknown enum names are dropped). Accepts json_name and the
+ * fields are dropped), except that an unknown enum name is an error (as in
+ * protojson without DiscardUnknown): dropping it would silently change the
+ * request's meaning. Enum numbers are open (any int32). Accepts json_name and the
  * original field name, numbers as strings, strings as numbers where the
  * mapping allows, standard or URL-safe base64 with or without padding, null
  * as default, NaN/Infinity/-Infinity; uint64 values above INT64_MAX and the

@@ -211,19 +211,18 @@ static int dec_float(pjd *d, const pjd_val *v, bool f32, double *out)
     return pjd_fail(d, "expected a number, got %s", pjd_kind_name(v->kind));
 }
 
-static int dec_enum(pjd *d, const ProtobufCFieldDescriptor *f, const pjd_val *v, int32_t *out,
-                    bool *skip)
+static int dec_enum(pjd *d, const ProtobufCFieldDescriptor *f, const pjd_val *v, int32_t *out)
 {
+    const ProtobufCEnumDescriptor *ed = f->descriptor;
     if (v->kind == PJD_STRING) {
-        const ProtobufCEnumValue *ev =
-            protobuf_c_enum_descriptor_get_value_by_name(f->descriptor, v->str);
-        if (ev)
-            *out = ev->value;
-        else
-            *skip = true; /* DiscardUnknown drops unknown enum names */
+        const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value_by_name(ed, v->str);
+        if (!ev)
+            return pjd_fail(d, "unknown %s name \"%.64s\"", ed->name, v->str);
+        *out = ev->value;
         return 0;
     }
     if (v->kind == PJD_NUMBER) {
+        /* proto3 enums are open: any int32 is a value (the API checks it). */
         int64_t n;
         if (pj_number_to_i64(v->str, v->len, INT32_MIN, INT32_MAX, &n)) {
             *out = (int32_t)n;
@@ -241,13 +240,12 @@ static int dec_enum(pjd *d, const ProtobufCFieldDescriptor *f, const pjd_val *v,
 
 /*
  * Decode one non-repeated value of field f's type into p (the struct member
- * or array slot). *skip: the value is to be left out (unknown enum name).
+ * or array slot).
  */
-int pjd_value(pjd *d, const ProtobufCFieldDescriptor *f, json_t *j, void *p, bool *skip)
+int pjd_value(pjd *d, const ProtobufCFieldDescriptor *f, json_t *j, void *p)
 {
     pjd_val v;
     pjd_classify(d, j, &v);
-    *skip = false;
     int64_t i;
     uint64_t u;
     double x;
@@ -294,7 +292,7 @@ int pjd_value(pjd *d, const ProtobufCFieldDescriptor *f, json_t *j, void *p, boo
         *(protobuf_c_boolean *)p = json_is_true(j);
         return 0;
     case PROTOBUF_C_TYPE_ENUM:
-        return dec_enum(d, f, &v, (int32_t *)p, skip);
+        return dec_enum(d, f, &v, (int32_t *)p);
     case PROTOBUF_C_TYPE_STRING:
         if (v.kind != PJD_STRING)
             return pjd_fail(d, "expected a string, got %s", pjd_kind_name(v.kind));
@@ -338,21 +336,15 @@ int pjd_list(pjd *d, const ProtobufCFieldDescriptor *f, json_t *arr, ProtobufCMe
     for (size_t i = 0; i < n; i++) {
         json_t *el = json_array_get(arr, i);
         size_t old = path_push_index(d, i);
-        bool skip = false;
         int r = 0;
         if (json_is_null(el) && !null_is_value(f))
             r = pjd_fail(d, "null is not allowed in a list");
         else
-            r = pjd_value(d, f, el, (char *)*slot + *count * size, &skip);
+            r = pjd_value(d, f, el, (char *)*slot + *count * size);
         d->path.len = old;
         if (r < 0)
             return -1;
-        if (!skip)
-            (*count)++;
-    }
-    if (*count == 0) {
-        free(*slot);
-        *slot = NULL;
+        (*count)++;
     }
     return 0;
 }
@@ -475,19 +467,14 @@ int pjd_map(pjd *d, const ProtobufCFieldDescriptor *f, json_t *obj, ProtobufCMes
         size_t old = path_push_key(d, key);
         ProtobufCMessage *entry = pj_new_message(ed);
         (*slot)[(*count)++] = entry;
-        bool skip = false;
         int r = parse_map_key(d, kf, key, (char *)entry + kf->offset);
         if (r == 0 && json_is_null(val) && !null_is_value(vf))
             r = pjd_fail(d, "null is not allowed as a map value");
         else if (r == 0)
-            r = pjd_value(d, vf, val, (char *)entry + vf->offset, &skip);
+            r = pjd_value(d, vf, val, (char *)entry + vf->offset);
         d->path.len = old;
         if (r < 0)
             return -1;
-        if (skip) {
-            protobuf_c_message_free_unpacked(entry, NULL);
-            (*slot)[--(*count)] = NULL;
-        }
     }
     return check_duplicate_keys(d, kf, *slot, *count);
 }
@@ -525,8 +512,8 @@ static int dec_field(pjd *d, ProtobufCMessage *msg, const ProtobufCFieldDescript
 {
     if (f->label == PROTOBUF_C_LABEL_REPEATED)
         return pj_is_map_field(f) ? pjd_map(d, f, val, msg) : pjd_list(d, f, val, msg);
-    /* Decode into a scratch slot first so a skipped value (unknown enum
-     * name) leaves the field and its oneof case untouched. */
+    /* Decode into a scratch slot first so a failed value leaves the field
+     * and its oneof case untouched. */
     union {
         uint64_t u;
         double x;
@@ -534,14 +521,11 @@ static int dec_field(pjd *d, ProtobufCMessage *msg, const ProtobufCFieldDescript
         ProtobufCBinaryData b;
     } scratch;
     memset(&scratch, 0, sizeof(scratch));
-    bool skip = false;
-    if (pjd_value(d, f, val, &scratch, &skip) < 0) {
+    if (pjd_value(d, f, val, &scratch) < 0) {
         if (f->type == PROTOBUF_C_TYPE_MESSAGE && scratch.p)
             protobuf_c_message_free_unpacked(scratch.p, NULL);
         return -1;
     }
-    if (skip)
-        return 0;
     memcpy((char *)msg + f->offset, &scratch, pj_value_size(f->type));
     mark_set(msg, f);
     return 0;
@@ -571,7 +555,7 @@ int pjd_fields(pjd *d, json_t *obj, ProtobufCMessage *msg, bool skip_type_url)
     uint8_t *seen =
         desc->n_fields <= 8 * sizeof(seen_stack) ? seen_stack : xcalloc(desc->n_fields / 8 + 1, 1);
     /* Oneofs already given a (non-null) member, by their case-field offset:
-     * a second member is an error even if the first was a dropped enum. */
+     * a second member is an error. */
     unsigned oneofs_stack[16], *oneofs = oneofs_stack, n_oneofs = 0;
     if (desc->n_fields > ARRAY_SIZE(oneofs_stack))
         oneofs = xmalloc(desc->n_fields * sizeof(*oneofs));

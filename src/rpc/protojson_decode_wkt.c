@@ -196,7 +196,6 @@ int pjd_wkt(pjd *d, pj_wkt wkt, json_t *j, ProtobufCMessage *msg)
 {
     /* Struct, ListValue and the wrappers keep their one field at index 0. */
     const ProtobufCFieldDescriptor *f0 = msg->descriptor->n_fields ? msg->descriptor->fields : NULL;
-    bool skip = false;
     switch (wkt) {
     case PJ_WKT_ANY:
         return dec_any(d, j, msg);
@@ -219,7 +218,7 @@ int pjd_wkt(pjd *d, pj_wkt wkt, json_t *j, ProtobufCMessage *msg)
             break;
         if (json_is_null(j))
             return pjd_fail(d, "null is not a valid %s", msg->descriptor->name);
-        return pjd_value(d, f0, j, (char *)msg + f0->offset, &skip);
+        return pjd_value(d, f0, j, (char *)msg + f0->offset);
     case PJ_WKT_NONE:
         break;
     }

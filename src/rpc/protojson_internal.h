@@ -123,7 +123,7 @@ size_t pjd_path_push(pjd *d, const char *name); /* returns the length to restore
 
 int pjd_message(pjd *d, const ProtobufCMessageDescriptor *desc, json_t *j, ProtobufCMessage **out);
 int pjd_fields(pjd *d, json_t *obj, ProtobufCMessage *msg, bool skip_type_url);
-int pjd_value(pjd *d, const ProtobufCFieldDescriptor *f, json_t *j, void *p, bool *skip);
+int pjd_value(pjd *d, const ProtobufCFieldDescriptor *f, json_t *j, void *p);
 int pjd_list(pjd *d, const ProtobufCFieldDescriptor *f, json_t *arr, ProtobufCMessage *msg);
 int pjd_map(pjd *d, const ProtobufCFieldDescriptor *f, json_t *obj, ProtobufCMessage *msg);
 /* Well-known types with a special JSON form, into an initialised msg. */

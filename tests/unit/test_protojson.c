@@ -378,6 +378,20 @@ static void test_error_paths(void **state)
     e = decode_error(d, in, strlen(in));
     assert_contains(e, "invalid JSON");
     free(e);
+    /* Unknown enum names are errors wherever they appear (a dropped one
+     * would silently change the request), named with field and enum. */
+    in = "{\"repeated\":{\"rColor\":[\"COLOR_RED\",\"color_red\"]}}";
+    e = decode_error(d, in, strlen(in));
+    assert_contains(e, "\"repeated.r_color[1]\": unknown chcptest.v1.Color name \"color_red\"");
+    free(e);
+    in = "{\"maps\":{\"uint64Color\":{\"1\":\"PURPLE\"}}}";
+    e = decode_error(d, in, strlen(in));
+    assert_contains(e, "\"maps.uint64_color[\"1\"]\": unknown chcptest.v1.Color name \"PURPLE\"");
+    free(e);
+    in = "{\"scalars\":{\"sColor\":\"1\"}}";
+    e = decode_error(d, in, strlen(in));
+    assert_contains(e, "\"scalars.s_color\": unknown chcptest.v1.Color name \"1\"");
+    free(e);
     e = decode_error(d, "", 0);
     assert_contains(e, "invalid JSON");
     free(e);

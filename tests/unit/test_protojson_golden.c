@@ -9,7 +9,11 @@
  *
  * Known, deliberate differences are not in the table: "\u0000" in strings
  * (protobuf-c strings are NUL-terminated, so it is rejected) and numbers
- * longer than Go's literal parser accepts.
+ * longer than Go's literal parser accepts. One is: an unknown enum name,
+ * which Go's DiscardUnknown drops and chcp rejects (as protojson without
+ * DiscardUnknown does); those rows are marked UNKNOWN_ENUM_NAME and expect
+ * NULL, and the inputs of rows that mix one into valid data had it removed
+ * (Go's output for them is unchanged by that).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,6 +26,9 @@
 #include "rpc/protojson.h"
 
 extern const protometa_table chcptest_protometa;
+
+/* A row where Go drops an unknown enum name and chcp rejects the input. */
+#define UNKNOWN_ENUM_NAME NULL
 
 typedef struct golden {
     const char *type; /* short name in package chcptest.v1 */
@@ -92,7 +99,7 @@ static const golden cases[] = {
     {"Scalars", "{\"sColor\":2}", "{\"sColor\":\"COLOR_GREEN\"}"},
     {"Scalars", "{\"sColor\":-3}", "{\"sColor\":\"COLOR_BLUE\"}"},
     {"Scalars", "{\"sColor\":42}", "{\"sColor\":42}"},
-    {"Scalars", "{\"sColor\":\"NOT_A_COLOR\"}", "{}"},
+    {"Scalars", "{\"sColor\":\"NOT_A_COLOR\"}", UNKNOWN_ENUM_NAME},
     {"Scalars", "{\"sColor\":null,\"sInt32\":null,\"sString\":null,\"sBytes\":null}", "{}"},
     {"Scalars",
      "{\"unknownField\":{\"a\":[1,2,{\"b\":null}]},\"sInt32\":5,\"another\":18446744073709551616}",
@@ -100,7 +107,7 @@ static const golden cases[] = {
     {"Repeated",
      "{\"rInt32\":[1,2,3],\"rInt64\":[\"1\",2],\"rUint64\":[\"18446744073709551615\"],\"rFloat\":["
      "1.5,\"NaN\"],\"rDouble\":[0,-0,1e300],\"rBool\":[true,false],\"rString\":[\"a\",\"\"],"
-     "\"rBytes\":[\"\",\"AA==\"],\"rColor\":[\"COLOR_RED\",1,\"BOGUS\",7],\"rNested\":[{},{\"id\":"
+     "\"rBytes\":[\"\",\"AA==\"],\"rColor\":[\"COLOR_RED\",1,7],\"rNested\":[{},{\"id\":"
      "1},{\"name\":\"x\"}]}",
      "{\"rInt32\":[1,2,3],\"rInt64\":[\"1\",\"2\"],\"rUint64\":[\"18446744073709551615\"],"
      "\"rFloat\":[1.5,\"NaN\"],\"rDouble\":[0,-0,1e+300],\"rBool\":[true,false],\"rString\":[\"a\","
@@ -118,7 +125,7 @@ static const golden cases[] = {
      "{\"stringString\":{\"b\":\"2\",\"a\":\"1\",\"\":\"empty\"},\"int32String\":{\"-1\":\"m\","
      "\"10\":\"t\",\"2\":\"two\"},\"int64Int64\":{\"-9223372036854775808\":\"1\","
      "\"9223372036854775807\":-1},\"uint32Bool\":{\"4294967295\":true,\"0\":false},\"uint64Color\":"
-     "{\"18446744073709551615\":\"COLOR_BLUE\",\"1\":2,\"2\":\"NOPE\"},\"boolBytes\":{\"true\":"
+     "{\"18446744073709551615\":\"COLOR_BLUE\",\"1\":2},\"boolBytes\":{\"true\":"
      "\"AQ==\",\"false\":\"\"},\"stringNested\":{\"z\":{\"id\":1},\"y\":{}},\"sint32Double\":{\"-"
      "5\":1.5,\"5\":\"Infinity\"},\"stringTimestamp\":{\"t\":\"2020-01-01T00:00:00Z\"}}",
      "{\"stringString\":{\"\":\"empty\",\"a\":\"1\",\"b\":\"2\"},\"int32String\":{\"-1\":\"m\","
@@ -143,7 +150,7 @@ static const golden cases[] = {
     {"Oneofs", "{\"oString\":\"a\",\"oInt32\":1}", NULL},
     {"Oneofs", "{\"oString\":null,\"oInt32\":1}", "{\"oInt32\":1}"},
     {"Oneofs", "{\"oColor\":\"BOGUS\",\"oInt32\":1}", NULL},
-    {"Oneofs", "{\"oColor\":\"BOGUS\"}", "{}"},
+    {"Oneofs", "{\"oColor\":\"BOGUS\"}", UNKNOWN_ENUM_NAME},
     {"Oneofs", "{\"o_string\":\"a\",\"oString\":\"b\"}", NULL},
     {"WellKnown",
      "{\"ts\":\"1970-01-01T00:00:00Z\",\"dur\":\"0s\",\"empty\":{},\"mask\":\"\",\"st\":{},\"val\":"
@@ -310,7 +317,7 @@ static const golden cases[] = {
     {"Scalars", "{\"sBytes\":1}", NULL},
     {"Scalars", "{\"sColor\":1.5}", NULL},
     {"Scalars", "{\"sColor\":true}", NULL},
-    {"Scalars", "{\"sColor\":\"1\"}", "{}"},
+    {"Scalars", "{\"sColor\":\"1\"}", UNKNOWN_ENUM_NAME},
     {"Scalars", "{\"sInt32\":1,\"sInt32\":2}", NULL},
     {"Scalars", "{\"sInt32\":1,\"s_int32\":2}", NULL},
     {"Scalars", "{\"sInt32\":null,\"s_int32\":2}", NULL},
@@ -357,7 +364,7 @@ static const golden cases[] = {
     {"Scalars", "{\"sString\":\"\\uD83D\\uDE00x\"}", "{\"sString\":\"\360\237\230\200x\"}"},
     {"Scalars", "{\"sString\":\"\\udc00\"}", NULL},
     {"Scalars", "{\"sColor\":2147483648}", NULL},
-    {"Scalars", "{\"sColor\":\"-3\"}", "{}"},
+    {"Scalars", "{\"sColor\":\"-3\"}", UNKNOWN_ENUM_NAME},
     {"Scalars", "{\"sColor\":-2147483648}", "{\"sColor\":-2147483648}"},
     {"Scalars", "{\"sDouble\":0.30000000000000004,\"sFloat\":16777216.5}",
      "{\"sFloat\":16777216,\"sDouble\":0.30000000000000004}"},
@@ -479,7 +486,7 @@ static const golden cases[] = {
     {"Maps", "{\"uint64Color\":{\"18446744073709551616\":\"COLOR_RED\"}}", NULL},
     {"Repeated", "{\"rBytes\":[null]}", NULL},
     {"Repeated", "{\"rColor\":[null]}", NULL},
-    {"Repeated", "{\"rColor\":[\"BOGUS\"]}", "{}"},
+    {"Repeated", "{\"rColor\":[\"BOGUS\"]}", UNKNOWN_ENUM_NAME},
     {"Repeated", "{\"rInt32\":[[1]]}", NULL},
     {"Repeated", "{\"rUint64\":[18446744073709551615,\"0\",0.0]}",
      "{\"rUint64\":[\"18446744073709551615\",\"0\",\"0\"]}"},
