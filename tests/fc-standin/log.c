@@ -34,6 +34,12 @@ static char *module_filter;
 static char *instance_id;
 
 static __thread const char *thread_name = "main";
+volatile int fsi_in_signal;
+
+int fsi_lock(void *mu)
+{
+    return fsi_in_signal ? pthread_mutex_trylock(mu) : pthread_mutex_lock(mu);
+}
 
 void fsi_log_set_thread(const char *name)
 {
@@ -96,7 +102,8 @@ static const char *level_name(enum fsi_level l)
 void fsi_log_at(enum fsi_level lvl, const char *module, const char *file, int line, const char *fmt,
                 ...)
 {
-    pthread_mutex_lock(&log_mu);
+    if (fsi_lock(&log_mu))
+        return;
     bool enabled = lvl != FSI_OFF && (int)lvl <= log_level &&
                    (!module_filter || !strncmp(module, module_filter, strlen(module_filter)));
     if (!enabled) {

@@ -306,6 +306,7 @@ static void setup_logger(void)
 static void fatal_signal(int sig, siginfo_t *info, void *uc)
 {
     (void)uc;
+    fsi_in_signal = 1;
     static const struct {
         int sig;
         int code;

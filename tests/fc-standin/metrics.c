@@ -132,7 +132,8 @@ static json_t *group_of(json_t **root, const char *group)
 
 void fsi_metric_inc(const char *group, const char *name)
 {
-    pthread_mutex_lock(&mu);
+    if (fsi_lock(&mu))
+        return;
     json_t *g = group_of(&counters, group);
     json_int_t n = json_integer_value(json_object_get(g, name));
     json_object_set_new(g, name, json_integer(n + 1));
@@ -141,14 +142,18 @@ void fsi_metric_inc(const char *group, const char *name)
 
 void fsi_metric_store(const char *group, const char *name, uint64_t value)
 {
-    pthread_mutex_lock(&mu);
+    if (fsi_lock(&mu))
+        return;
     json_object_set_new(group_of(&stored, group), name, json_integer((json_int_t)value));
     pthread_mutex_unlock(&mu);
 }
 
 int fsi_metrics_write(void)
 {
-    pthread_mutex_lock(&mu);
+    if (fsi_lock(&mu)) {
+        errno = EAGAIN;
+        return -1;
+    }
     if (metrics_fd < 0) {
         pthread_mutex_unlock(&mu);
         return 0;

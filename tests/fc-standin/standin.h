@@ -86,6 +86,11 @@ void fsi_buf_free(fsi_buf *b);
 enum fsi_level { FSI_OFF = 0, FSI_ERROR, FSI_WARN, FSI_INFO, FSI_DEBUG, FSI_TRACE };
 
 void fsi_log_init(const char *instance_id);
+/* Set by the fatal-signal handler: the logger and metrics then only try
+ * their locks, so a signal that interrupts a holder cannot deadlock. */
+extern volatile int fsi_in_signal;
+/* Lock mu, or only try to when running inside a signal handler. */
+int fsi_lock(void *mu);
 /* The thread name in log lines ("main", "fc_api"). */
 void fsi_log_set_thread(const char *name);
 /* "off", "error", "warn"/"warning", "info", "debug", "trace" (any case); -1 if none. */
