@@ -71,11 +71,12 @@ static void complete_later(chb *b, vmb_done_fn done, void *ud, chcp_error *err)
 }
 
 static const char *const endpoints[] = {
-    [VMB_PING] = "vmm.ping",    [VMB_CREATE] = "vm.create",
-    [VMB_BOOT] = "vm.boot",     [VMB_SHUTDOWN] = "vm.shutdown",
-    [VMB_REBOOT] = "vm.reboot", [VMB_PAUSE] = "vm.pause",
-    [VMB_RESUME] = "vm.resume", [VMB_POWER_BUTTON] = "vm.power-button",
-    [VMB_DELETE] = "vm.delete", [VMB_INFO] = "vm.info",
+    [VMB_PING] = "vmm.ping",        [VMB_CREATE] = "vm.create",
+    [VMB_BOOT] = "vm.boot",         [VMB_SHUTDOWN] = "vm.shutdown",
+    [VMB_REBOOT] = "vm.reboot",     [VMB_PAUSE] = "vm.pause",
+    [VMB_RESUME] = "vm.resume",     [VMB_POWER_BUTTON] = "vm.power-button",
+    [VMB_DELETE] = "vm.delete",     [VMB_INFO] = "vm.info",
+    [VMB_COUNTERS] = "vm.counters",
 };
 
 /* CH's outcome as the API's error: see the file comment. */

@@ -33,11 +33,12 @@ static const vm_backend_ops *ops_of(vm_entry *e)
 static const char *action_name(vmb_action a)
 {
     static const char *const names[] = {
-        [VMB_PING] = "vmm.ping",    [VMB_CREATE] = "vm.create",
-        [VMB_BOOT] = "vm.boot",     [VMB_SHUTDOWN] = "vm.shutdown",
-        [VMB_REBOOT] = "vm.reboot", [VMB_PAUSE] = "vm.pause",
-        [VMB_RESUME] = "vm.resume", [VMB_POWER_BUTTON] = "vm.power-button",
-        [VMB_DELETE] = "vm.delete", [VMB_INFO] = "vm.info",
+        [VMB_PING] = "vmm.ping",        [VMB_CREATE] = "vm.create",
+        [VMB_BOOT] = "vm.boot",         [VMB_SHUTDOWN] = "vm.shutdown",
+        [VMB_REBOOT] = "vm.reboot",     [VMB_PAUSE] = "vm.pause",
+        [VMB_RESUME] = "vm.resume",     [VMB_POWER_BUTTON] = "vm.power-button",
+        [VMB_DELETE] = "vm.delete",     [VMB_INFO] = "vm.info",
+        [VMB_COUNTERS] = "vm.counters",
     };
     return (unsigned)a < ARRAY_SIZE(names) && names[a] ? names[a] : "unknown";
 }
@@ -735,7 +736,44 @@ void vm_lifecycle_info(vm_op *op)
         return; /* one vm.info answers every waiting GetVmInfo */
     e->info_inflight = true;
     e->inflight++;
-    ops_of(e)->request(e->vmm, VMB_INFO, NULL, e->m->cfg.info_timeout_ms, info_done, e);
+    /* Traced under the first waiting GetVmInfo (the others share the answer). */
+    vm_call_watch *w = vm_call_watch_start(e, op->obs_token, "vm.info", info_done, e);
+    ops_of(e)->request(e->vmm, VMB_INFO, NULL, e->m->cfg.info_timeout_ms, vm_call_watch_done, w);
+}
+
+/* ---- vm.counters (per-VM metrics; not an operation) ---------------------------- */
+
+typedef struct counters_call {
+    vm_entry *e;
+    vmb_done_fn done;
+    void *ud;
+} counters_call;
+
+static void counters_done(void *ud, chcp_error *err, const vmb_reply *reply)
+{
+    counters_call *c = ud;
+    vm_entry *e = c->e;
+    e->inflight--;
+    c->done(c->ud, err, reply);
+    free(c);
+    after_backend(e);
+}
+
+int vm_lifecycle_counters(vm_entry *e, vmb_done_fn done, void *ud, chcp_error **err)
+{
+    /* Only between operations, like vm.info: the VMM's API is serialised. */
+    if (!settled(e) || !e->vmm || (e->rec.state != VM_RUNNING && e->rec.state != VM_PAUSED))
+        return error_set(err, CHCP_FAILED_PRECONDITION, "VM %s is %s%s", e->rec.id,
+                         vm_state_name(e->rec.state), e->current ? " and busy" : "");
+    counters_call *c = xcalloc(1, sizeof(*c));
+    c->e = e;
+    c->done = done;
+    c->ud = ud;
+    e->inflight++;
+    vm_call_watch *w = vm_call_watch_start(e, NULL, "vm.counters", counters_done, c);
+    ops_of(e)->request(e->vmm, VMB_COUNTERS, NULL, e->m->cfg.info_timeout_ms, vm_call_watch_done,
+                       w);
+    return 0;
 }
 
 /* ---- VMM events and exits ---------------------------------------------------- */

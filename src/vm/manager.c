@@ -802,6 +802,15 @@ size_t vm_manager_count_state(const vm_manager *m, vm_state s)
     return n;
 }
 
+int vm_manager_vmm_counters(vm_manager *m, const char *id, vmb_done_fn done, void *ud,
+                            chcp_error **err)
+{
+    vm_entry *e = registry_get(m, id);
+    if (!e)
+        return error_set(err, CHCP_NOT_FOUND, "VM %s not found", id);
+    return vm_lifecycle_counters(e, done, ud, err);
+}
+
 void *vm_manager_op_token(const vm_manager *m, const char *id)
 {
     return vm_current_token(registry_get(m, id));

@@ -428,7 +428,8 @@ static void adopt_one(vm_manager *m, vm_entry *e)
     e->vmm_created = true;
     e->inflight++;
     e->refs++;
-    m->ops->request(e->vmm, VMB_INFO, NULL, RECOVERY_INFO_TIMEOUT_MS, info_done, e);
+    vm_call_watch *w = vm_call_watch_start(e, NULL, "vm.info", info_done, e);
+    m->ops->request(e->vmm, VMB_INFO, NULL, RECOVERY_INFO_TIMEOUT_MS, vm_call_watch_done, w);
 }
 
 static vmm_proc *scan_find(proc_scan *s, const char *id, int pid)

@@ -103,7 +103,8 @@ typedef enum vmb_action {
     VMB_RESUME,
     VMB_POWER_BUTTON,
     VMB_DELETE,
-    VMB_INFO, /* reply body: vm.info JSON */
+    VMB_INFO,     /* reply body: vm.info JSON */
+    VMB_COUNTERS, /* reply body: vm.counters JSON {device: {counter: n}} */
 } vmb_action;
 
 typedef struct vmb_reply {
@@ -309,6 +310,12 @@ typedef struct vm_observer {
 } vm_observer;
 
 void vm_manager_set_observer(vm_manager *m, const vm_observer *obs);
+/* Read a running or paused VM's VMM counters (GET vm.counters, for per-VM
+ * metrics): not an operation, only between operations (else -1 with
+ * failed_precondition; not_found for an unknown id). `done` fires once,
+ * never inside this call, and must error_free() its error. */
+int vm_manager_vmm_counters(vm_manager *m, const char *id, vmb_done_fn done, void *ud,
+                            chcp_error **err);
 /* The observer token of the operation VM `id` is running now (NULL if none). */
 void *vm_manager_op_token(const vm_manager *m, const char *id);
 const char *vm_op_kind_name(vm_op_kind kind); /* "create", "boot", ... */

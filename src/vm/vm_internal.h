@@ -142,11 +142,13 @@ void vm_op_complete_now(vm_op *op, chcp_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* lifecycle.c */
-void vm_lifecycle_run(vm_op *op);           /* a queued op reached the head */
-void vm_lifecycle_delete(vm_op *op);        /* DeleteVm, outside the queue */
-void vm_lifecycle_info(vm_op *op);          /* GetVmInfo, outside the queue */
-void vm_lifecycle_grace_expired(vm_op *op); /* ShutdownVm grace timer */
-bool vm_lifecycle_try_remove(vm_entry *e);  /* finish a removal when idle */
+void vm_lifecycle_run(vm_op *op);    /* a queued op reached the head */
+void vm_lifecycle_delete(vm_op *op); /* DeleteVm, outside the queue */
+void vm_lifecycle_info(vm_op *op);
+int vm_lifecycle_counters(vm_entry *e, vmb_done_fn done, void *ud,
+                          chcp_error **err); /* GetVmInfo, outside the queue */
+void vm_lifecycle_grace_expired(vm_op *op);  /* ShutdownVm grace timer */
+bool vm_lifecycle_try_remove(vm_entry *e);   /* finish a removal when idle */
 /* Recovery: an adopted VM's events and exits arrive through these. */
 const vmb_callbacks *vm_lifecycle_callbacks(void);
 

@@ -292,6 +292,10 @@ static void vm_counters(si_reply *r)
         si_reply_error(r, SI_E_OTHER, "The VM info is not available", "VM is not running", NULL);
         return;
     }
+    /* No guest does I/O here: the counts grow by a fixed step per read, so a
+     * client can tell fresh values from stale ones. */
+    static json_int_t reads;
+    json_int_t n = ++reads;
     json_t *o = json_object();
     const char *lists[] = {"disks", "net"};
     for (int l = 0; l < 2; l++) {
@@ -302,11 +306,12 @@ static void vm_counters(si_reply *r)
             const char *id = json_string_value(json_object_get(d, "id"));
             if (!id)
                 continue;
-            json_object_set_new(o, id,
-                                l == 0 ? json_pack("{s:i,s:i,s:i,s:i}", "read_bytes", 0, "read_ops",
-                                                   0, "write_bytes", 0, "write_ops", 0)
-                                       : json_pack("{s:i,s:i,s:i,s:i}", "rx_bytes", 0, "rx_frames",
-                                                   0, "tx_bytes", 0, "tx_frames", 0));
+            json_object_set_new(
+                o, id,
+                l == 0 ? json_pack("{s:I,s:I,s:I,s:I}", "read_bytes", 4096 * n, "read_ops", n,
+                                   "write_bytes", 512 * n, "write_ops", n)
+                       : json_pack("{s:I,s:I,s:I,s:I}", "rx_bytes", 1500 * n, "rx_frames", n,
+                                   "tx_bytes", 100 * n, "tx_frames", n));
         }
     }
     reply_json(r, 200, o);

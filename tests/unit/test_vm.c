@@ -800,6 +800,98 @@ static void test_info_unresponsive(void **state)
     assert_false(i1.has_vm);
 }
 
+/* ---- VMM calls seen by the observer; vm.counters ----------------------------------------------
+ */
+
+typedef struct call_log {
+    char calls[16][32];
+    size_t n;
+    int last_status;
+} call_log;
+
+static void *log_call_start(void *ud, void *op_token, const char *vm_id, const char *what)
+{
+    call_log *l = ud;
+    if (l->n < 16)
+        snprintf(l->calls[l->n++], sizeof(l->calls[0]), "%s%s", op_token ? "" : "-", what);
+    return l;
+}
+
+static void log_call_end(void *ud, void *token, const char *what, double seconds, int status,
+                         const chcp_error *err)
+{
+    ((call_log *)ud)->last_status = status;
+}
+
+static void *log_op_start(void *ud, void *trace_ctx, const char *vm_id, vm_op_kind kind)
+{
+    return ud; /* a token, so VMM calls under it have one */
+}
+
+typedef struct counters_result {
+    bool done;
+    chcp_code code;
+    char body[128];
+} counters_result;
+
+static void counters_cb(void *ud, chcp_error *err, const vmb_reply *reply)
+{
+    counters_result *r = ud;
+    r->done = true;
+    r->code = err ? err->code : CHCP_OK;
+    if (reply && reply->body)
+        snprintf(r->body, sizeof(r->body), "%.*s", (int)reply->body_len, reply->body);
+    error_free(err);
+}
+
+static void test_vmm_counters_and_watched_calls(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    call_log log = {0};
+    vm_observer obs = {.op_start = log_op_start,
+                       .call_start = log_call_start,
+                       .call_end = log_call_end,
+                       .ud = &log};
+    vm_manager_set_observer(t->m, &obs);
+    reach(t, "a", VM_RUNNING);
+    /* GetVmInfo's vm.info is a watched call under its operation. */
+    log.n = 0;
+    assert_int_equal(run_op(t, VM_OP_INFO, "a", NULL).code, CHCP_OK);
+    assert_int_equal(log.n, 1);
+    assert_string_equal(log.calls[0], "vm.info");
+    assert_int_equal(log.last_status, 200);
+
+    /* vm.counters: watched, under no operation, the VMM's answer handed back. */
+    counters_result r = {0};
+    chcp_error *err = NULL;
+    assert_int_equal(vm_manager_vmm_counters(t->m, "a", counters_cb, &r, &err), 0);
+    assert_false(r.done); /* never inside the call */
+    assert_true(tv_run_until(&t->loop, &r.done, 1000));
+    assert_int_equal(r.code, CHCP_OK);
+    assert_non_null(strstr(r.body, "\"read_bytes\":512"));
+    assert_string_equal(log.calls[1], "-vm.counters");
+
+    /* Only running or paused VMs, and only known ones. */
+    assert_int_equal(vm_manager_vmm_counters(t->m, "nope", counters_cb, &r, &err), -1);
+    assert_int_equal(err->code, CHCP_NOT_FOUND);
+    error_free(err);
+    err = NULL;
+    assert_int_equal(run_op(t, VM_OP_SHUTDOWN, "a", &(vm_op_params){.force = true}).code, CHCP_OK);
+    assert_int_equal(vm_manager_vmm_counters(t->m, "a", counters_cb, &r, &err), -1);
+    assert_int_equal(err->code, CHCP_FAILED_PRECONDITION);
+    error_free(err);
+    /* A VMM that fails the read: the error reaches the caller. */
+    assert_int_equal(run_op(t, VM_OP_BOOT, "a", NULL).code, CHCP_OK);
+    t->fb.mode[VMB_COUNTERS] = FAKE_FAIL;
+    r = (counters_result){0};
+    err = NULL;
+    assert_int_equal(vm_manager_vmm_counters(t->m, "a", counters_cb, &r, &err), 0);
+    assert_true(tv_run_until(&t->loop, &r.done, 1000));
+    assert_int_equal(r.code, CHCP_INTERNAL);
+    vm_manager_set_observer(t->m, NULL);
+}
+
 /* ---- listing and limits --------------------------------------------------------------------- */
 
 static void test_list(void **state)
@@ -984,6 +1076,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_guest_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_info_unresponsive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmm_counters_and_watched_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attach_mode, setup, teardown),

@@ -48,9 +48,9 @@ typedef struct fake_vmm {
 struct fake_backend {
     uv_loop_t *loop;
     enum fake_mode start_mode;
-    enum fake_mode mode[VMB_INFO + 1];
+    enum fake_mode mode[VMB_COUNTERS + 1];
     const char *info_state_override; /* answer vm.info with this state */
-    int requests[VMB_INFO + 1];      /* counts per action */
+    int requests[VMB_COUNTERS + 1];  /* counts per action */
     int starts, stops, releases, live;
     fake_vmm *last;
     bool emit_shutdown_on_power_button; /* guest reacts to ACPI */
@@ -62,8 +62,8 @@ static void fake_req_closed(uv_handle_t *h)
 }
 
 static const char *const fake_endpoints[] = {
-    "vmm.ping", "vm.create", "vm.boot",         "vm.shutdown", "vm.reboot",
-    "vm.pause", "vm.resume", "vm.power-button", "vm.delete",   "vm.info",
+    "vmm.ping",  "vm.create",       "vm.boot",   "vm.shutdown", "vm.reboot",   "vm.pause",
+    "vm.resume", "vm.power-button", "vm.delete", "vm.info",     "vm.counters",
 };
 
 static void fake_answer(fake_req *r, enum fake_mode mode)
@@ -106,6 +106,11 @@ static void fake_answer(fake_req *r, enum fake_mode mode)
             reply.status = 200;
             snprintf(body, sizeof(body), "{\"state\":\"%s\",\"memory_actual_size\":4096}",
                      v->b->info_state_override ? v->b->info_state_override : v->ch_state);
+            break;
+        case VMB_COUNTERS:
+            reply.status = 200;
+            snprintf(body, sizeof(body), "{\"disk0\":{\"read_bytes\":%d}}",
+                     v->b->requests[VMB_COUNTERS] * 512);
             break;
         default:
             break;
