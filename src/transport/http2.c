@@ -66,6 +66,13 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
         } else if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
             r->path_off = append_str(r, value, valuelen);
             r->path_len = (uint32_t)valuelen;
+        } else if (namelen == 10 && memcmp(name, ":authority", 10) == 0) {
+            /* HTTP/1.1's Host, as the layer above knows it (RFC 9113 8.3.1). */
+            hdr_ref *h = treq_push_ref(r);
+            h->name_off = append_str(r, (const uint8_t *)"host", 4);
+            h->name_len = 4;
+            h->value_off = append_str(r, value, valuelen);
+            h->value_len = (uint32_t)valuelen;
         }
         return 0;
     }
