@@ -405,6 +405,7 @@ void config_free(chcp_config *cfg)
     free(cfg->otel.endpoint);
     free(cfg->otel.service_name);
     free(cfg->otel.service_version);
+    config_otel_free(&cfg->otel);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -516,6 +517,8 @@ int config_load(chcp_config *cfg, int argc, char *const *argv, config_getenv_fn 
     const char *prom = get("UNKEY_CHCP_OTEL_PROMETHEUS_ENABLED", ud);
     if (!prom || !*prom)
         cfg->otel.prometheus_enabled = cfg->otel.enabled;
+    if (config_otel_load(&cfg->otel, get, ud, err) < 0)
+        return -1;
     return resolve_ch_binary(cfg, ch_binary_src, ch_binary_value, get("PATH", ud), err);
 }
 
@@ -542,6 +545,7 @@ void config_usage(FILE *out, const char *argv0)
                  s->env, s->alias ? " (or " : "", s->alias ? s->alias : "");
         fprintf(out, "  %s%s\n      %s\n", names, s->alias ? ")" : "", s->help);
     }
+    config_otel_usage(out);
     fprintf(out, "\nExit codes: 0 clean shutdown, 1 start-up failure, 2 invalid configuration,\n"
                  "130/143 second SIGINT/SIGTERM during shutdown. See docs/config.md.\n");
 }

@@ -1,8 +1,8 @@
 /*
  * daemon.c - wires chcp-api together and runs it: one libuv loop, the VM
  * manager on the Cloud Hypervisor backend, the rpc server with VmService on
- * top, the transport's TCP (and optional Unix) listeners, GET /health, and
- * graceful shutdown on SIGTERM/SIGINT.
+ * top, the transport's TCP (and optional Unix) listeners, and graceful
+ * shutdown on SIGTERM/SIGINT (the health endpoints are in observe_http.c).
  *
  * Shutdown is two-staged, as orchestrators expect: the first signal stops
  * accepting, lets in-flight requests finish for at most
@@ -107,18 +107,6 @@ static void respond_text(http_request *req, int status, const char *body, const 
     http_respond(req, &resp);
 }
 
-/* GET /health: 200 "ok" while serving, 503 once shutdown has begun so load
- * balancers stop sending new work to a draining instance. */
-static void serve_health(daemon_state *st, http_request *req)
-{
-    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
-        respond_text(req, 405, "method not allowed\n", "GET, HEAD");
-    else if (st->stopping)
-        respond_text(req, 503, "shutting down", NULL);
-    else
-        respond_text(req, 200, "ok", NULL);
-}
-
 /*
  * Test hook (CHCP_TEST_HOOKS=1 only): GET /_test/sleep?ms=N answers after N
  * milliseconds, so the integration tests can hold a request in flight and
@@ -199,10 +187,7 @@ static void daemon_hooks_cancel_all(daemon_state *st)
 static bool daemon_fallback(http_request *req, void *ud)
 {
     daemon_state *st = ud;
-    if (strcmp(req->path, "/health") == 0) {
-        serve_health(st, req);
-        return true;
-    }
+    /* /health, /livez, /readyz, /_/health and /metrics (observe_http.c). */
     if (st->obs && observe_serve(st->obs, req, st->stopping))
         return true;
     if (st->cfg->test_hooks && strcmp(req->path, "/_test/sleep") == 0) {

@@ -33,9 +33,24 @@ typedef enum chcp_backend {
     CHCP_BACKEND_CLOUD_HYPERVISOR = 0,
 } chcp_backend;
 
+/* A key and a value (OTLP headers, resource attributes). */
+typedef struct chcp_otel_kv {
+    char *key;
+    char *value;
+} chcp_otel_kv;
+
+/* How one signal (traces, metrics) is exported (config_otel.c). */
+typedef struct chcp_otel_signal {
+    char *url; /* full URL, e.g. http://localhost:4318/v1/traces */
+    chcp_otel_kv *headers;
+    size_t n_headers;
+    bool gzip;
+    uint64_t timeout_ms; /* one attempt */
+} chcp_otel_signal;
+
 typedef struct chcp_otel_config {
     bool enabled;             /* UNKEY_CHCP_OTEL_ENABLED, default false */
-    char *endpoint;           /* OTLP/HTTP endpoint, default "localhost:4318" */
+    char *endpoint;           /* OTLP/HTTP base, default "localhost:4318" */
     double sampling_rate;     /* 0..1, default 1.0 */
     char *service_name;       /* default "chcp" */
     char *service_version;    /* default CHCP_VERSION */
@@ -44,6 +59,19 @@ typedef struct chcp_otel_config {
     /* Test knobs (CHCP_OTEL_*): 0 = the specification's defaults. */
     uint64_t batch_delay_ms;     /* span batch delay, default 5000 */
     uint64_t metric_interval_ms; /* OTLP metric push interval, default 60000 */
+
+    /* Resolved by config_otel_load() (config_otel.c, the OTEL_* variables). */
+    chcp_otel_signal traces, metrics;
+    chcp_otel_kv *resource; /* OTEL_RESOURCE_ATTRIBUTES minus service.name/version */
+    size_t n_resource;
+    uint64_t export_timeout_ms;  /* all attempts of one export; 0 = 30000 */
+    size_t max_queue, max_batch; /* spans; 0 = the pipeline's defaults */
+    uint32_t capture_codes;      /* bit per chcp_code: traces always exported */
+    double *duration_buckets;    /* histogram bounds, seconds */
+    size_t n_duration_buckets;
+    bool vm_metrics;             /* per-VM metrics from vm.counters */
+    uint32_t vm_metrics_max_vms; /* at most this many VMs get them */
+    uint64_t vm_metrics_interval_ms;
 } chcp_otel_config;
 
 typedef struct chcp_config {
@@ -97,6 +125,14 @@ typedef const char *(*config_getenv_fn)(const char *name, void *ud);
 int config_load(chcp_config *cfg, int argc, char *const *argv, config_getenv_fn get, void *ud,
                 config_action *action, chcp_error **err);
 void config_free(chcp_config *cfg);
+
+/* The telemetry settings beyond config.c's table (config_otel.c): the
+ * standard OTEL_* variables and chcp's newer UNKEY_CHCP_OTEL_* ones, run at
+ * the end of config_load. */
+int config_otel_load(chcp_otel_config *oc, config_getenv_fn get, void *ud, chcp_error **err);
+void config_otel_free(chcp_otel_config *oc);
+void config_otel_usage(FILE *out);
+bool config_otel_known_env(const char *name);
 
 /* getenv() adapter for config_load. */
 const char *config_process_env(const char *name, void *ud);

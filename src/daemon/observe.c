@@ -1,6 +1,6 @@
 /*
  * observe.c - observability glue: telemetry hooked into the rpc server and
- * the VM manager, plus the /metrics and /_/health endpoints.
+ * the VM manager.
  *
  * The modules being observed know nothing about OpenTelemetry: the rpc server
  * and the VM manager expose observer hooks, and this file turns those into
@@ -8,47 +8,26 @@
  * per Cloud Hypervisor API call) and metrics (RED metrics per method, VM
  * states and transitions, operation and VMM call durations, VMM exits).
  * Metrics are always kept (they are cheap and /metrics works with telemetry
- * off); spans only exist when telemetry is enabled.
+ * off); spans only exist when telemetry is enabled. The endpoints live in
+ * observe_http.c, per-VM metrics in observe_vm.c.
+ *
+ * Span status follows the RPC semantic conventions: ERROR only for codes that
+ * are the server's fault; the INTERNAL operation span under it uses the same
+ * rule, so the two never disagree. Which traces are exported whatever the
+ * sampler said is a separate matter (UNKEY_CHCP_OTEL_CAPTURE_CODES: by
+ * default every call that did not end OK).
  */
-#include "daemon/observe.h"
-
-#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "telemetry/telemetry.h"
-
-struct observe {
-    uv_loop_t *loop;
-    const chcp_config *cfg;
-    rpc_server *rpc;
-    vm_manager *vms;
-    tm_telemetry *tm;
-    tm_tracer *tracer;
-    tm_registry *reg;
-    tm_metric *rpc_requests, *rpc_duration, *rpc_active;
-    tm_metric *vms_by_state, *vm_transitions, *vm_op_duration, *vmm_call_duration, *vmm_exits;
-    transport *prom;
-    uint64_t started_ns;
-
-    /* `cloud-hypervisor --version`, probed once at start. */
-    uv_process_t probe;
-    uv_pipe_t probe_out;
-    chcp_buf probe_buf;
-    char vmm_version[128];
-    int probe_handles;
-
-    void (*shutdown_done)(void *ud);
-    void *shutdown_ud;
-    int pending; /* things shutdown waits for */
-};
+#include "daemon/observe_internal.h"
 
 /* For log lines: the process has one daemon, so one observer. */
 static observe *log_observer;
 
-static const char *const state_names[] = {"CREATING", "CREATED",       "BOOTING",  "RUNNING",
-                                          "PAUSED",   "SHUTTING_DOWN", "SHUTDOWN", "DELETING",
-                                          "FAILED",   "CRASHED"};
+const char *const observe_state_names[10] = {"CREATING", "CREATED",       "BOOTING",  "RUNNING",
+                                             "PAUSED",   "SHUTTING_DOWN", "SHUTDOWN", "DELETING",
+                                             "FAILED",   "CRASHED"};
 
 /* ---- RPC: one server span and RED metrics per call ------------------------ */
 
@@ -59,6 +38,10 @@ static const char *rpc_system(rpc_protocol p)
                                         : "connect_rpc";
 }
 
+#define CAPTURE_SERVER_CODES                                                                       \
+    ((1u << CHCP_UNKNOWN) | (1u << CHCP_DEADLINE_EXCEEDED) | (1u << CHCP_UNIMPLEMENTED) |          \
+     (1u << CHCP_INTERNAL) | (1u << CHCP_UNAVAILABLE) | (1u << CHCP_DATA_LOSS))
+
 /* Codes that are the server's fault mark the span as an error; codes that
  * are the client's (invalid_argument, not_found, ...) do not (semconv, and
  * what otelconnect does). */
@@ -68,11 +51,70 @@ static bool server_fault(chcp_code code)
            code == CHCP_INTERNAL || code == CHCP_UNAVAILABLE || code == CHCP_DATA_LOSS;
 }
 
+/*
+ * network.peer.* from the transport's peer ("127.0.0.1:5555", "[::1]:5555",
+ * "unix"): the address without its port, the port on its own.
+ */
+static void set_peer_attributes(tm_span *span, const char *peer)
+{
+    if (!peer || strcmp(peer, "unix") == 0) {
+        tm_span_set_static_str(span, "network.transport", "unix");
+        return;
+    }
+    tm_span_set_static_str(span, "network.transport", "tcp");
+    const char *colon = strrchr(peer, ':');
+    if (!colon)
+        return;
+    bool v6 = peer[0] == '[';
+    const char *addr = peer + v6;
+    size_t len = (size_t)(colon - addr) - (v6 ? 1 : 0);
+    char ip[64];
+    if (len >= sizeof(ip))
+        return;
+    memcpy(ip, addr, len);
+    ip[len] = '\0';
+    tm_span_set_str(span, "network.peer.address", ip);
+    tm_span_set_int(span, "network.peer.port", strtol(colon + 1, NULL, 10));
+    tm_span_set_static_str(span, "network.type", v6 ? "ipv6" : "ipv4");
+}
+
+/* server.* from the Host header (or HTTP/2 :authority): the name the client
+ * addressed, and its port when it named one. */
+static void set_server_attributes(tm_span *span, const char *host)
+{
+    if (!host || !*host)
+        return;
+    const char *end = host + strlen(host), *port = NULL;
+    const char *name = host;
+    if (host[0] == '[') {
+        const char *close = strchr(host, ']');
+        if (!close)
+            return;
+        name = host + 1;
+        port = close[1] == ':' ? close + 2 : NULL;
+        end = close;
+    } else if ((port = strrchr(host, ':'))) {
+        end = port++;
+    }
+    char buf[256];
+    size_t len = (size_t)(end - name);
+    if (len == 0 || len >= sizeof(buf))
+        return;
+    memcpy(buf, name, len);
+    buf[len] = '\0';
+    tm_span_set_str(span, "server.address", buf);
+    char *stop;
+    long p = port ? strtol(port, &stop, 10) : 0;
+    if (port && *port && !*stop && p > 0 && p < 65536)
+        tm_span_set_int(span, "server.port", p);
+}
+
 static void rpc_started(rpc_call *call, void *ud)
 {
     observe *o = ud;
+    rpc_protocol proto = rpc_call_protocol(call);
     const char *service = rpc_call_service(call), *method = rpc_call_method(call);
-    const char *labels[] = {service, method, NULL};
+    const char *labels[] = {rpc_system(proto), service, method, NULL};
     tm_add(o->rpc_active, labels, 1);
     if (!o->tracer)
         return;
@@ -84,15 +126,15 @@ static void rpc_started(rpc_call *call, void *ud)
     snprintf(name, sizeof(name), "%s/%s", service, method);
     tm_span *span = tm_span_start(o->tracer, name, TM_SPAN_SERVER, has_parent ? &parent : NULL);
     /* Literals and the service descriptor's names live as long as the span. */
-    tm_span_set_static_str(span, "rpc.system", rpc_system(rpc_call_protocol(call)));
+    tm_span_set_static_str(span, "rpc.system", rpc_system(proto));
     tm_span_set_static_str(span, "rpc.service", service);
     tm_span_set_static_str(span, "rpc.method", method);
     if (req) {
         tm_span_set_static_str(span, "network.protocol.name", "http");
         tm_span_set_static_str(span, "network.protocol.version",
                                req->http_major == 2 ? "2" : "1.1");
-        if (req->peer)
-            tm_span_set_str(span, "network.peer.address", req->peer);
+        set_server_attributes(span, http_request_header(req, "host"));
+        set_peer_attributes(span, req->peer);
     }
     rpc_call_set_trace(call, span);
 }
@@ -100,9 +142,10 @@ static void rpc_started(rpc_call *call, void *ud)
 static void rpc_finished(rpc_call *call, chcp_code code, void *ud)
 {
     observe *o = ud;
+    rpc_protocol proto = rpc_call_protocol(call);
     const char *service = rpc_call_service(call), *method = rpc_call_method(call);
-    const char *active_labels[] = {service, method, NULL};
-    const char *labels[] = {service, method, code_name(code), NULL};
+    const char *active_labels[] = {rpc_system(proto), service, method, NULL};
+    const char *labels[] = {rpc_system(proto), service, method, code_name(code), NULL};
     tm_add(o->rpc_active, active_labels, -1);
     tm_add(o->rpc_requests, labels, 1);
     const http_request *req = rpc_call_http(call);
@@ -113,11 +156,16 @@ static void rpc_finished(rpc_call *call, chcp_code code, void *ud)
     if (!span)
         return;
     rpc_call_set_trace(call, NULL);
-    tm_span_set_int(span, "rpc.grpc.status_code", (int64_t)code);
-    if (code != CHCP_OK && rpc_call_protocol(call) == RPC_PROTOCOL_CONNECT)
+    if (proto != RPC_PROTOCOL_CONNECT)
+        tm_span_set_int(span, "rpc.grpc.status_code", (int64_t)code);
+    else if (code != CHCP_OK)
         tm_span_set_static_str(span, "rpc.connect_rpc.error_code", code_name(code));
+    if (code != CHCP_OK)
+        tm_span_set_static_str(span, "error.type", code_name(code));
     if (server_fault(code))
         tm_span_set_status(span, TM_STATUS_ERROR, code_name(code));
+    if (code != CHCP_OK && (o->capture_codes & (1u << code)))
+        tm_span_capture(span);
     tm_span_end(span);
 }
 
@@ -141,9 +189,19 @@ static void vm_op_ended(void *ud, void *token, vm_op_kind kind, double seconds,
     const char *labels[] = {vm_op_kind_name(kind), err ? "error" : "ok", NULL};
     tm_observe(o->vm_op_duration, labels, seconds);
     tm_span *span = token;
-    if (err)
-        tm_span_set_status(span, TM_STATUS_ERROR, err->message);
+    if (err) {
+        tm_span_set_static_str(span, "error.type", code_name(err->code));
+        /* The operation is what the RPC did: the same rule as its span. */
+        if (server_fault(err->code))
+            tm_span_set_status(span, TM_STATUS_ERROR, err->message);
+    }
     tm_span_end(span);
+}
+
+static bool is_get(const char *what)
+{
+    return strcmp(what, "vm.info") == 0 || strcmp(what, "vmm.ping") == 0 ||
+           strcmp(what, "vm.counters") == 0;
 }
 
 static void *vmm_call_started(void *ud, void *op_token, const char *vm_id, const char *what)
@@ -159,9 +217,9 @@ static void *vmm_call_started(void *ud, void *op_token, const char *vm_id, const
     if (!spawn) {
         char path[64];
         snprintf(path, sizeof(path), "/api/v1/%s", what);
-        bool get = strcmp(what, "vm.info") == 0 || strcmp(what, "vmm.ping") == 0;
-        tm_span_set_str(span, "http.request.method", get ? "GET" : "PUT");
+        tm_span_set_static_str(span, "http.request.method", is_get(what) ? "GET" : "PUT");
         tm_span_set_str(span, "url.path", path);
+        tm_span_set_static_str(span, "network.transport", "unix");
     }
     return span;
 }
@@ -170,17 +228,21 @@ static void vmm_call_ended(void *ud, void *token, const char *what, double secon
                            const chcp_error *err)
 {
     observe *o = ud;
+    bool spawn = strcmp(what, "spawn") == 0;
     const char *outcome = !err                                  ? "ok"
                           : err->code == CHCP_DEADLINE_EXCEEDED ? "timeout"
-                          : http_status                         ? "error"
+                          : http_status && !spawn               ? "error"
                                                                 : "unavailable";
     const char *labels[] = {what, outcome, NULL};
     tm_observe(o->vmm_call_duration, labels, seconds);
     tm_span *span = token;
-    if (http_status)
+    /* Starting a VMM is not an HTTP call: its ping's status is not its own. */
+    if (http_status && !spawn)
         tm_span_set_int(span, "http.response.status_code", http_status);
-    if (err)
+    if (err) {
+        tm_span_set_static_str(span, "error.type", code_name(err->code));
         tm_span_set_status(span, TM_STATUS_ERROR, err->message);
+    }
     tm_span_end(span);
 }
 
@@ -215,8 +277,8 @@ static void vmm_exited(void *ud, const vm_record *vm, bool expected)
 static void collect_vms(tm_registry *r, void *ud)
 {
     observe *o = ud;
-    for (size_t i = 0; i < ARRAY_SIZE(state_names); i++) {
-        const char *labels[] = {state_names[i], NULL};
+    for (size_t i = 0; i < ARRAY_SIZE(observe_state_names); i++) {
+        const char *labels[] = {observe_state_names[i], NULL};
         tm_set(o->vms_by_state, labels,
                o->vms ? (double)vm_manager_count_state(o->vms, (vm_state)(i + 1)) : 0);
     }
@@ -238,13 +300,16 @@ static bool log_context(const char *vm_id, char trace_id[33], char span_id[17])
 static void register_metrics(observe *o)
 {
     tm_registry *r = o->reg;
-    const char *rpc_labels[] = {"rpc.service", "rpc.method", "rpc.code", NULL};
-    const char *active_labels[] = {"rpc.service", "rpc.method", NULL};
+    const chcp_otel_config *oc = &o->cfg->otel;
+    const double *bounds = oc->n_duration_buckets ? oc->duration_buckets : NULL;
+    size_t n_bounds = oc->n_duration_buckets;
+    const char *rpc_labels[] = {"rpc.system", "rpc.service", "rpc.method", "rpc.code", NULL};
+    const char *active_labels[] = {"rpc.system", "rpc.service", "rpc.method", NULL};
     o->rpc_requests = tm_metric_new(r, TM_COUNTER, "rpc.server.requests", "{request}",
                                     "RPCs served, by method and code.", rpc_labels, NULL, 0);
     o->rpc_duration =
         tm_metric_new(r, TM_HISTOGRAM, "rpc.server.request.duration", "s",
-                      "Time from a request's arrival to its answer.", rpc_labels, NULL, 0);
+                      "Time from a request's arrival to its answer.", rpc_labels, bounds, n_bounds);
     o->rpc_active = tm_metric_new(r, TM_UPDOWN, "rpc.server.active_requests", "{request}",
                                   "RPCs in progress.", active_labels, NULL, 0);
     const char *state[] = {"state", NULL};
@@ -259,214 +324,62 @@ static void register_metrics(observe *o)
     o->vm_op_duration = tm_metric_new(r, TM_HISTOGRAM, "chcp.vm.operation.duration", "s",
                                       "VM operations (create, boot, shutdown, ...), queueing "
                                       "included.",
-                                      op, NULL, 0);
+                                      op, bounds, n_bounds);
     o->vmm_call_duration =
         tm_metric_new(r, TM_HISTOGRAM, "chcp.vmm.api_call.duration", "s",
-                      "Cloud Hypervisor API calls (and VMM spawns).", call, NULL, 0);
+                      "Cloud Hypervisor API calls (and VMM spawns).", call, bounds, n_bounds);
     o->vmm_exits = tm_metric_new(r, TM_COUNTER, "chcp.vmm.exits", "{exit}",
                                  "VMM processes that ended, by reason.", reason, NULL, 0);
     tm_registry_on_collect(r, collect_vms, o);
     tm_register_process_metrics(r);
 }
 
-/* ---- /metrics and /_/health ----------------------------------------------- */
-
-static void respond(http_request *req, int status, const char *type, const char *body, size_t len)
-{
-    http_header h[1] = {{.name = "content-type", .value = type}};
-    h[0].name_len = strlen(h[0].name);
-    h[0].value_len = strlen(h[0].value);
-    bool head = strcmp(req->method, "HEAD") == 0;
-    http_response resp = {.status = status,
-                          .headers = h,
-                          .n_headers = 1,
-                          .body = (const uint8_t *)body,
-                          .body_len = head ? 0 : len};
-    http_respond(req, &resp);
-}
-
-static void serve_metrics(observe *o, http_request *req)
-{
-    chcp_buf b = CHCP_BUF_INIT;
-    tm_prometheus_render(o->reg, &b);
-    respond(req, 200, TM_PROMETHEUS_CONTENT_TYPE, (const char *)b.data, b.len);
-    buf_free(&b);
-}
-
-static json_t *health_json(observe *o, bool stopping, int *status)
-{
-    const chcp_config *c = o->cfg;
-    tm_process_stats ps;
-    chcp_error *err = NULL;
-    if (tm_process_stats_read(&ps, &err) < 0) {
-        error_free(err);
-        memset(&ps, 0, sizeof(ps));
-    }
-    bool vmm_ok = c->ch_endpoint_path || c->ch_binary_found;
-    tm_status ts;
-    tm_telemetry_status(o->tm, &ts);
-    /* Durable state: until every stored VM is re-adopted VmService answers
-     * `unavailable`, so the instance is not ready (docs/durability.md). */
-    vm_recovery_status rs = {0};
-    if (o->vms)
-        vm_manager_recovery_status(o->vms, &rs);
-    bool recovering = !c->ch_endpoint_path && !rs.complete;
-    const char *verdict = stopping      ? "stopping"
-                          : recovering  ? "recovering"
-                          : !vmm_ok     ? "unhealthy"
-                          : !ts.healthy ? "degraded"
-                                        : "ok";
-    *status = stopping || !vmm_ok || recovering ? 503 : 200;
-
-    json_t *by_state = json_object();
-    size_t total = 0;
-    for (size_t i = 0; i < ARRAY_SIZE(state_names); i++) {
-        size_t n = o->vms ? vm_manager_count_state(o->vms, (vm_state)(i + 1)) : 0;
-        total += n;
-        json_object_set_new(by_state, state_names[i], json_integer((json_int_t)n));
-    }
-    return json_pack(
-        "{s:s, s:s, s:s, s:f, s:{s:f, s:f, s:I, s:I, s:i}, s:[f,f,f],"
-        " s:{s:s, s:s, s:s, s:b}, s:{s:I, s:o},"
-        " s:{s:b, s:b, s:I, s:I, s:I, s:I, s:s}}",
-        "status", verdict, "version", CHCP_VERSION, "git_rev", CHCP_GIT_REV, "uptime_seconds",
-        (double)(time_mono_ns() - o->started_ns) / 1e9, "process", "cpu_user_seconds",
-        ps.cpu_user_seconds, "cpu_system_seconds", ps.cpu_system_seconds, "rss_bytes",
-        (json_int_t)ps.rss_bytes, "virtual_bytes", (json_int_t)ps.virtual_bytes, "open_fds",
-        (int)ps.open_fds, "load", ps.load1, ps.load5, ps.load15, "vmm", "mode",
-        c->ch_endpoint_path ? "attach" : "spawn", "binary",
-        c->ch_endpoint_path ? c->ch_endpoint : (c->ch_binary ? c->ch_binary : ""), "version",
-        o->vmm_version, "available", vmm_ok, "vms", "total", (json_int_t)total, "by_state",
-        by_state, "telemetry", "enabled", ts.enabled, "healthy", ts.healthy, "spans_exported",
-        (json_int_t)ts.spans_exported, "spans_dropped", (json_int_t)ts.spans_dropped,
-        "exports_failed", (json_int_t)ts.exports_failed, "queue", (json_int_t)ts.queue_len,
-        "last_error", ts.last_error ? ts.last_error : "");
-}
-
-static void serve_health_json(observe *o, http_request *req, bool stopping)
-{
-    int status;
-    json_t *j = health_json(o, stopping, &status);
-    if (j && o->vms) {
-        vm_recovery_status rs;
-        vm_manager_recovery_status(o->vms, &rs);
-        json_object_set_new(
-            j, "recovery",
-            json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "running", rs.running,
-                      "complete", rs.complete, "total", (json_int_t)rs.total, "settled",
-                      (json_int_t)rs.settled, "adopted", (json_int_t)rs.adopted, "crashed",
-                      (json_int_t)rs.crashed, "orphans", (json_int_t)rs.orphans, "orphan_dirs",
-                      (json_int_t)rs.orphan_dirs, "elapsed_ms", (json_int_t)rs.elapsed_ms));
-    }
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    respond(req, j ? status : 500, "application/json", text ? text : "{}", text ? strlen(text) : 2);
-    free(text);
-    json_decref(j);
-}
-
-static bool is_get(const http_request *req)
-{
-    return strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
-}
-
-bool observe_serve(observe *o, http_request *req, bool stopping)
-{
-    if (strcmp(req->path, "/metrics") == 0 && is_get(req)) {
-        serve_metrics(o, req);
-        return true;
-    }
-    if (strcmp(req->path, "/_/health") == 0 && is_get(req)) {
-        serve_health_json(o, req, stopping);
-        return true;
-    }
-    return false;
-}
-
-/* The Prometheus port serves /metrics only. */
-static void prom_request(http_request *req, void *ud)
-{
-    observe *o = ud;
-    if (strcmp(req->path, "/metrics") == 0 && is_get(req))
-        serve_metrics(o, req);
-    else
-        respond(req, 404, "text/plain; charset=utf-8", "not found\n", 10);
-}
-
-static void prom_cancel(http_request *req, void *ud)
-{
-    (void)req;
-    (void)ud; /* answers are immediate: nothing is ever outstanding */
-}
-
-/* ---- VMM version probe ---------------------------------------------------- */
-
-static void probe_closed(uv_handle_t *h)
-{
-    observe *o = h->data;
-    if (--o->probe_handles == 0 && o->pending && --o->pending == 0 && o->shutdown_done)
-        o->shutdown_done(o->shutdown_ud);
-}
-
-static void probe_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-    static char scratch[256];
-    (void)h;
-    (void)hint;
-    *buf = uv_buf_init(scratch, sizeof(scratch));
-}
-
-static void probe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
-{
-    observe *o = s->data;
-    if (n > 0 && o->probe_buf.len < 1024)
-        buf_append(&o->probe_buf, buf->base, (size_t)n);
-    if (n < 0) {
-        uv_read_stop(s);
-        char *text = buf_steal_str(&o->probe_buf);
-        text[strcspn(text, "\n")] = '\0';
-        snprintf(o->vmm_version, sizeof(o->vmm_version), "%s", text);
-        free(text);
-        uv_close((uv_handle_t *)s, probe_closed);
-    }
-}
-
-static void probe_exit(uv_process_t *p, int64_t status, int sig)
-{
-    (void)status;
-    (void)sig;
-    uv_close((uv_handle_t *)p, probe_closed);
-}
-
-/* `cloud-hypervisor --version`, asynchronously (argv, clean environment). */
-static void probe_vmm_version(observe *o)
-{
-    const chcp_config *c = o->cfg;
-    if (c->ch_endpoint_path || !c->ch_binary_found || !c->ch_binary)
-        return;
-    uv_pipe_init(o->loop, &o->probe_out, 0);
-    o->probe_out.data = o->probe.data = o;
-    char *args[] = {c->ch_binary, "--version", NULL};
-    char *env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
-    uv_stdio_container_t stdio[3] = {
-        {.flags = UV_IGNORE},
-        {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&o->probe_out},
-        {.flags = UV_IGNORE},
-    };
-    uv_process_options_t opts = {.file = c->ch_binary,
-                                 .args = args,
-                                 .env = env,
-                                 .stdio = stdio,
-                                 .stdio_count = 3,
-                                 .exit_cb = probe_exit};
-    if (uv_spawn(o->loop, &o->probe, &opts) < 0) {
-        uv_close((uv_handle_t *)&o->probe_out, NULL);
-        return;
-    }
-    o->probe_handles = 2;
-    uv_read_start((uv_stream_t *)&o->probe_out, probe_alloc, probe_read);
-}
-
 /* ---- life cycle ----------------------------------------------------------- */
+
+/* chcp_otel_kv[] -> NULL-terminated key/value pointers (borrowed). */
+static const char **kv_pairs(const chcp_otel_kv *kv, size_t n, const char **out)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = kv[i].key;
+        out[2 * i + 1] = kv[i].value;
+    }
+    out[2 * n] = NULL;
+    return out;
+}
+
+static void target_from(tm_export_target *t, const chcp_otel_signal *s, const char **headers)
+{
+    t->url = s->url;
+    t->headers = kv_pairs(s->headers, s->n_headers, headers);
+    t->gzip = s->gzip;
+    t->timeout_ms = s->timeout_ms;
+}
+
+static tm_telemetry *start_telemetry(uv_loop_t *loop, const chcp_otel_config *oc)
+{
+    /* The pipeline copies what it keeps: these arrays only live for the call. */
+    const char *trace_headers[2 * oc->traces.n_headers + 1];
+    const char *metric_headers[2 * oc->metrics.n_headers + 1];
+    const char *resource[2 * oc->n_resource + 1];
+    tm_config tc = {.enabled = oc->enabled,
+                    .sampling_rate = oc->sampling_rate,
+                    /* Spans ending in ERROR (a failed VMM call under an RPC
+                     * that still answered OK) capture their trace when every
+                     * server-side code is captured (all, server). */
+                    .capture_errors =
+                        (oc->capture_codes & CAPTURE_SERVER_CODES) == CAPTURE_SERVER_CODES,
+                    .service_name = oc->service_name,
+                    .service_version = oc->service_version,
+                    .resource = kv_pairs(oc->resource, oc->n_resource, resource),
+                    .batch_delay_ms = oc->batch_delay_ms,
+                    .metric_interval_ms = oc->metric_interval_ms,
+                    .export_timeout_ms = oc->export_timeout_ms,
+                    .max_queue = oc->max_queue,
+                    .max_batch = oc->max_batch};
+    target_from(&tc.traces, &oc->traces, trace_headers);
+    target_from(&tc.metrics, &oc->metrics, metric_headers);
+    return tm_telemetry_new(loop, &tc);
+}
 
 observe *observe_start(uv_loop_t *loop, const chcp_config *cfg, rpc_server *rpc, vm_manager *vms,
                        chcp_error **err)
@@ -478,14 +391,8 @@ observe *observe_start(uv_loop_t *loop, const chcp_config *cfg, rpc_server *rpc,
     o->vms = vms;
     o->started_ns = time_mono_ns();
     const chcp_otel_config *oc = &cfg->otel;
-    tm_config tc = {.enabled = oc->enabled,
-                    .endpoint = oc->endpoint,
-                    .sampling_rate = oc->sampling_rate,
-                    .service_name = oc->service_name,
-                    .service_version = oc->service_version,
-                    .batch_delay_ms = oc->batch_delay_ms,
-                    .metric_interval_ms = oc->metric_interval_ms};
-    o->tm = tm_telemetry_new(loop, &tc);
+    o->capture_codes = oc->capture_codes;
+    o->tm = start_telemetry(loop, oc);
     o->tracer = tm_telemetry_tracer(o->tm);
     o->reg = tm_telemetry_registry(o->tm);
     register_metrics(o);
@@ -502,31 +409,22 @@ observe *observe_start(uv_loop_t *loop, const chcp_config *cfg, rpc_server *rpc,
                           .vmm_exit = vmm_exited,
                           .ud = o};
         vm_manager_set_observer(vms, &vo);
+        if (oc->vm_metrics)
+            o->vm_metrics = observe_vm_metrics_start(o);
     }
     log_observer = o;
     log_set_context_fn(log_context);
 
-    if (oc->prometheus_enabled) {
-        transport_limits lim;
-        transport_limits_default(&lim);
-        lim.max_connections = 64;
-        o->prom = transport_new(loop, &lim, prom_request, prom_cancel, o);
-        if (transport_listen_tcp(o->prom, cfg->address, oc->prometheus_port, err) < 0) {
-            error_prefix(*err,
-                         "Prometheus listener on %s port %u (UNKEY_CHCP_OTEL_PROMETHEUS_PORT)",
-                         cfg->address, oc->prometheus_port);
-            return o; /* the caller frees through observe_shutdown/observe_free */
-        }
-        log_info("Prometheus metrics on %s port %u", cfg->address, transport_tcp_port(o->prom));
-    }
+    if (oc->prometheus_enabled && observe_prometheus_listen(o, err) < 0)
+        return o; /* the caller frees through observe_shutdown/observe_free */
     if (oc->enabled)
-        log_info("telemetry on: OTLP/HTTP to %s, sampling rate %g", oc->endpoint,
-                 oc->sampling_rate);
-    probe_vmm_version(o);
+        log_info("telemetry on: OTLP/HTTP spans to %s, metrics to %s, sampling rate %g",
+                 oc->traces.url, oc->metrics.url, oc->sampling_rate);
+    observe_probe_vmm_version(o);
     return o;
 }
 
-static void piece_done(void *ud)
+void observe_piece_done(void *ud)
 {
     observe *o = ud;
     if (--o->pending == 0 && o->shutdown_done)
@@ -543,24 +441,24 @@ void observe_shutdown(observe *o, uint64_t deadline_ms, void (*done)(void *ud), 
     o->shutdown_done = done;
     o->shutdown_ud = ud;
     o->pending = 1; /* this function's own guard */
-    if (o->probe_handles) {
-        o->pending++;
-        uv_process_kill(&o->probe, SIGKILL);
-    }
+    observe_probe_stop(o);
+    if (o->vm_metrics)
+        observe_vm_metrics_stop(o->vm_metrics);
     if (o->prom) {
         o->pending++;
-        transport_close(o->prom, piece_done, o);
+        transport_close(o->prom, observe_piece_done, o);
         o->prom = NULL;
     }
     o->pending++;
-    tm_telemetry_shutdown(o->tm, deadline_ms, piece_done, o);
-    piece_done(o);
+    tm_telemetry_shutdown(o->tm, deadline_ms, observe_piece_done, o);
+    observe_piece_done(o);
 }
 
 void observe_free(observe *o)
 {
     if (!o)
         return;
+    observe_vm_metrics_free(o->vm_metrics);
     buf_free(&o->probe_buf);
     tm_telemetry_free(o->tm);
     free(o);

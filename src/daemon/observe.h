@@ -17,7 +17,8 @@ typedef struct observe observe;
  * `vms`; also starts the Prometheus listener when enabled. */
 observe *observe_start(uv_loop_t *loop, const chcp_config *cfg, rpc_server *rpc, vm_manager *vms,
                        chcp_error **err);
-/* Serve /metrics and /_/health on the API port; false for other paths. */
+/* Serve /metrics, /livez, /readyz, /health and /_/health on the API port
+ * (observe_http.c says what each answers); false for other paths. */
 bool observe_serve(observe *o, http_request *req, bool stopping);
 /* Flush spans and metrics (bounded by deadline_ms) and close the handles;
  * `done` runs afterwards. Unhooks from rpc and vms first. */

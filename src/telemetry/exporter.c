@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <zlib.h>
 
 /*
  * libcurl is loaded with dlopen() the first time an exporter is created, so a
@@ -89,7 +90,7 @@ struct tm_exporter {
     CURLM *multi;
     uv_timer_t timer;
     tm_exporter_config cfg;
-    struct curl_slist *headers;
+    char user_agent[96];
     struct export_job *jobs;
     size_t in_flight;
     bool closing;
@@ -102,6 +103,8 @@ typedef struct export_job {
     tm_exporter *ex;
     CURL *easy;
     char *url;
+    struct curl_slist *headers; /* the target's, plus ours */
+    uint64_t attempt_timeout_ms;
     chcp_buf body;
     chcp_buf response;
     char error[CURL_ERROR_SIZE];
@@ -235,6 +238,8 @@ static void job_closed(uv_handle_t *h)
     export_job *job = h->data;
     tm_exporter *ex = job->ex;
     free(job->url);
+    if (job->headers)
+        cu.slist_free_all(job->headers);
     buf_free(&job->body);
     buf_free(&job->response);
     free(job);
@@ -271,8 +276,8 @@ static void job_start(export_job *job)
     cu.easy_setopt(e, CURLOPT_POST, 1L);
     cu.easy_setopt(e, CURLOPT_POSTFIELDS, job->body.data);
     cu.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)job->body.len);
-    cu.easy_setopt(e, CURLOPT_HTTPHEADER, ex->headers);
-    cu.easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)ex->cfg.request_timeout_ms);
+    cu.easy_setopt(e, CURLOPT_HTTPHEADER, job->headers);
+    cu.easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)job->attempt_timeout_ms);
     cu.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     cu.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     cu.easy_setopt(e, CURLOPT_WRITEDATA, job);
@@ -368,8 +373,6 @@ tm_exporter *tm_exporter_new(uv_loop_t *loop, const tm_exporter_config *cfg)
     tm_exporter *ex = xcalloc(1, sizeof(*ex));
     ex->loop = loop;
     ex->cfg = *cfg;
-    if (!ex->cfg.request_timeout_ms)
-        ex->cfg.request_timeout_ms = 10000;
     if (!ex->cfg.export_timeout_ms)
         ex->cfg.export_timeout_ms = 30000;
     if (!ex->cfg.initial_backoff_ms)
@@ -389,22 +392,63 @@ tm_exporter *tm_exporter_new(uv_loop_t *loop, const tm_exporter_config *cfg)
     cu.multi_setopt(ex->multi, CURLMOPT_SOCKETDATA, ex);
     cu.multi_setopt(ex->multi, CURLMOPT_TIMERFUNCTION, on_timer_change);
     cu.multi_setopt(ex->multi, CURLMOPT_TIMERDATA, ex);
-    ex->headers = cu.slist_append(NULL, "Content-Type: application/x-protobuf");
-    ex->headers = cu.slist_append(ex->headers, "Expect:");
-    char ua[96];
-    snprintf(ua, sizeof(ua), "User-Agent: chcp-otlp-exporter-c/%s", CHCP_VERSION);
-    ex->headers = cu.slist_append(ex->headers, ua);
+    snprintf(ex->user_agent, sizeof(ex->user_agent), "User-Agent: chcp-otlp-exporter-c/%s",
+             CHCP_VERSION);
     return ex;
 }
 
-void tm_exporter_post(tm_exporter *ex, const char *url, chcp_buf *body, tm_export_done_fn done,
-                      void *ud)
+/* gzip (RFC 1952) of `in`, for Content-Encoding: gzip. Level 1: OTLP
+ * payloads repeat themselves enough that more effort buys little. */
+static void gzip_body(chcp_buf *in)
+{
+    z_stream z = {0};
+    if (deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        abort(); /* only fails without memory */
+    chcp_buf out = CHCP_BUF_INIT;
+    buf_reserve(&out, deflateBound(&z, in->len));
+    z.next_in = in->data;
+    z.avail_in = (uInt)in->len;
+    z.next_out = out.data;
+    z.avail_out = (uInt)out.cap;
+    int rc = deflate(&z, Z_FINISH);
+    if (rc != Z_STREAM_END)
+        abort(); /* deflateBound() is an upper bound: cannot happen */
+    out.len = z.total_out;
+    deflateEnd(&z);
+    buf_free(in);
+    *in = out;
+}
+
+static struct curl_slist *job_headers(const tm_exporter *ex, const tm_export_target *to)
+{
+    struct curl_slist *h = cu.slist_append(NULL, "Content-Type: application/x-protobuf");
+    h = cu.slist_append(h, "Expect:");
+    if (to->gzip)
+        h = cu.slist_append(h, "Content-Encoding: gzip");
+    bool own_agent = false;
+    for (const char *const *kv = to->headers; kv && kv[0] && kv[1]; kv += 2) {
+        cleanup_free char *line = xasprintf("%s: %s", kv[0], kv[1]);
+        h = cu.slist_append(h, line);
+        own_agent = own_agent || strcasecmp(kv[0], "user-agent") == 0;
+    }
+    if (!own_agent)
+        h = cu.slist_append(h, ex->user_agent);
+    return h;
+}
+
+void tm_exporter_post(tm_exporter *ex, const tm_export_target *to, chcp_buf *body,
+                      tm_export_done_fn done, void *ud)
 {
     export_job *job = xcalloc(1, sizeof(*job));
     job->ex = ex;
-    job->url = xstrdup(url);
+    job->url = xstrdup(to->url);
+    job->attempt_timeout_ms = to->timeout_ms ? to->timeout_ms : 10000;
+    if (to->gzip)
+        gzip_body(body);
     job->body = *body;
     *body = (chcp_buf)CHCP_BUF_INIT;
+    if (ex->multi)
+        job->headers = job_headers(ex, to);
     job->done = done;
     job->ud = ud;
     job->deadline_ns = time_mono_ns() + ex->cfg.export_timeout_ms * 1000000ull;
@@ -462,7 +506,5 @@ void tm_exporter_free(tm_exporter *ex)
         return;
     if (ex->multi)
         cu.multi_cleanup(ex->multi);
-    if (ex->headers)
-        cu.slist_free_all(ex->headers);
     free(ex);
 }

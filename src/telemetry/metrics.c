@@ -12,8 +12,9 @@
 #include <math.h>
 #include <string.h>
 
-const double tm_seconds_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25,
-                                     0.5,   0.75, 1,     2.5,  5,     7.5, 10};
+const double tm_seconds_buckets[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                     0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1,
+                                     2.5,     5,      10,      30,     60};
 const size_t tm_seconds_buckets_len = ARRAY_SIZE(tm_seconds_buckets);
 
 tm_registry *tm_registry_new(void)
@@ -32,8 +33,10 @@ static void series_free(tm_series *s, size_t n_labels)
     free(s);
 }
 
-static void metric_free(tm_metric *m)
+void tm_metric_clear(tm_metric *m)
 {
+    if (!m)
+        return;
     for (size_t b = 0; b < TM_SERIES_BUCKETS; b++) {
         tm_series *s = m->table[b];
         while (s) {
@@ -41,7 +44,15 @@ static void metric_free(tm_metric *m)
             series_free(s, m->n_labels);
             s = next;
         }
+        m->table[b] = NULL;
     }
+    m->series = NULL;
+    m->n_series = 0;
+}
+
+static void metric_free(tm_metric *m)
+{
+    tm_metric_clear(m);
     for (size_t i = 0; i < m->n_labels; i++) {
         free(m->label_keys[i]);
         free(m->prom_label_keys[i]);
@@ -222,6 +233,15 @@ void tm_set(tm_metric *m, const char *const *label_values, double value)
     if (!m)
         return;
     series_get(m, label_values)->value = value;
+}
+
+void tm_set_since(tm_metric *m, const char *const *label_values, double value, uint64_t start_ns)
+{
+    if (!m)
+        return;
+    tm_series *s = series_get(m, label_values);
+    s->value = value;
+    s->start_ns = start_ns;
 }
 
 void tm_observe(tm_metric *m, const char *const *label_values, double value)

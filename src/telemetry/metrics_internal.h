@@ -20,6 +20,7 @@ typedef struct tm_series {
     uint64_t count;    /* histogram */
     uint64_t *buckets; /* histogram: n_bounds + 1 non-cumulative counts */
     double min, max;   /* histogram */
+    uint64_t start_ns; /* when its count started; 0 = the metric's start */
 } tm_series;
 
 struct tm_metric {

@@ -240,7 +240,7 @@ static void encode_number_points(chcp_buf *b, const tm_metric *m, uint64_t now)
     for (const tm_series *s = m->series; s; s = s->next) {
         size_t dp = pb_begin(b, 1);
         if (m->kind != TM_GAUGE)
-            pb_fixed64(b, 2, m->start_ns);
+            pb_fixed64(b, 2, s->start_ns ? s->start_ns : m->start_ns);
         pb_fixed64(b, 3, now);
         pb_double(b, 4, s->value);
         encode_point_attrs(b, 7, m, s);

@@ -20,7 +20,7 @@
 struct tm_telemetry {
     uv_loop_t *loop;
     tm_config cfg;
-    char *traces_url, *metrics_url;
+    tm_export_target traces, metrics; /* deep copies of cfg's */
     char *service_name, *service_version, *instance_id;
     tm_registry *registry;
     tm_tracer *tracer;
@@ -130,7 +130,7 @@ static void export_batch(tm_telemetry *t)
     b->t = t;
     b->n = n;
     t->span_export_in_flight = true;
-    tm_exporter_post(t->exporter, t->traces_url, &body, on_batch_done, b);
+    tm_exporter_post(t->exporter, &t->traces, &body, on_batch_done, b);
 }
 
 static void on_batch_timer(uv_timer_t *timer)
@@ -174,7 +174,7 @@ static void push_metrics(tm_telemetry *t)
     chcp_buf body = CHCP_BUF_INIT;
     tm_otlp_encode_metrics(&t->resource, t->registry, &body);
     t->metric_export_in_flight = true;
-    tm_exporter_post(t->exporter, t->metrics_url, &body, on_metrics_exported, t);
+    tm_exporter_post(t->exporter, &t->metrics, &body, on_metrics_exported, t);
 }
 
 static void on_metric_timer(uv_timer_t *timer)
@@ -196,13 +196,35 @@ static char *random_uuid(void)
                      b[13], b[14], b[15]);
 }
 
-static char *join_url(const char *base, const char *path)
+static char **strv_copy(const char *const *v)
 {
-    size_t n = strlen(base);
-    while (n > 0 && base[n - 1] == '/')
-        n--;
-    bool has_scheme = strstr(base, "://") != NULL;
-    return xasprintf("%s%.*s%s", has_scheme ? "" : "http://", (int)n, base, path);
+    size_t n = 0;
+    while (v && v[n])
+        n++;
+    char **out = xcalloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        out[i] = xstrdup(v[i]);
+    return out;
+}
+
+static void strv_free(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void target_copy(tm_export_target *dst, const tm_export_target *src, const char *fallback)
+{
+    *dst = *src;
+    dst->url = xstrdup(src->url && *src->url ? src->url : fallback);
+    dst->headers = (const char *const *)strv_copy(src->headers);
+}
+
+static void target_free(tm_export_target *t)
+{
+    free((char *)t->url);
+    strv_free((char **)t->headers);
 }
 
 static void set_defaults(tm_config *c)
@@ -242,6 +264,11 @@ tm_telemetry *tm_telemetry_new(uv_loop_t *loop, const tm_config *cfg)
     t->loop = loop;
     t->cfg = *cfg;
     set_defaults(&t->cfg);
+    /* Strings are copied below; cfg's pointers are not kept. */
+    t->cfg.service_name = t->cfg.service_version = t->cfg.instance_id = NULL;
+    t->cfg.resource = NULL;
+    memset(&t->cfg.traces, 0, sizeof(t->cfg.traces));
+    memset(&t->cfg.metrics, 0, sizeof(t->cfg.metrics));
     t->service_name = xstrdup(cfg->service_name && *cfg->service_name ? cfg->service_name : "chcp");
     t->service_version = xstrdup(
         cfg->service_version && *cfg->service_version ? cfg->service_version : CHCP_VERSION);
@@ -254,6 +281,13 @@ tm_telemetry *tm_telemetry_new(uv_loop_t *loop, const tm_config *cfg)
     tm_registry_set_resource(t->registry, "service.version", t->service_version);
     tm_registry_set_resource(t->registry, "service.instance.id", t->instance_id);
     tm_registry_set_resource(t->registry, "host.name", host);
+    for (const char *const *kv = cfg->resource; kv && kv[0] && kv[1]; kv += 2) {
+        bool reserved = strcmp(kv[0], "service.name") == 0 ||
+                        strcmp(kv[0], "service.version") == 0 ||
+                        strncmp(kv[0], "telemetry.sdk.", 14) == 0;
+        if (!reserved)
+            tm_registry_set_resource(t->registry, kv[0], kv[1]);
+    }
     tm_registry_set_resource(t->registry, "telemetry.sdk.name", "chcp");
     tm_registry_set_resource(t->registry, "telemetry.sdk.language", "c");
     tm_registry_set_resource(t->registry, "telemetry.sdk.version", CHCP_VERSION);
@@ -267,12 +301,12 @@ tm_telemetry *tm_telemetry_new(uv_loop_t *loop, const tm_config *cfg)
     if (!cfg->enabled)
         return t;
 
-    const char *endpoint = cfg->endpoint && *cfg->endpoint ? cfg->endpoint : "localhost:4318";
-    t->traces_url = join_url(endpoint, "/v1/traces");
-    t->metrics_url = join_url(endpoint, "/v1/metrics");
+    target_copy(&t->traces, &cfg->traces, "http://localhost:4318/v1/traces");
+    target_copy(&t->metrics, &cfg->metrics, "http://localhost:4318/v1/metrics");
     tm_exporter_config ec = {.export_timeout_ms = t->cfg.export_timeout_ms};
     t->exporter = tm_exporter_new(loop, &ec);
     t->tracer = tm_tracer_new(cfg->sampling_rate, enqueue_span, t);
+    tm_tracer_set_capture_errors(t->tracer, cfg->capture_errors);
     t->queue = xcalloc(t->cfg.max_queue, sizeof(*t->queue));
 
     uv_timer_init(loop, &t->batch_timer);
@@ -376,8 +410,10 @@ void tm_telemetry_free(tm_telemetry *t)
     tm_exporter_free(t->exporter);
     tm_tracer_free(t->tracer);
     tm_registry_free(t->registry);
-    free(t->traces_url);
-    free(t->metrics_url);
+    if (t->traces.url) {
+        target_free(&t->traces);
+        target_free(&t->metrics);
+    }
     free(t->service_name);
     free(t->service_version);
     free(t->instance_id);

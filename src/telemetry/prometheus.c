@@ -79,7 +79,12 @@ char *tm_prometheus_metric_name(const tm_metric *m)
     return buf_steal_str(&b);
 }
 
-/* Shortest text that parses back to the same double (Go's strconv 'g', -1). */
+/*
+ * Shortest text that parses back to the same double, laid out exactly as Go's
+ * strconv.FormatFloat(v, 'g', -1, 64) does (what Prometheus' own clients
+ * print): exponent form only below 1e-4 or from 1e6 up. `le` labels are
+ * strings to PromQL, so le="10" must be spelt "10", never "1e+01".
+ */
 static void append_double(chcp_buf *b, double v)
 {
     if (isnan(v)) {
@@ -91,10 +96,16 @@ static void append_double(chcp_buf *b, double v)
         return;
     }
     char tmp[40];
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
+    int digits = 1;
+    for (; digits <= 17; digits++) {
+        snprintf(tmp, sizeof(tmp), "%.*e", digits - 1, v);
         if (strtod(tmp, NULL) == v)
             break;
+    }
+    long exp = strtol(strchr(tmp, 'e') + 1, NULL, 10);
+    if (exp >= -4 && exp < 6) {
+        int decimals = digits - 1 - (int)exp;
+        snprintf(tmp, sizeof(tmp), "%.*f", decimals > 0 ? decimals : 0, v);
     }
     buf_append_str(b, tmp);
 }

@@ -55,10 +55,10 @@ struct tm_span {
     bool ended;
 
     /* Root only: how many spans of the trace are still open (itself
-     * included), whether any ended in error, the ended spans held back until
+     * included), whether the trace is captured, the ended spans held back until
      * the export decision, and the decision once made. */
     unsigned open_spans;
-    bool any_error;
+    bool captured; /* exported whatever the sampler said */
     struct tm_span **held;
     size_t n_held, cap_held;
     enum { TM_UNDECIDED, TM_EXPORT, TM_DROP } decision;

@@ -31,7 +31,7 @@ typedef enum tm_kind {
 typedef struct tm_registry tm_registry;
 typedef struct tm_metric tm_metric;
 
-/* Semantic-convention bucket boundaries for durations in seconds. */
+/* Default bucket boundaries for durations in seconds: 50 µs to 60 s. */
 extern const double tm_seconds_buckets[];
 extern const size_t tm_seconds_buckets_len;
 
@@ -56,6 +56,13 @@ tm_metric *tm_metric_new(tm_registry *r, tm_kind kind, const char *name, const c
 void tm_add(tm_metric *m, const char *const *label_values, double delta);     /* counter, updown */
 void tm_set(tm_metric *m, const char *const *label_values, double value);     /* gauge, updown */
 void tm_observe(tm_metric *m, const char *const *label_values, double value); /* histogram */
+
+/* Set a cumulative value read from elsewhere (a VMM's counters) and the time
+ * its count started (unix ns; 0 = the registry's start), for OTLP. */
+void tm_set_since(tm_metric *m, const char *const *label_values, double value, uint64_t start_ns);
+/* Forget every series of an instrument (values that are rebuilt on each
+ * collection, whose label sets come and go: per-VM metrics). */
+void tm_metric_clear(tm_metric *m);
 
 /* Read back a series (tests, health): value of a sum/gauge, or the count of
  * a histogram. Returns false if the series does not exist. */
@@ -142,6 +149,9 @@ typedef void (*tm_span_sink_fn)(tm_span *span, void *ud);
  * below a cheap no-op returning NULL.
  */
 tm_tracer *tm_tracer_new(double sampling_ratio, tm_span_sink_fn sink, void *sink_ud);
+/* Whether a span ending with status ERROR makes its trace exported (default
+ * true; false = head sampling and tm_span_capture() only). */
+void tm_tracer_set_capture_errors(tm_tracer *t, bool on);
 void tm_tracer_free(tm_tracer *t);
 bool tm_tracer_should_sample(double ratio, const uint8_t trace_id[16]);
 
@@ -160,6 +170,9 @@ void tm_span_set_bool(tm_span *s, const char *key, bool value);
 /* kv: NULL-terminated key/value string pairs (may be NULL). */
 void tm_span_add_event(tm_span *s, const char *name, const char *const *kv);
 void tm_span_set_status(tm_span *s, tm_status_code code, const char *message);
+/* Export this span's whole local trace whatever the sampler decided (a call
+ * that did not end OK). Does not change the sampled flag propagated on. */
+void tm_span_capture(tm_span *s);
 /* End the span. After this the caller must not touch it. */
 void tm_span_end(tm_span *s);
 const tm_span_context *tm_span_context_get(const tm_span *s);
@@ -180,13 +193,26 @@ void tm_otlp_encode_metrics(const tm_resource *res, tm_registry *r, chcp_buf *ou
 
 /* ---- the telemetry pipeline ------------------------------------------- */
 
+/* Where and how one signal is exported over OTLP/HTTP. */
+typedef struct tm_export_target {
+    const char *url;            /* full URL: http://host:4318/v1/traces */
+    const char *const *headers; /* NULL-terminated name/value pairs, or NULL */
+    bool gzip;                  /* Content-Encoding: gzip */
+    uint64_t timeout_ms;        /* one attempt; 0 = 10000 */
+} tm_export_target;
+
 typedef struct tm_config {
-    bool enabled;         /* false: nothing is exported, tracer is NULL */
-    const char *endpoint; /* OTLP/HTTP base URL, e.g. http://localhost:4318 */
+    bool enabled; /* false: nothing is exported, tracer is NULL */
+    tm_export_target traces, metrics;
     double sampling_rate; /* root sampling ratio, 0..1 */
+    bool capture_errors;  /* spans ending in ERROR make their trace exported */
     const char *service_name;
     const char *service_version;
-    const char *instance_id;     /* default: a random UUID */
+    const char *instance_id; /* default: a random UUID */
+    /* More resource attributes (NULL-terminated key/value pairs, or NULL);
+     * they may replace host.name and service.instance.id, never
+     * service.name/version (above) nor telemetry.sdk.*. */
+    const char *const *resource;
     uint64_t metric_interval_ms; /* OTLP metric push (default 60000; 0 = default) */
     size_t max_queue;            /* spans (default 2048) */
     size_t max_batch;            /* spans per export (default 512) */

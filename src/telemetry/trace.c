@@ -5,7 +5,9 @@
  * spec says, but every span is *recorded*: operators want every failed call,
  * and an error is only known when a span ends. So the export decision is
  * taken when the local root span ends: export the whole local trace if it was
- * sampled, or if any of its spans ended with status ERROR. Spans of an
+ * sampled, or captured: any of its spans ended with status ERROR (unless
+ * that is switched off), or tm_span_capture() was called on one of them (the
+ * daemon does so for every RPC that did not end OK). Spans of an
  * undecided trace are held by their root until then; a child that ends after
  * its root (an asynchronous VMM call outliving its request) follows the
  * decision already made. The sampled flag we propagate downstream stays what
@@ -20,6 +22,7 @@
 
 struct tm_tracer {
     double ratio;
+    bool capture_errors;
     tm_span_sink_fn sink;
     void *sink_ud;
 };
@@ -28,9 +31,16 @@ tm_tracer *tm_tracer_new(double sampling_ratio, tm_span_sink_fn sink, void *sink
 {
     tm_tracer *t = xcalloc(1, sizeof(*t));
     t->ratio = sampling_ratio;
+    t->capture_errors = true;
     t->sink = sink;
     t->sink_ud = sink_ud;
     return t;
+}
+
+void tm_tracer_set_capture_errors(tm_tracer *t, bool on)
+{
+    if (t)
+        t->capture_errors = on;
 }
 
 void tm_tracer_free(tm_tracer *t)
@@ -340,6 +350,12 @@ void tm_span_set_status(tm_span *s, tm_status_code code, const char *message)
     s->status_message = code == TM_STATUS_ERROR && message ? xstrdup(message) : NULL;
 }
 
+void tm_span_capture(tm_span *s)
+{
+    if (s)
+        s->root->captured = true;
+}
+
 const tm_span_context *tm_span_context_get(const tm_span *s)
 {
     return s ? &s->ctx : NULL;
@@ -402,7 +418,7 @@ static void hand_to_sink(tm_span *s)
 
 static void decide(tm_span *root)
 {
-    bool export = (root->ctx.flags & 1) || root->any_error;
+    bool export = (root->ctx.flags & 1) || root->captured;
     root->decision = export ? TM_EXPORT : TM_DROP;
     /* Releasing spans may free the root: hold it until the loop is done. */
     root->refs++;
@@ -427,12 +443,13 @@ void tm_span_end(tm_span *s)
     s->ended = true;
     s->end_ns = time_real_ns();
     tm_span *root = s->root;
-    if (s->status == TM_STATUS_ERROR)
-        root->any_error = true;
+    bool capture = s->status == TM_STATUS_ERROR && s->tracer->capture_errors;
+    if (capture)
+        root->captured = true;
     root->open_spans--;
 
     if (root->decision != TM_UNDECIDED) { /* a late child: follow the root */
-        if (root->decision == TM_EXPORT || s->status == TM_STATUS_ERROR)
+        if (root->decision == TM_EXPORT || capture)
             hand_to_sink(s);
         else
             tm_span_release(s);

@@ -105,6 +105,9 @@ class Daemon:
             "CHCP_PORT": "0",
             "CHCP_STATE_DIR": self.state_dir,
             "CHCP_LOG_LEVEL": "debug",
+            # A usable VMM binary: without one the daemon is live but not
+            # ready, and /health says 503.
+            "CHCP_CH_BINARY": standin_bin(),
         }
         if self.unix_socket:
             self.env["CHCP_UNIX_SOCKET"] = self.unix_socket
@@ -155,7 +158,7 @@ class Daemon:
 
     def _health_ok(self):
         try:
-            status, _, body = self.http("GET", "/health", timeout=2)
+            status, _, body = self.http("GET", "/livez", timeout=2)
             return status == 200 and body == b"ok"
         except OSError:
             return False

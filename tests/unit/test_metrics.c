@@ -130,6 +130,48 @@ static void test_many_series(void **state)
     tm_registry_free(r);
 }
 
+/* The default duration buckets resolve 50 µs to 60 s: a 70 µs RPC and a
+ * 45 s boot each land in a bucket of their own. */
+static void test_default_buckets(void **state)
+{
+    (void)state;
+    tm_registry *r = tm_registry_new();
+    tm_metric *h = tm_metric_new(r, TM_HISTOGRAM, "rpc.duration", "s", "d", NULL, NULL, 0);
+    tm_observe(h, NULL, 0.00007);
+    tm_observe(h, NULL, 45);
+    char *text = render(r);
+    assert_non_null(strstr(text, "rpc_duration_seconds_bucket{le=\"5e-05\"} 0\n"
+                                 "rpc_duration_seconds_bucket{le=\"0.0001\"} 1\n"));
+    assert_non_null(strstr(text, "rpc_duration_seconds_bucket{le=\"30\"} 1\n"
+                                 "rpc_duration_seconds_bucket{le=\"60\"} 2\n"));
+    free(text);
+    tm_registry_free(r);
+}
+
+/* Values rebuilt on every collection: clear drops every series. */
+static void test_clear_and_set_since(void **state)
+{
+    (void)state;
+    tm_registry *r = tm_registry_new();
+    const char *keys[] = {"vm", NULL};
+    tm_metric *c = tm_metric_new(r, TM_COUNTER, "vm.disk.io", "By", "d", keys, NULL, 0);
+    const char *a[] = {"a", NULL}, *b[] = {"b", NULL};
+    tm_set_since(c, a, 512, 1000);
+    tm_set_since(c, b, 7, 0);
+    char *text = render(r);
+    assert_non_null(strstr(text, "vm_disk_io_bytes_total{vm=\"a\"} 512\n"));
+    free(text);
+    tm_metric_clear(c);
+    double v;
+    assert_false(tm_read(c, a, &v));
+    tm_set_since(c, b, 8, 0);
+    text = render(r);
+    assert_null(strstr(text, "vm=\"a\""));
+    assert_non_null(strstr(text, "vm_disk_io_bytes_total{vm=\"b\"} 8\n"));
+    free(text);
+    tm_registry_free(r);
+}
+
 static void test_process_metrics(void **state)
 {
     (void)state;
@@ -151,9 +193,13 @@ static void test_process_metrics(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_names),           cmocka_unit_test(test_counter_and_escaping),
-        cmocka_unit_test(test_histogram),       cmocka_unit_test(test_many_series),
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_counter_and_escaping),
+        cmocka_unit_test(test_histogram),
+        cmocka_unit_test(test_many_series),
         cmocka_unit_test(test_process_metrics),
+        cmocka_unit_test(test_default_buckets),
+        cmocka_unit_test(test_clear_and_set_since),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

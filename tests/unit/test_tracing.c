@@ -124,6 +124,38 @@ static void test_rate_zero_exports_only_errors(void **state)
     tm_tracer_free(t);
 }
 
+/* tm_span_capture: a call that did not end OK is exported although its
+ * status stays UNSET (a caller's mistake), and the sampled flag it propagates
+ * stays what the sampler said. Error capture can be switched off. */
+static void test_capture(void **state)
+{
+    (void)state;
+    sink k = {0};
+    tm_tracer *t = tm_tracer_new(0, record, &k);
+    tm_span *root = tm_span_start(t, "not found", TM_SPAN_SERVER, NULL);
+    tm_span *op = tm_span_start_child(root, "op", TM_SPAN_INTERNAL);
+    assert_int_equal(tm_span_context_get(root)->flags & 1, 0);
+    tm_span_end(op);
+    tm_span_capture(root);
+    tm_span_end(root);
+    assert_int_equal(k.n, 2);
+    sink_clear(&k);
+
+    /* Without error capture an ERROR span alone exports nothing ... */
+    tm_tracer_set_capture_errors(t, false);
+    tm_span *r2 = tm_span_start(t, "fails", TM_SPAN_SERVER, NULL);
+    tm_span_set_status(r2, TM_STATUS_ERROR, "boom");
+    tm_span_end(r2);
+    assert_int_equal(k.n, 0);
+    /* ... but an explicit capture still does. */
+    tm_span *r3 = tm_span_start(t, "captured", TM_SPAN_SERVER, NULL);
+    tm_span_capture(r3);
+    tm_span_end(r3);
+    assert_int_equal(k.n, 1);
+    sink_clear(&k);
+    tm_tracer_free(t);
+}
+
 static void test_parent_based(void **state)
 {
     (void)state;
@@ -197,6 +229,7 @@ int main(void)
         cmocka_unit_test(test_traceparent),
         cmocka_unit_test(test_ratio_sampler),
         cmocka_unit_test(test_rate_zero_exports_only_errors),
+        cmocka_unit_test(test_capture),
         cmocka_unit_test(test_parent_based),
         cmocka_unit_test(test_disabled_is_noop),
         cmocka_unit_test(test_limits),
