@@ -9,8 +9,12 @@
 #   scripts/o11y.sh status
 #
 # Everything listens on loopback only. State, logs and pid files live in
-# $O11Y_DIR (default build/o11y-run). Ports: JAEGER_OTLP_PORT, JAEGER_UI_PORT,
-# PROMETHEUS_PORT, CHCP_PROMETHEUS_PORT, CHCP_API_PORT. Run chcp with
+# $O11Y_DIR (default build/o11y-run). Every port is a variable (defaults in
+# brackets): JAEGER_OTLP_PORT [4318], JAEGER_OTLP_GRPC_PORT [4317],
+# JAEGER_UI_PORT (query HTTP API) [16686], JAEGER_QUERY_GRPC_PORT [16685],
+# JAEGER_COLLECTOR_GRPC_PORT [14250], JAEGER_COLLECTOR_HTTP_PORT [14268],
+# JAEGER_ADMIN_PORT [14269], PROMETHEUS_PORT [9090], and the chcp ports
+# Prometheus scrapes: CHCP_PROMETHEUS_PORT [9464], CHCP_API_PORT [8080]. Run chcp with
 #   UNKEY_CHCP_OTEL_ENABLED=true UNKEY_CHCP_OTEL_ENDPOINT=http://127.0.0.1:4318
 # (make o11y calls this after scripts/o11y-deps.sh).
 set -euo pipefail
@@ -22,6 +26,10 @@ PROMETHEUS_BIN=${PROMETHEUS_BIN:-/usr/bin/prometheus}
 JAEGER_OTLP_PORT=${JAEGER_OTLP_PORT:-4318}
 JAEGER_OTLP_GRPC_PORT=${JAEGER_OTLP_GRPC_PORT:-4317}
 JAEGER_UI_PORT=${JAEGER_UI_PORT:-16686}
+JAEGER_QUERY_GRPC_PORT=${JAEGER_QUERY_GRPC_PORT:-16685}
+JAEGER_COLLECTOR_GRPC_PORT=${JAEGER_COLLECTOR_GRPC_PORT:-14250}
+JAEGER_COLLECTOR_HTTP_PORT=${JAEGER_COLLECTOR_HTTP_PORT:-14268}
+JAEGER_ADMIN_PORT=${JAEGER_ADMIN_PORT:-14269}
 PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 CHCP_PROMETHEUS_PORT=${CHCP_PROMETHEUS_PORT:-9464}
 CHCP_API_PORT=${CHCP_API_PORT:-8080}
@@ -60,18 +68,19 @@ start() {
     if live_pid jaeger "$JAEGER_BIN" >/dev/null; then
         echo "o11y.sh: Jaeger already running (pid $(live_pid jaeger "$JAEGER_BIN"))"
     else
-        for p in "$JAEGER_OTLP_PORT" "$JAEGER_UI_PORT"; do
+        for p in "$JAEGER_OTLP_PORT" "$JAEGER_OTLP_GRPC_PORT" "$JAEGER_UI_PORT" "$JAEGER_QUERY_GRPC_PORT" \
+            "$JAEGER_COLLECTOR_GRPC_PORT" "$JAEGER_COLLECTOR_HTTP_PORT" "$JAEGER_ADMIN_PORT"; do
             port_free "$p" || die "127.0.0.1:$p is in use"
         done
         SPAN_STORAGE_TYPE=memory OTEL_TRACES_EXPORTER=none OTEL_SDK_DISABLED=true setsid "$JAEGER_BIN" \
             --collector.otlp.enabled=true \
             --collector.otlp.http.host-port="127.0.0.1:$JAEGER_OTLP_PORT" \
             --collector.otlp.grpc.host-port="127.0.0.1:$JAEGER_OTLP_GRPC_PORT" \
-            --collector.grpc-server.host-port=127.0.0.1:14250 \
-            --collector.http-server.host-port=127.0.0.1:14268 \
+            --collector.grpc-server.host-port="127.0.0.1:$JAEGER_COLLECTOR_GRPC_PORT" \
+            --collector.http-server.host-port="127.0.0.1:$JAEGER_COLLECTOR_HTTP_PORT" \
             --query.http-server.host-port="127.0.0.1:$JAEGER_UI_PORT" \
-            --query.grpc-server.host-port=127.0.0.1:16685 \
-            --admin.http.host-port=127.0.0.1:14269 \
+            --query.grpc-server.host-port="127.0.0.1:$JAEGER_QUERY_GRPC_PORT" \
+            --admin.http.host-port="127.0.0.1:$JAEGER_ADMIN_PORT" \
             --memory.max-traces=100000 \
             --log-encoding=console \
             </dev/null >"$DIR/jaeger.log" 2>&1 &
@@ -95,7 +104,7 @@ start() {
         echo $! > "$DIR/prometheus.pid"
     fi
 
-    wait_http "http://127.0.0.1:14269/" "Jaeger"
+    wait_http "http://127.0.0.1:$JAEGER_ADMIN_PORT/" "Jaeger"
     wait_http "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" "Prometheus"
     cat <<MSG
 Jaeger query API: http://127.0.0.1:$JAEGER_UI_PORT/api/traces?service=chcp
