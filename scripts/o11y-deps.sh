@@ -8,6 +8,11 @@
 #                           `go install` refuses the module (replace
 #                           directives), so build it inside the downloaded
 #                           module. ~9 minutes on 2 cores the first time.
+#   otelcol-chcp            the OpenTelemetry Collector (core OTLP receiver and
+#                           exporter), built with the collector's builder
+#                           (v0.165.0, Go module proxy) from
+#                           tests/o11y/otelcol-builder.yaml. ~3 minutes the
+#                           first time.
 #   opentelemetry-proto     PyPI (tests/requirements.txt), decodes OTLP
 #   buf                     npm (tests/integration), the test client
 #
@@ -48,6 +53,22 @@ if [ ! -x "$JAEGER_BIN" ] || [ "$(cat "$TOOLS_DIR/jaeger.version" 2>/dev/null)" 
     (cd "$moddir" && GOFLAGS= nice go build -o "$JAEGER_BIN.tmp" ./cmd/all-in-one)
     mv "$JAEGER_BIN.tmp" "$JAEGER_BIN"
     echo "$JAEGER_VERSION" > "$TOOLS_DIR/jaeger.version"
+fi
+
+# ---- OpenTelemetry Collector (Go module proxy) ------------------------------------------
+OTELCOL_VERSION=v0.165.0
+OTELCOL_BIN="$TOOLS_DIR/bin/otelcol-chcp"
+OTELCOL_STAMP="$OTELCOL_VERSION $(sha256sum tests/o11y/otelcol-builder.yaml | cut -c1-16)"
+if [ ! -x "$OTELCOL_BIN" ] || [ "$(cat "$TOOLS_DIR/otelcol.version" 2>/dev/null)" != "$OTELCOL_STAMP" ]; then
+    echo "o11y-deps.sh: building the OpenTelemetry Collector $OTELCOL_VERSION (minutes the first time)" >&2
+    GOBIN="$TOOLS_DIR/bin" go install "go.opentelemetry.io/collector/cmd/builder@$OTELCOL_VERSION"
+    work=$(mktemp -d)
+    sed "s|OUTPUT_PATH|$work/out|" tests/o11y/otelcol-builder.yaml > "$work/manifest.yaml"
+    (cd "$work" && GOFLAGS= nice "$TOOLS_DIR/bin/builder" --config manifest.yaml >"$work/build.log" 2>&1) ||
+        { tail -30 "$work/build.log" >&2; rm -rf "$work"; exit 1; }
+    mv "$work/out/otelcol-chcp" "$OTELCOL_BIN"
+    rm -rf "$work"
+    echo "$OTELCOL_STAMP" > "$TOOLS_DIR/otelcol.version"
 fi
 
 # ---- Python: the OTLP protobuf classes ------------------------------------------------

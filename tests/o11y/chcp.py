@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 
-from peers import REPO, free_port, wait_until
+from peers import REPO, free_port, listening_sockets, wait_until
 
 SERVICE = "cloudhypervisor.v1.VmService"
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
@@ -146,7 +146,9 @@ class Chcp:
 
     # ---- lifecycle ------------------------------------------------------------
 
-    def start(self, timeout=20):
+    def start(self, timeout=20, wait_listening=True):
+        """Start and wait for the "listening" line (logged once recovery is
+        done), or with wait_listening=False only until /livez answers."""
         for p in (chcp_bin(), ch_binary()):
             if not os.access(p, os.X_OK):
                 raise AssertionError("%s missing: make B=build/asan SAN=1 build standin-build" % p)
@@ -164,11 +166,23 @@ class Chcp:
                     return int(rec["port"])
             return None
 
+        if not wait_listening:
+            self.port = wait_until(self._port_from_log, timeout, "chcp-api's port", interval=0.02)
+            wait_until(lambda: self.http("GET", "/livez")[0] == 200, timeout, "/livez")
+            return self
         self.port = wait_until(listening, timeout, "chcp-api's listening line", interval=0.02)
         if self.prom_port:
             wait_until(lambda: self.http("GET", "/metrics", port=self.prom_port)[0] == 200, timeout,
                        "chcp's Prometheus listener on port %d" % self.prom_port)
         return self
+
+    def _port_from_log(self):
+        """The API port before the listening line: the transport logs nothing,
+        so ask the kernel which port the daemon's TCP listener has."""
+        if self.proc.poll() is not None:
+            raise AssertionError("chcp-api exited with %d during start:\n%s"
+                                 % (self.proc.returncode, self.output()[-6000:]))
+        return listening_port(self.proc.pid, exclude={self.prom_port})
 
     def stop(self, timeout=20):
         if self._client:
@@ -249,10 +263,49 @@ class Chcp:
 
     # ---- VMs (with the stand-in) -------------------------------------------------
 
-    def vm_config(self, directives=()):
+    def vm_config(self, directives=(), devices=False):
+        """A minimal VM; devices=True adds a disk and a network device with
+        ids, which the stand-in reports counters for."""
         cmdline = " ".join(["console=hvc0"] + list(directives))
-        return {"cpus": {"bootVcpus": 1, "maxVcpus": 1}, "memory": {"size": str(64 << 20)},
-                "payload": {"kernel": self.kernel, "cmdline": cmdline}}
+        cfg = {"cpus": {"bootVcpus": 1, "maxVcpus": 1}, "memory": {"size": str(64 << 20)},
+               "payload": {"kernel": self.kernel, "cmdline": cmdline}}
+        if devices:  # one image per VM: a running VMM locks its disks
+            self._disks = getattr(self, "_disks", 0) + 1
+            disk = os.path.join(self.image_dir, "disk%d.img" % self._disks)
+            with open(disk, "wb") as f:
+                f.truncate(1 << 20)
+            cfg["disks"] = [{"path": disk, "id": "disk0"}]
+            cfg["net"] = [{"tap": "chcp-o11y0", "id": "net0"}]
+        return cfg
+
+
+def listening_port(pid, exclude=()):
+    """A TCP port process `pid` listens on, other than those in `exclude`."""
+    try:
+        ports = {p for _, p in listening_sockets(pid)} - set(exclude)
+    except OSError:
+        return None
+    return min(ports) if ports else None
+
+
+def vmm_pid(chcp, vm=None, timeout=10):
+    """The pid of a VMM (stand-in) of this daemon, of VM `vm` if given: the
+    processes whose command line names the daemon's temporary directory."""
+    want = [chcp.tmp.name.encode(), b"cloud-hypervisor"] + ([("/vms/%s/" % vm).encode()] if vm else [])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if all(w in cmd for w in want):
+                return int(pid)
+        time.sleep(0.1)
+    raise AssertionError("no VMM process found for %s %s" % (chcp.tmp.name, vm or ""))
 
 
 def kill_leftovers(marker):

@@ -7,7 +7,7 @@ failing OTLP receiver, and chcp-api daemons configured to talk to them.
 - `start_chcp(otel=..., env=...)`: starts a daemon; every daemon is stopped at
   teardown and must exit 0 with no sanitizer report.
 - `start_prometheus(targets)`: a Prometheus scraping the given targets every
-  second, stopped at teardown.
+  second (or running `config_text`), stopped at teardown.
 - `schema_image`: the API schema built once with `buf build` for buf curl.
 """
 
@@ -68,8 +68,8 @@ def start_chcp():
 def start_prometheus():
     started = []
 
-    def start(targets, interval="1s"):
-        p = Prometheus(targets, interval)
+    def start(targets, interval="1s", config_text=None):
+        p = Prometheus(targets, interval, config_text=config_text)
         started.append(p)
         return p.start()
 

@@ -9,6 +9,7 @@ or temporary storage; every wait is bounded and stop() always reaps them.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,6 +28,36 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def listening_sockets(pid):
+    """{(address, port)} of the TCP sockets in LISTEN and the bound UDP sockets
+    of process `pid` (from its socket inodes and /proc/net); IPv6 addresses as
+    32 hex digits."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = set()
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        try:
+            with open("/proc/net/" + table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            c = row.split()
+            if c[9] not in inodes or (table.startswith("tcp") and c[3] != "0A"):
+                continue
+            addr, port = c[1].rsplit(":", 1)
+            if len(addr) == 8:
+                addr = ".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0))
+            out.add((addr, int(port, 16)))
+    return out
 
 
 def http_get(url, timeout=5):
@@ -263,14 +294,30 @@ def prometheus_config(targets, interval="1s"):
     return "\n".join(lines) + "\n"
 
 
+def deploy_prometheus_config(api_port, prom_port, interval="1s"):
+    """deploy/prometheus/prometheus.yml as shipped, pointed at a test
+    daemon's ports (the substitution scripts/o11y.sh makes) and scraping
+    every `interval`."""
+    with open(os.path.join(REPO, "deploy", "prometheus", "prometheus.yml")) as f:
+        text = f.read()
+    for old, new in (("127.0.0.1:9464", "127.0.0.1:%d" % prom_port), ("127.0.0.1:8080", "127.0.0.1:%d" % api_port)):
+        assert old in text, "deploy/prometheus/prometheus.yml no longer names %s" % old
+        text = text.replace(old, new)
+    for key in ("scrape_interval", "scrape_timeout", "evaluation_interval"):
+        text = re.sub(r"(%s:) *\S+" % key, r"\1 %s" % interval, text)
+    return text
+
+
 class Prometheus(Process):
-    def __init__(self, targets, interval="1s"):
+    def __init__(self, targets, interval="1s", config_text=None):
+        """Scrape `targets` ((job, host:port, path) tuples), or run with
+        `config_text` as its whole configuration."""
         self.port = free_port()
         tmp = tempfile.mkdtemp(prefix="chcp-o11y-promcfg-")
         self._cfg_dir = tmp
         self.config_path = os.path.join(tmp, "prometheus.yml")
         with open(self.config_path, "w") as f:
-            f.write(prometheus_config(targets, interval))
+            f.write(config_text or prometheus_config(targets, interval))
         super().__init__("prometheus", [])
         self.argv = [
             prometheus_binary(),
@@ -342,3 +389,107 @@ class Prometheus(Process):
     def targets_up(self):
         data = self.api("/api/v1/targets")
         return {t["labels"]["job"]: t for t in data["activeTargets"]}
+
+
+# ---- OpenTelemetry Collector ------------------------------------------------------
+
+
+def otelcol_binary():
+    path = os.environ.get("OTELCOL_BIN", os.path.join(TOOLS_BIN, "otelcol-chcp"))
+    if not os.access(path, os.X_OK):
+        raise AssertionError("%s missing: run scripts/o11y-deps.sh (builds it with the collector's "
+                             "builder from the Go module proxy)" % path)
+    return path
+
+
+class Collector(Process):
+    """The OpenTelemetry Collector (core components, built by
+    scripts/o11y-deps.sh): an OTLP/HTTP receiver on loopback whose traces and
+    metrics are forwarded, re-encoded by the collector, with its otlp_http
+    exporter to `forward_to` (an OTLP/HTTP base URL). Its own metrics
+    (accepted/refused spans and points) are served in Prometheus format."""
+
+    def __init__(self, forward_to):
+        self.otlp_http, self.metrics_port = free_port(), free_port()
+        tmp = tempfile.mkdtemp(prefix="chcp-o11y-otelcol-")
+        self._cfg_dir = tmp
+        self.config_path = os.path.join(tmp, "otelcol.yaml")
+        with open(self.config_path, "w") as f:
+            f.write(COLLECTOR_CONFIG % {"otlp": self.otlp_http, "forward": forward_to,
+                                        "metrics": self.metrics_port})
+        super().__init__("otelcol", [otelcol_binary(), "--config=file:" + self.config_path],
+                         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+
+    @property
+    def otlp_endpoint(self):
+        return "http://127.0.0.1:%d" % self.otlp_http
+
+    def start(self, timeout=30):
+        super().start()
+
+        def ready():
+            self.check_alive()
+            st, _ = http_get("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=1)
+            if st != 200:
+                return False
+            with socket.create_connection(("127.0.0.1", self.otlp_http), timeout=1):
+                return True
+
+        wait_until(ready, timeout, "the OpenTelemetry Collector to be ready")
+        return self
+
+    def stop(self):
+        super().stop(grace=5)
+        try:
+            os.unlink(self.config_path)
+            os.rmdir(self._cfg_dir)
+        except OSError:
+            pass
+
+    def own_metrics(self):
+        """{name: summed value} of the collector's own Prometheus metrics."""
+        st, body = http_get("http://127.0.0.1:%d/metrics" % self.metrics_port)
+        assert st == 200, body[:300]
+        out = {}
+        for line in body.decode().splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name = line.split("{")[0].split(" ")[0]
+            out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        return out
+
+
+COLLECTOR_CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:%(otlp)d
+exporters:
+  otlp_http:
+    endpoint: %(forward)s
+    compression: none
+    retry_on_failure:
+      enabled: false
+    sending_queue:
+      enabled: false
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp_http]
+    metrics:
+      receivers: [otlp]
+      exporters: [otlp_http]
+  telemetry:
+    logs:
+      level: warn
+    metrics:
+      level: detailed
+      readers:
+        - pull:
+            exporter:
+              prometheus:
+                host: 127.0.0.1
+                port: %(metrics)d
+"""

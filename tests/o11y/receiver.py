@@ -129,9 +129,17 @@ class Receiver:
     def spans(self):
         """Every span received (decoded) in requests that were answered 2xx."""
         out = []
-        for r in self.snapshot("/v1/traces"):
-            if 200 <= r.status < 300:
+        for r in self.snapshot():
+            if 200 <= r.status < 300 and signal_of(r.path) == "traces":
                 out.extend(r.spans)
+        return out
+
+    def metrics(self):
+        """Every (resource, metric) received in requests answered 2xx."""
+        out = []
+        for r in self.snapshot():
+            if 200 <= r.status < 300 and signal_of(r.path) == "metrics":
+                out.extend(r.metrics)
         return out
 
     def wait_for(self, predicate, timeout, what="a condition"):
@@ -275,17 +283,27 @@ class Receiver:
         return Handler
 
 
+def signal_of(path):
+    """The OTLP signal a path carries: /v1/traces, or any custom path that
+    names it (per-signal endpoints such as /custom/traces)."""
+    if "trace" in path:
+        return "traces"
+    if "metric" in path:
+        return "metrics"
+    return None
+
+
 def _empty_response(path):
-    if path == "/v1/traces":
+    if signal_of(path) == "traces":
         return trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-    if path == "/v1/metrics":
+    if signal_of(path) == "metrics":
         return metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
     return b""
 
 
 def decode(req):
     """Parse the body as the OTLP message its path names."""
-    if req.path == "/v1/traces":
+    if signal_of(req.path) == "traces":
         msg = trace_service_pb2.ExportTraceServiceRequest()
         msg.ParseFromString(req.body)
         req.message = msg
@@ -294,7 +312,7 @@ def decode(req):
             for ss in rs.scope_spans:
                 for s in ss.spans:
                     req.spans.append((res, s))
-    elif req.path == "/v1/metrics":
+    elif signal_of(req.path) == "metrics":
         msg = metrics_service_pb2.ExportMetricsServiceRequest()
         msg.ParseFromString(req.body)
         req.message = msg

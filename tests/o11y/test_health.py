@@ -1,10 +1,15 @@
-"""/_/health: a JSON report (status, version, uptime, process CPU and memory,
-load, the VMM binary and its version, VM counts by state, the telemetry
-exporter) that follows what the daemon does: "degraded" while the collector
-fails (still 200: the API serves), 503 "unhealthy" without a VMM binary."""
+"""Health: /livez (the process answers), /readyz and /health (VmService can
+do its job: recovery done, the VMM backend usable, not draining), and
+/_/health, a JSON report (status, readiness, version, uptime, process CPU and
+memory, load, the VMM binary and its version, VM counts by state, the
+telemetry exporter) that follows what the daemon does: "degraded" while the
+collector fails (still 200: the API serves), 503 "unhealthy" without a
+usable VMM binary, 503 "recovering" until stored VMs are re-adopted."""
 
 import json
 import os
+import shutil
+import signal
 
 from peers import free_port, wait_until
 
@@ -91,3 +96,76 @@ def test_health_unhealthy_without_vmm_binary(start_chcp, tmp_path):
     st, doc = health(chcp)
     assert st == 503 and doc["status"] == "unhealthy", (st, doc)
     assert doc["vmm"]["available"] is False, doc["vmm"]
+    # Not ready (nothing could be created), but alive: no restart would help.
+    st, body = get(chcp, "/health")
+    assert st == 503 and "cloud-hypervisor" in body, (st, body)
+    assert get(chcp, "/livez") == (200, "ok")
+
+
+def get(chcp, path):
+    st, _, body = chcp.http("GET", path)
+    return st, body.decode()
+
+
+def test_liveness_and_readiness_follow_the_vmm_binary(start_chcp, tmp_path):
+    """The binary is checked on every probe: made non-executable, the daemon
+    is live but not ready; fixed, ready again."""
+    binary = tmp_path / "cloud-hypervisor"
+    shutil.copy(os.environ.get("CHCP_CH_BINARY") or chcp_binary_default(), binary)
+    binary.chmod(0o755)
+    chcp = start_chcp(env={"CHCP_CH_BINARY": str(binary)}, prometheus=False)
+    for path in ("/livez", "/readyz", "/health"):
+        assert get(chcp, path) == (200, "ok"), path
+    binary.chmod(0o644)
+    st, body = get(chcp, "/readyz")
+    assert st == 503 and body.startswith("not ready: ") and str(binary) in body, (st, body)
+    assert get(chcp, "/health") == (st, body)
+    assert get(chcp, "/livez") == (200, "ok")
+    st, doc = health(chcp)
+    assert st == 503 and doc["status"] == "unhealthy" and doc["ready"] is False and doc["live"] is True, doc
+    assert str(binary) in doc["reason"], doc
+    binary.chmod(0o755)
+    assert get(chcp, "/readyz") == (200, "ok")
+    assert health(chcp)[1]["ready"] is True
+    for path in ("/livez", "/readyz"):
+        st, hdrs, _ = chcp.http("POST", path, body=b"x")
+        assert st == 405 and hdrs["allow"] == "GET, HEAD", (path, st, hdrs)
+        st, _, body = chcp.http("HEAD", path)
+        assert st == 200 and body == b"", path
+
+
+def chcp_binary_default():
+    from chcp import ch_binary
+    return ch_binary()
+
+
+def test_not_ready_while_recovering(start_chcp):
+    """A restart re-adopts stored VMs; one whose VMM does not answer holds
+    recovery up for its vm.info timeout (2 s). Meanwhile the daemon is live
+    but not ready, and says why."""
+    chcp = start_chcp(prometheus=False)
+    assert chcp.call("CreateVm", {"vmId": "r1", "config": chcp.vm_config()}, timeout=30)[0] == "ok"
+    assert chcp.call("BootVm", {"vmId": "r1"}, timeout=30)[0] == "ok"
+    from test_metrics import _vmm_pid
+    pid = _vmm_pid(chcp)
+    chcp.stop()  # VMs outlive the daemon
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        chcp.start(wait_listening=False)
+        st, body = get(chcp, "/readyz")
+        assert st == 503 and body.startswith("not ready: recovering stored VMs"), (st, body)
+        assert get(chcp, "/livez") == (200, "ok")
+        st, doc = health(chcp)
+        assert st == 503 and doc["status"] == "recovering" and doc["live"] is True, doc
+        wait_until(lambda: get(chcp, "/readyz") == (200, "ok"), 15, "readiness after recovery")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert chcp.call("DeleteVm", {"vmId": "r1"}, timeout=30)[0] == "ok"
+
+
+def test_attach_mode_readiness(start_chcp, tmp_path):
+    sock = tmp_path / "ch.sock"
+    chcp = start_chcp(env={"CHCP_CH_ENDPOINT": "unix://%s" % sock}, prometheus=False)
+    st, body = get(chcp, "/readyz")
+    assert st == 503 and str(sock) in body, (st, body)
+    assert get(chcp, "/livez") == (200, "ok")

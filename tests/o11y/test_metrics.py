@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 
-from chcp import SERVICE, Chcp, buf_curl
+from chcp import SERVICE, Chcp, buf_curl, vmm_pid
 from peers import wait_until
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -242,20 +242,7 @@ def test_vm_metrics_follow_a_vm(start_chcp, start_prometheus, receiver):
 
 
 def _vmm_pid(chcp):
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open("/proc/%s/cmdline" % pid, "rb") as f:
-                    cmd = f.read()
-            except OSError:
-                continue
-            if chcp.tmp.name.encode() in cmd and b"cloud-hypervisor" in cmd:
-                return int(pid)
-        time.sleep(0.1)
-    raise AssertionError("no VMM process found for %s" % chcp.tmp.name)
+    return vmm_pid(chcp)
 
 
 def test_otlp_metric_push_is_cumulative(start_chcp, receiver):
@@ -322,3 +309,123 @@ def test_active_requests_counts_a_call_in_progress(start_chcp, receiver):
     assert result.get("boot") == "ok", result
     assert active() == 0.0
     assert chcp.call("DeleteVm", {"vmId": "slow"}, timeout=30)[0] == "ok"
+
+
+DEFAULT_BOUNDS = ["5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
+                  "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "+Inf"]
+
+
+def _bounds(text, name, method):
+    return [dict(labels)["le"] for (n, labels), _ in parse_exposition(text).items()
+            if n == name + "_bucket" and dict(labels).get("rpc_method") == method]
+
+
+def test_rpc_system_label_and_duration_buckets(start_chcp, start_prometheus, receiver, schema_image):
+    """Every RPC metric carries rpc_system; the duration histograms resolve
+    50 µs to 60 s (the le values spelt as Go's clients spell them)."""
+    chcp = start_chcp(otel={"UNKEY_CHCP_OTEL_ENDPOINT": receiver.endpoint})
+    prom = scrape_both(start_prometheus, chcp)
+    assert chcp.call("ListVms", {})[0] == "ok"
+    assert buf_curl(chcp, schema_image, "ListVms", {}, protocol="grpc", http2=True)[0] == "ok"
+    assert buf_curl(chcp, schema_image, "ListVms", {}, protocol="grpcweb")[0] == "ok"
+    for system in ("connect_rpc", "grpc", "grpc_web"):
+        prom.wait_value('sum(rpc_server_requests_total{job="chcp-prom",rpc_method="ListVms",rpc_system="%s"})'
+                        % system, 1.0)
+        prom.wait_value('sum(rpc_server_request_duration_seconds_count{job="chcp-prom",rpc_system="%s"})'
+                        % system, 1.0)
+    assert prom.scalar('count(rpc_server_active_requests{job="chcp-prom",rpc_system=""})') is None
+    _, text = chcp.metrics_text(port=chcp.prom_port)
+    got = _bounds(text, "rpc_server_request_duration_seconds", "ListVms")
+    assert got[:len(DEFAULT_BOUNDS)] == DEFAULT_BOUNDS, got
+    # Prometheus reads the le values as those numbers (10 is "10", not "1e+01").
+    les = {m["le"] for m, _ in prom.query('rpc_server_request_duration_seconds_bucket{job="chcp-prom"}')}
+    assert {"5e-05", "0.001", "10", "60", "+Inf"} <= les, les
+
+
+def test_duration_buckets_are_configurable(start_chcp, receiver):
+    chcp = start_chcp(otel={"UNKEY_CHCP_OTEL_ENDPOINT": receiver.endpoint,
+                            "UNKEY_CHCP_OTEL_DURATION_BUCKETS": "0.0001,0.5,2"})
+    assert chcp.call("ListVms", {})[0] == "ok"
+    _, text = chcp.metrics_text(port=chcp.prom_port)
+    assert _bounds(text, "rpc_server_request_duration_seconds", "ListVms") == ["0.0001", "0.5", "2", "+Inf"]
+    promtool_check(text)
+    # The OTLP histogram carries the same bounds.
+    pts = receiver.wait_for(lambda r: [m for _, m in r.metrics() if m.name == "rpc.server.request.duration"],
+                            15, "the duration histogram over OTLP")
+    assert list(pts[-1].histogram.data_points[0].explicit_bounds) == [0.0001, 0.5, 2]
+
+
+def test_get_vm_info_calls_the_vmm_and_is_measured(start_chcp, start_prometheus, receiver):
+    chcp = start_chcp(otel={"UNKEY_CHCP_OTEL_ENDPOINT": receiver.endpoint})
+    prom = scrape_both(start_prometheus, chcp)
+    assert chcp.call("CreateVm", {"vmId": "i1", "config": chcp.vm_config()}, timeout=30)[0] == "ok"
+    assert chcp.call("BootVm", {"vmId": "i1"}, timeout=30)[0] == "ok"
+    for _ in range(3):
+        assert chcp.call("GetVmInfo", {"vmId": "i1"})[0] == "ok"
+    prom.wait_value('sum(chcp_vmm_api_call_duration_seconds_count{job="chcp-prom",endpoint="vm.info",'
+                    'outcome="ok"})', 3.0)
+    assert chcp.call("DeleteVm", {"vmId": "i1"}, timeout=30)[0] == "ok"
+
+
+def _per_vm(prom, expr):
+    return {(m.get("chcp_vm_id"), m.get("chcp_vm_device"), m.get("disk_io_direction") or
+             m.get("network_io_direction") or m.get("counter")): v for m, v in prom.query(expr)}
+
+
+def test_per_vm_metrics_from_vm_counters(start_chcp, start_prometheus, receiver):
+    """Opt-in, capped, read from each VMM's vm.counters, gone with the VM."""
+    chcp = start_chcp(otel={"UNKEY_CHCP_OTEL_ENDPOINT": receiver.endpoint,
+                            "UNKEY_CHCP_OTEL_VM_METRICS": "true",
+                            "UNKEY_CHCP_OTEL_VM_METRICS_MAX_VMS": "1",
+                            "UNKEY_CHCP_OTEL_VM_METRICS_INTERVAL_MS": "200"})
+    prom = scrape_both(start_prometheus, chcp)
+    for vm in ("pv-a", "pv-b"):
+        assert chcp.call("CreateVm", {"vmId": vm, "config": chcp.vm_config(devices=True)}, timeout=30)[0] == "ok"
+        assert chcp.call("BootVm", {"vmId": vm}, timeout=30)[0] == "ok"
+
+    def disk():
+        return _per_vm(prom, 'chcp_vm_disk_io_bytes_total{job="chcp-prom"}')
+
+    got = wait_until(lambda: disk() or None, 20, "per-VM disk metrics in Prometheus")
+    # The cap: only the first VM by id has series; the other is counted.
+    assert {k[0] for k in got} == {"pv-a"}, got
+    assert set(got) == {("pv-a", "disk0", "read"), ("pv-a", "disk0", "write")}, got
+    prom.wait_value('chcp_vm_metrics_vms{job="chcp-prom",state="skipped"}', 1.0)
+    prom.wait_value('chcp_vm_metrics_vms{job="chcp-prom",state="collected"}', 1.0)
+    assert any("per-VM metrics cover 1 VMs" in r.get("msg", "") for r in chcp.log_records())
+    # The values are the VMM's, and they move (the stand-in counts its reads).
+    first = got[("pv-a", "disk0", "read")]
+    assert first > 0 and first % 4096 == 0, got
+    wait_until(lambda: disk().get(("pv-a", "disk0", "read"), 0) > first, 20, "a later vm.counters read")
+    net = _per_vm(prom, 'chcp_vm_network_io_bytes_total{job="chcp-prom"}')
+    assert set(net) == {("pv-a", "net0", "receive"), ("pv-a", "net0", "transmit")}, net
+    assert _per_vm(prom, 'chcp_vm_disk_operations_total{job="chcp-prom"}')
+    assert _per_vm(prom, 'chcp_vm_network_packets_total{job="chcp-prom"}')
+    _, text = chcp.metrics_text(port=chcp.prom_port)
+    promtool_check(text)
+    # Over OTLP: cumulative, starting when the VMM process started.
+    pts = receiver.wait_for(lambda r: [m for _, m in r.metrics() if m.name == "chcp.vm.disk.io"], 15,
+                            "chcp.vm.disk.io over OTLP")
+    dp = pts[-1].sum.data_points[0]
+    assert pts[-1].sum.is_monotonic and pts[-1].sum.aggregation_temporality == 2
+    assert 0 < dp.start_time_unix_nano < dp.time_unix_nano
+    assert dp.start_time_unix_nano > (time.time() - 600) * 1e9, "the VMM started minutes ago at most"
+
+    # Deleted: its series go; the other VM takes the free place.
+    assert chcp.call("DeleteVm", {"vmId": "pv-a"}, timeout=30)[0] == "ok"
+    wait_until(lambda: {k[0] for k in disk()} == {"pv-b"}, 20, "pv-a's series gone, pv-b's there")
+    prom.wait_value('chcp_vm_metrics_vms{job="chcp-prom",state="skipped"}', 0.0)
+    # A VM that is shut down has no counters: its series go too.
+    assert chcp.call("ShutdownVm", {"vmId": "pv-b", "force": True}, timeout=30)[0] == "ok"
+    wait_until(lambda: not disk(), 20, "no per-VM series once no VM runs")
+    assert chcp.call("DeleteVm", {"vmId": "pv-b"}, timeout=30)[0] == "ok"
+
+
+def test_per_vm_metrics_are_off_by_default(start_chcp, receiver):
+    chcp = start_chcp(otel={"UNKEY_CHCP_OTEL_ENDPOINT": receiver.endpoint})
+    assert chcp.call("CreateVm", {"vmId": "off", "config": chcp.vm_config(devices=True)}, timeout=30)[0] == "ok"
+    assert chcp.call("BootVm", {"vmId": "off"}, timeout=30)[0] == "ok"
+    _, text = chcp.metrics_text(port=chcp.prom_port)
+    assert "chcp_vm_disk_io" not in text and "chcp_vm_metrics_vms" not in text
+    assert "vm.counters" not in text, "no vm.counters call without per-VM metrics"
+    assert chcp.call("DeleteVm", {"vmId": "off"}, timeout=30)[0] == "ok"

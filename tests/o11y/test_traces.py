@@ -206,3 +206,68 @@ def test_vmm_failure_is_error_and_exported(jaeger, start_chcp):
     assert t["rpc.connect_rpc.error_code"] == code, t
     call = spans_named(trace, "cloud-hypervisor vm.create")[0]
     assert is_error(call), tags(call)
+
+
+def test_server_and_peer_attributes(jaeger, start_chcp, schema_image):
+    """semconv's split: server.address/server.port are the address the
+    client called, network.peer.address the client's IP without its port,
+    network.peer.port its port (HTTP/1.1 Host and HTTP/2 :authority alike)."""
+    chcp = start_chcp(otel=otel(jaeger))
+    tid = new_trace_id()
+    conn = socket.create_connection(("127.0.0.1", chcp.port), timeout=10)
+    try:
+        client_port = conn.getsockname()[1]
+        body = b"{}"
+        conn.sendall(("POST /%s/ListVms HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                      "traceparent: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                      % (SERVICE, chcp.port, traceparent(tid, new_span_id()), len(body))).encode() + body)
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200 ")
+    finally:
+        conn.close()
+    t = tags(server_span(jaeger.wait_trace(tid), "ListVms"))
+    assert t["network.peer.address"] == "127.0.0.1", t
+    assert t["network.peer.port"] == client_port, t
+    assert t["network.type"] == "ipv4" and t["network.transport"] == "tcp", t
+    assert t["server.address"] == "127.0.0.1" and t["server.port"] == chcp.port, t
+    assert t["network.protocol.version"] == "1.1", t
+
+    tid = new_trace_id()  # HTTP/2: the authority comes from :authority
+    assert buf_curl(chcp, schema_image, "ListVms", {}, protocol="grpc", http2=True,
+                    headers={"traceparent": traceparent(tid, new_span_id())})[0] == "ok"
+    t = tags(server_span(jaeger.wait_trace(tid), "ListVms"))
+    assert t["server.address"] == "127.0.0.1" and t["server.port"] == chcp.port, t
+    assert ":" not in t["network.peer.address"] and t["network.peer.port"] > 0, t
+    assert t["network.protocol.version"] == "2", t
+
+
+def test_get_vm_info_has_a_client_span_and_spawn_no_http_status(jaeger, start_chcp):
+    chcp = start_chcp(otel=otel(jaeger))
+    code, doc, create_tid, _ = _lifecycle_call(chcp, "CreateVm", {"vmId": "info-1", "config": chcp.vm_config()})
+    assert code == "ok", doc
+    assert chcp.call("BootVm", {"vmId": "info-1"}, timeout=30)[0] == "ok"
+    code, doc, tid, sid = _lifecycle_call(chcp, "GetVmInfo", {"vmId": "info-1"})
+    assert code == "ok", doc
+    trace = jaeger.wait_trace(tid, predicate=lambda t: spans_named(t, "cloud-hypervisor vm.info"))
+    rpc = server_span(trace, "GetVmInfo")
+    op = spans_named(trace, "vm.info")[0]
+    call = spans_named(trace, "cloud-hypervisor vm.info")[0]
+    assert parent_id(op) == rpc["spanID"] and parent_id(call) == op["spanID"]
+    ct = tags(call)
+    assert ct["span.kind"] == "client", ct
+    assert ct["http.request.method"] == "GET" and ct["url.path"] == "/api/v1/vm.info", ct
+    assert ct["http.response.status_code"] == 200, ct
+
+    create = jaeger.wait_trace(create_tid, predicate=lambda t: spans_named(t, "vm.spawn"))
+    spawn = tags(spans_named(create, "vm.spawn")[0])
+    assert spawn["span.kind"] == "internal", spawn
+    assert "http.response.status_code" not in spawn, "starting a VMM is not an HTTP call: %s" % spawn
+    assert tags(spans_named(create, "cloud-hypervisor vm.create")[0])["http.response.status_code"] == 204
+    assert chcp.call("DeleteVm", {"vmId": "info-1"}, timeout=30)[0] == "ok"
+
+
+def test_gzip_export_to_jaeger(jaeger, start_chcp):
+    """OTEL_EXPORTER_OTLP_COMPRESSION=gzip: Jaeger's OTLP receiver takes it."""
+    chcp = start_chcp(otel=otel(jaeger, OTEL_EXPORTER_OTLP_COMPRESSION="gzip"))
+    tid = new_trace_id()
+    assert chcp.call("ListVms", {}, headers={"traceparent": traceparent(tid, new_span_id())})[0] == "ok"
+    assert server_span(jaeger.wait_trace(tid), "ListVms")["traceID"] == tid
