@@ -1,6 +1,6 @@
 # chcp - Cloud Hypervisor Control Plane.
 #
-#   make build        ./build/chcp-api (release: -O2)
+#   make build        ./build/chcp-api and ./build/chcpctl (release: -O2)
 #   make test         install deps, build under ASan+UBSan, run every test suite
 #   make run          install deps, build, start the daemon in the foreground
 #   make dev          rebuild and restart on every source change
@@ -108,7 +108,14 @@ $(LIBCHCP): $(LIB_OBJ) $(GEN_OBJ)
 $(B)/chcp-api: $(B)/obj/src/main.o $(LIBCHCP)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-build: $(B)/chcp-api
+# chcpctl: src/cli/main.c over the client library and the commands, which sit
+# in libchcp.a but are only linked into binaries that use them (the daemon
+# does not). --as-needed drops the daemon's libraries it never calls.
+CLI_LIBS := -lyaml -lssl -lcrypto
+$(B)/chcpctl: $(B)/obj/src/cli/main.o $(LIBCHCP)
+	$(CC) $(LDFLAGS) -Wl,--as-needed -o $@ $^ $(PKG_LIBS) $(CLI_LIBS)
+
+build: $(B)/chcp-api $(B)/chcpctl
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 -include tests/tests.mk

@@ -22,10 +22,12 @@ BUILD_PKGS=(
     libuv1-dev libnghttp2-dev libhttp-parser-dev
     libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev
     libjansson-dev zlib1g-dev libsqlite3-dev libsystemd-dev libcurl4-openssl-dev
+    libyaml-dev libssl-dev
 )
 TEST_PKGS=(
     libcmocka-dev clang clang-tidy clang-format cppcheck libclang-rt-14-dev
     nghttp2-client curl jq python3-pytest wrk procps iproute2 psmisc
+    zsh groff-base openssl
 )
 
 missing=()
