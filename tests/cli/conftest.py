@@ -85,10 +85,39 @@ def ctl():
     return Ctl()
 
 
+def delete_all_vms(d):
+    """Delete every VM of a running daemon: a daemon that stops leaves its
+    VMMs running (by design), so a test that created VMs must not end
+    without deleting them."""
+    ctl = Ctl("unix://" + d.unix_socket)
+    ids = ctl.ok("list", "-q").stdout.split()
+    if ids:
+        ctl.ok("delete", *ids)
+
+
 @pytest.fixture
 def daemon(vm_daemon):
-    """A daemon that runs VMs on the stand-in, with a Unix socket and TCP."""
-    return vm_daemon
+    """A daemon that runs VMs on the stand-in, with a Unix socket and TCP;
+    every VM is deleted at the end of the test."""
+    yield vm_daemon
+    delete_all_vms(vm_daemon)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_leftover_vmms():
+    """After the suite, no stand-in VMM started by it may still run."""
+    yield
+    from harness import standin_bin
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv0 = f.read().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if argv0 == standin_bin():
+            left.append(pid)
+    assert not left, "VMM processes left behind: %s" % left
 
 
 @pytest.fixture(params=["unix", "tcp"])

@@ -16,15 +16,32 @@ import subprocess
 import threading
 import time
 
-from conftest import Ctl, chcpctl_bin
+import pytest
+
+from conftest import Ctl, chcpctl_bin, delete_all_vms
 from harness import Daemon, base_env, wait_for
+
+_spawned = []
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes():
+    """Background chcpctl processes never outlive their test, even a failed one."""
+    yield
+    while _spawned:
+        p = _spawned.pop()
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
 
 
 def spawn(ctl, *args):
     """chcpctl in the background (its output in pipes)."""
     argv = [chcpctl_bin(), "--endpoint", ctl.endpoint] + [str(a) for a in args]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=base_env(), stdin=subprocess.DEVNULL)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=base_env(), stdin=subprocess.DEVNULL)
+    _spawned.append(p)
+    return p
 
 
 def rpc_count(daemon, method):
@@ -171,14 +188,18 @@ def test_wait_survives_a_daemon_restart(start_daemon):
     # A new daemon on the same state directory and socket; the VM kept running.
     d2 = Daemon(env={"CHCP_STATE_DIR": d1.state_dir, "CHCP_UNIX_SOCKET": d1.unix_socket,
                      "CHCP_IMAGE_DIRS": d1.image_dir, "CHCP_CH_BINARY": d1.env["CHCP_CH_BINARY"]})
+    d2.unix_socket = d1.unix_socket
     try:
         d2.start()
         rc, out, err = finish(p, timeout=60)
         assert (rc, out, err) == (0, "w-7: shutdown\n", "")
-        ctl.ok("delete", "w-7")
-        d2.stop()
     finally:
-        d2.cleanup()
+        try:
+            if d2.proc and d2.proc.poll() is None:
+                delete_all_vms(d2)
+                d2.stop()
+        finally:
+            d2.cleanup()
 
 
 # ---- watch ---------------------------------------------------------------------------------------
