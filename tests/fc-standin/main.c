@@ -45,82 +45,89 @@ fsi_opts g_opts;
 fsi_faults g_start_faults;
 
 /* The ArgParser's arguments, in its BTreeMap (alphabetical) order. */
-static struct arg {
-    const char *name;
-    bool takes_value;
-    const char *requires;
-    const char *forbids;
-    const char *help;
-    const char *def;
-    const char *value; /* user value ("" for a flag) */
-} args[] = {
-    {"api-sock", true, NULL, NULL, "Path to unix domain socket used by the API.",
-     FSI_DEFAULT_API_SOCK, NULL},
-    {"boot-timer", false, NULL, NULL,
-     "Whether or not to load boot timer device for logging elapsed time since InstanceStart "
-     "command.",
-     NULL, NULL},
-    {"config-file", true, NULL, NULL,
-     "Path to a file that contains the microVM configuration in JSON format.", NULL, NULL},
-    {"describe-snapshot", true, NULL, NULL,
-     "Print the data format version of the provided snapshot state file.", NULL, NULL},
-    {"enable-pci", false, NULL, NULL, "Enables PCIe support.", NULL, NULL},
-    {"http-api-max-payload-size", true, NULL, NULL, "Http API request payload max size, in bytes.",
-     "51200", NULL},
-    {"id", true, NULL, NULL, "MicroVM unique identifier.", FSI_DEFAULT_ID, NULL},
-    {"level", true, NULL, NULL, "Set the logger level.", NULL, NULL},
-    {"log-path", true, NULL, NULL,
-     "Path to a fifo or a file used for configuring the logger on startup.", NULL, NULL},
-    {"metadata", true, NULL, NULL,
-     "Path to a file that contains metadata in JSON format to add to the mmds.", NULL, NULL},
-    {"metrics-path", true, NULL, NULL,
-     "Path to a fifo or a file used for configuring the metrics on startup.", NULL, NULL},
-    {"mmds-size-limit", true, NULL, NULL, "Mmds data store limit, in bytes.", NULL, NULL},
-    {"module", true, NULL, NULL, "Set the logger module filter.", NULL, NULL},
-    {"no-api", false, "config-file", NULL,
-     "Optional parameter which allows starting and using a microVM without an active API "
-     "socket.",
-     NULL, NULL},
-    {"no-seccomp", false, NULL, "seccomp-filter",
-     "Optional parameter which allows starting and using a microVM without seccomp filtering. "
-     "Not recommended.",
-     NULL, NULL},
-    {"parent-cpu-time-us", true, NULL, NULL,
-     "Parent process CPU time (wall clock, microseconds). This parameter is optional.", NULL, NULL},
-    {"seccomp-filter", true, NULL, "no-seccomp",
-     "Optional parameter which allows specifying the path to a custom seccomp filter. For "
-     "advanced users.",
-     NULL, NULL},
-    {"show-level", false, NULL, NULL, "Whether or not to output the level in the logs.", NULL,
-     NULL},
-    {"show-log-origin", false, NULL, NULL,
-     "Whether or not to include the file path and line number of the log's origin.", NULL, NULL},
-    {"snapshot-version", false, NULL, NULL, "Print the supported data format version.", NULL, NULL},
-    {"start-time-cpu-us", true, NULL, NULL,
-     "Process start CPU time (wall clock, microseconds). This parameter is optional.", NULL, NULL},
-    {"start-time-us", true, NULL, NULL,
-     "Process start time (wall clock, microseconds). This parameter is optional.", NULL, NULL},
-    {"version", false, NULL, NULL, "Print the binary version number.", NULL, NULL},
+static fsi_arg arg_table[] = {
+    {.name = "api-sock",
+     .takes_value = true,
+     .help = "Path to unix domain socket used by the API.",
+     .def = FSI_DEFAULT_API_SOCK},
+    {.name = "boot-timer",
+     .takes_value = false,
+     .help =
+         "Whether or not to load boot timer device for logging elapsed time since InstanceStart "
+         "command."},
+    {.name = "config-file",
+     .takes_value = true,
+     .help = "Path to a file that contains the microVM configuration in JSON format."},
+    {.name = "describe-snapshot",
+     .takes_value = true,
+     .help = "Print the data format version of the provided snapshot state file."},
+    {.name = "enable-pci", .takes_value = false, .help = "Enables PCIe support."},
+    {.name = "http-api-max-payload-size",
+     .takes_value = true,
+     .help = "Http API request payload max size, in bytes.",
+     .def = "51200"},
+    {.name = "id",
+     .takes_value = true,
+     .help = "MicroVM unique identifier.",
+     .def = FSI_DEFAULT_ID},
+    {.name = "level", .takes_value = true, .help = "Set the logger level."},
+    {.name = "log-path",
+     .takes_value = true,
+     .help = "Path to a fifo or a file used for configuring the logger on startup."},
+    {.name = "metadata",
+     .takes_value = true,
+     .help = "Path to a file that contains metadata in JSON format to add to the mmds."},
+    {.name = "metrics-path",
+     .takes_value = true,
+     .help = "Path to a fifo or a file used for configuring the metrics on startup."},
+    {.name = "mmds-size-limit", .takes_value = true, .help = "Mmds data store limit, in bytes."},
+    {.name = "module", .takes_value = true, .help = "Set the logger module filter."},
+    {.name = "no-api",
+     .takes_value = false,
+     .requires = "config-file",
+     .help = "Optional parameter which allows starting and using a microVM without an active API "
+             "socket."},
+    {.name = "no-seccomp",
+     .takes_value = false,
+     .forbids = "seccomp-filter",
+     .help =
+         "Optional parameter which allows starting and using a microVM without seccomp filtering. "
+         "Not recommended."},
+    {.name = "parent-cpu-time-us",
+     .takes_value = true,
+     .help = "Parent process CPU time (wall clock, microseconds). This parameter is optional."},
+    {.name = "seccomp-filter",
+     .takes_value = true,
+     .forbids = "no-seccomp",
+     .help = "Optional parameter which allows specifying the path to a custom seccomp filter. For "
+             "advanced users."},
+    {.name = "show-level",
+     .takes_value = false,
+     .help = "Whether or not to output the level in the logs."},
+    {.name = "show-log-origin",
+     .takes_value = false,
+     .help = "Whether or not to include the file path and line number of the log's origin."},
+    {.name = "snapshot-version",
+     .takes_value = false,
+     .help = "Print the supported data format version."},
+    {.name = "start-time-cpu-us",
+     .takes_value = true,
+     .help = "Process start CPU time (wall clock, microseconds). This parameter is optional."},
+    {.name = "start-time-us",
+     .takes_value = true,
+     .help = "Process start time (wall clock, microseconds). This parameter is optional."},
+    {.name = "version", .takes_value = false, .help = "Print the binary version number."},
 };
-#define NARGS (sizeof(args) / sizeof(args[0]))
-
-static struct arg *arg_named(const char *name)
-{
-    for (size_t i = 0; i < NARGS; i++)
-        if (!strcmp(args[i].name, name))
-            return &args[i];
-    return NULL;
-}
+static fsi_args args = {arg_table, sizeof(arg_table) / sizeof(arg_table[0]), 0};
 
 static const char *value(const char *name)
 {
-    struct arg *a = arg_named(name);
-    return a->value ? a->value : a->def;
+    return fsi_args_value(&args, name);
 }
 
 static bool flag(const char *name)
 {
-    return arg_named(name)->value != NULL;
+    return fsi_args_flag(&args, name);
 }
 
 /* Strings that live until exit: error paths exit() mid-function, and the
@@ -156,113 +163,35 @@ static void __attribute__((noreturn)) panic_at(int line, const char *msg)
     abort();
 }
 
-static void __attribute__((noreturn))
-parse_fail(const char *variant, const char *a1, const char *a2, char *display)
-{
-    char *d1 = fsi_debug_str(a1), *d2 = a2 ? fsi_debug_str(a2) : NULL;
-    char *debug = a2 ? fsi_xasprintf("ParseArguments(%s(%s, %s))", variant, d1, d2)
-                     : fsi_xasprintf("ParseArguments(%s(%s))", variant, d1);
-    char *disp =
-        fsi_xasprintf("Arguments parsing error: %s \n\nFor more information try --help.", display);
-    free(d1);
-    free(d2);
-    free(display);
-    fail(FSI_EXIT_ARG_PARSING, disp, debug);
-}
-
-static void print_help(void)
-{
-    size_t width = 0;
-    for (size_t i = 0; i < NARGS; i++) {
-        size_t w =
-            strlen(args[i].name) * (args[i].takes_value ? 2 : 1) + (args[i].takes_value ? 7 : 4);
-        width = w > width ? w : width;
-    }
-    printf("Firecracker v%s\n\noptional arguments:\n", FSI_VERSION);
-    for (size_t i = 0; i < NARGS; i++) {
-        char *name = args[i].takes_value ? fsi_xasprintf("  --%s <%s>", args[i].name, args[i].name)
-                                         : fsi_xasprintf("  --%s", args[i].name);
-        printf("%-*s   %s", (int)width, name, args[i].help);
-        if (args[i].def)
-            printf(" [default: \"%s\"]", args[i].def);
-        printf("\n");
-        free(name);
-    }
-}
-
 static void parse_args(int argc, char **argv)
 {
-    int end = argc;
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--")) {
-            end = i;
-            break;
-        }
-    for (int i = 1; i < end; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            print_help();
-            exit(0);
-        }
-    for (int i = 1; i < end; i++)
-        if (!strcmp(argv[i], "--version")) {
-            printf("Firecracker v%s\n\n", FSI_VERSION);
-            exit(0);
-        }
-    for (int i = 1; i < end; i++) {
-        const char *a = argv[i];
-        if (strncmp(a, "--", 2))
-            parse_fail("UnexpectedArgument", a, NULL,
-                       fsi_xasprintf("Found argument '%s' which wasn't expected, or isn't valid in "
-                                     "this context.",
-                                     a));
-        struct arg *arg = arg_named(a + 2);
-        if (!arg)
-            parse_fail("UnexpectedArgument", a + 2, NULL,
-                       fsi_xasprintf("Found argument '%s' which wasn't expected, or isn't valid in "
-                                     "this context.",
-                                     a + 2));
-        if (arg->value)
-            parse_fail("DuplicateArgument", arg->name, NULL,
-                       fsi_xasprintf("The argument '%s' was provided more than once.", arg->name));
-        if (!arg->takes_value) {
-            arg->value = "";
-            continue;
-        }
-        if (i + 1 >= end || !strncmp(argv[i + 1], "--", 2))
-            parse_fail("MissingValue", arg->name, NULL,
-                       fsi_xasprintf("The argument '%s' requires a value, but none was supplied.",
-                                     arg->name));
-        arg->value = argv[++i];
+    char *debug = NULL, *display = NULL;
+    int rc = fsi_args_parse(&args, argc, argv, &debug, &display);
+    if (rc == FSI_ARGS_HELP) {
+        printf("Firecracker v%s\n\n", FSI_VERSION);
+        fsi_args_help(&args);
+        exit(0);
     }
-    for (size_t i = 0; i < NARGS; i++) {
-        if (!args[i].value)
-            continue;
-        if (args[i].requires && !arg_named(args[i].requires)->value)
-            parse_fail("MissingArgument", args[i].requires, NULL,
-                       fsi_xasprintf("Argument '%s' required, but not found.", args[i].requires));
-        if (args[i].forbids && arg_named(args[i].forbids)->value)
-            parse_fail("ForbiddenArgument", args[i].name, args[i].forbids,
-                       fsi_xasprintf("Argument '%s' cannot be used together with argument '%s'.",
-                                     args[i].forbids, args[i].name));
+    if (rc == FSI_ARGS_VERSION) {
+        printf("Firecracker v%s\n\n", FSI_VERSION);
+        exit(0);
+    }
+    if (rc < 0) {
+        char *disp = fsi_xasprintf(
+            "Arguments parsing error: %s \n\nFor more information try --help.", display);
+        char *dbg = fsi_xasprintf("ParseArguments(%s)", debug);
+        free(debug);
+        free(display);
+        fail(FSI_EXIT_ARG_PARSING, disp, dbg);
     }
 }
 
-/* utils::validators::validate_instance_id: 1..64 alphanumerics or '-'. */
+/* validate_instance_id(...).expect("Invalid instance ID"): a panic. */
 static void check_id(const char *id)
 {
-    size_t n = strlen(id);
-    if (n < 1 || n > 64) {
-        char *m = fsi_xasprintf("Invalid instance ID: InvalidLen(%zu, 1, 64)", n);
-        panic_at(308, m);
-    }
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)id[i];
-        if (!(c == '-' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-              (c >= 'A' && c <= 'Z') || c >= 0x80)) {
-            char *m = fsi_xasprintf("Invalid instance ID: InvalidChar('%c', %zu)", c, i);
-            panic_at(308, m);
-        }
-    }
+    char *display = NULL, *debug = fsi_validate_id(id, &display);
+    if (debug)
+        panic_at(308, fsi_xasprintf("Invalid instance ID: %s", debug));
 }
 
 static size_t parse_usize(const char *name, const char *s, int line)

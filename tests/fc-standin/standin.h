@@ -81,6 +81,42 @@ void fsi_buf_printf(fsi_buf *b, const char *fmt, ...) __attribute__((format(prin
 void fsi_buf_consume(fsi_buf *b, size_t n);
 void fsi_buf_free(fsi_buf *b);
 
+/* ---- the command-line parser (argparse.c): utils/src/arg_parser.rs ------------ */
+
+#define FSI_ARGS_HELP 1
+#define FSI_ARGS_VERSION 2
+#define FSI_ARGS_MAX_VALUES 32
+
+typedef struct fsi_arg {
+    const char *name;
+    bool takes_value;
+    bool required;
+    bool multiple; /* allow_multiple: every value is kept in values */
+    const char *requires;
+    const char *forbids;
+    const char *help;
+    const char *def;
+    const char *value; /* the user's (last) value, "" for a flag, NULL if absent */
+    const char **values;
+    size_t nvalues;
+} fsi_arg;
+
+typedef struct fsi_args {
+    fsi_arg *args; /* in alphabetical order, like the parser's BTreeMap */
+    size_t n;
+    int extra; /* argv index of the first argument after "--" (argc if none) */
+} fsi_args;
+
+/* 0, FSI_ARGS_HELP, FSI_ARGS_VERSION, or -1 with the UtilsArgParserError's
+ * Debug and Display forms (caller frees both). */
+int fsi_args_parse(fsi_args *p, int argc, char **argv, char **debug, char **display);
+fsi_arg *fsi_args_get(fsi_args *p, const char *name);
+const char *fsi_args_value(fsi_args *p, const char *name); /* user value, else default */
+bool fsi_args_flag(fsi_args *p, const char *name);
+void fsi_args_help(const fsi_args *p); /* formatted_help() on stdout */
+/* validate_instance_id: NULL, or the ValidatorError's Debug (display: its Display). */
+char *fsi_validate_id(const char *id, char **display);
+
 /* ---- logger (log.c): vmm/src/logger/logging.rs ------------------------------ */
 
 enum fsi_level { FSI_OFF = 0, FSI_ERROR, FSI_WARN, FSI_INFO, FSI_DEBUG, FSI_TRACE };
