@@ -31,6 +31,10 @@ extern const protometa_table chcp_protometa;
 
 /* While draining, how often to check whether in-flight requests are done. */
 #define DRAIN_POLL_MS 10
+/* The VMs are let go this long before the drain deadline, so operations
+ * still waiting on a guest or a VMM are answered while their clients are
+ * still connected. */
+#define VM_RELEASE_MARGIN_MS 250
 /* How long the last telemetry export may take at shutdown. */
 #define OBSERVE_FLUSH_MS 3000
 
@@ -46,6 +50,8 @@ typedef struct daemon_state {
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
     uint64_t drain_deadline_ns;
+    uint64_t vm_release_ns; /* when the VM manager lets go (before the deadline) */
+    bool vms_released;
     bool handles_open;    /* signals and timer initialised */
     bool unix_listening;  /* the Unix socket file is ours to remove */
     bool stopping;        /* first signal received: draining */
@@ -225,6 +231,22 @@ static void transport_closed_noop(void *ud)
 {
 }
 
+/*
+ * Shortly before the deadline the VM manager lets go of the VMMs (durable
+ * mode: records written, VMMs left running; attach mode: the VM dropped from
+ * the VMM). Operations still waiting then -- a ShutdownVm waiting up to its
+ * graceful timeout for the guest, a VMM call that has not answered -- end
+ * with `unavailable`, their timers stopped and their calls cancelled, so the
+ * answers reach the clients and nothing keeps the loop past the deadline.
+ */
+static void release_vms(daemon_state *st)
+{
+    if (st->vms_released || !st->vms)
+        return;
+    st->vms_released = true;
+    vm_manager_shutdown(st->vms, NULL, NULL);
+}
+
 static void on_transport_closed(void *ud)
 {
     daemon_state *st = ud;
@@ -232,9 +254,8 @@ static void on_transport_closed(void *ud)
     /* Last spans and metrics out (bounded), then the telemetry handles go. */
     if (st->obs)
         observe_shutdown(st->obs, OBSERVE_FLUSH_MS, NULL, NULL);
-    /* VMMs keep the loop alive until they are stopped (see teardown). */
-    if (st->vms)
-        vm_manager_shutdown(st->vms, NULL, NULL);
+    /* VMMs keep the loop alive until they are let go (see teardown). */
+    release_vms(st);
     /* The signal handles stay open (unreferenced) until teardown, so a
      * second signal still cuts a slow VMM stop short. */
     uv_close((uv_handle_t *)&st->drain_timer, close_cb_noop);
@@ -261,9 +282,12 @@ static void finish_shutdown(daemon_state *st)
 static void on_drain_tick(uv_timer_t *t)
 {
     daemon_state *st = t->data;
+    uint64_t now = time_mono_ns();
+    if (now >= st->vm_release_ns)
+        release_vms(st);
     bool drained =
         transport_active_requests(st->tp) == 0 && transport_connection_count(st->tp) == 0;
-    if (drained || time_mono_ns() >= st->drain_deadline_ns)
+    if (drained || now >= st->drain_deadline_ns)
         finish_shutdown(st);
 }
 
@@ -275,7 +299,11 @@ static void begin_shutdown(daemon_state *st, int signum)
              (unsigned long long)st->cfg->shutdown_timeout_ms);
     sd_notify(0, "STOPPING=1");
     transport_stop_accepting(st->tp);
-    st->drain_deadline_ns = time_mono_ns() + st->cfg->shutdown_timeout_ms * 1000000ull;
+    uint64_t timeout_ms = st->cfg->shutdown_timeout_ms;
+    uint64_t margin_ms =
+        timeout_ms / 2 < VM_RELEASE_MARGIN_MS ? timeout_ms / 2 : VM_RELEASE_MARGIN_MS;
+    st->drain_deadline_ns = time_mono_ns() + timeout_ms * 1000000ull;
+    st->vm_release_ns = st->drain_deadline_ns - margin_ms * 1000000ull;
     on_drain_tick(&st->drain_timer);
     if (!st->closing)
         uv_timer_start(&st->drain_timer, on_drain_tick, DRAIN_POLL_MS, DRAIN_POLL_MS);

@@ -291,13 +291,25 @@ static void chb_stop(void *vmm, vmb_done_fn done, void *ud)
     }
 }
 
+/* Pending start/stop completions are owed an answer like pending calls
+ * (ops contract): cancelled, inside release. */
+static void cancel_pending(vmb_done_fn *fn, void **ud, const char *what)
+{
+    vmb_done_fn done = steal_pointer(fn);
+    if (!done)
+        return;
+    chcp_error *err = NULL;
+    error_set(&err, CHCP_UNAVAILABLE, "%s: cancelled (the VMM handle was released)", what);
+    done(*ud, err, NULL);
+}
+
 static void chb_release(void *vmm)
 {
     chb_vmm *v = vmm;
     if (!v)
         return;
-    v->start_done = NULL;
-    v->stop_done = NULL;
+    cancel_pending(&v->start_done, &v->start_ud, "starting the VMM");
+    cancel_pending(&v->stop_done, &v->stop_ud, "stopping the VMM");
     ch_vmm_free(v->vmm);
     free(v);
 }

@@ -253,8 +253,11 @@ void vm_op_finish(vm_op *op, const chcp_error *err)
     uv_timer_stop(&op->timer);
     op_call_done(op, err);
     /* During a removal the caller runs vm_lifecycle_try_remove(). */
-    if (was_current && !e->deleting)
+    if (was_current && !e->deleting) {
         queue_kick(e);
+        if (!e->current)
+            vm_lifecycle_after_op(e); /* e.g. confirm a poweroff event seen meanwhile */
+    }
 }
 
 void vm_op_finish_code(vm_op *op, chcp_code code, const char *fmt, ...)
@@ -321,6 +324,11 @@ static void op_deadline_cb(uv_timer_t *t)
 
 static void queue_kick(vm_entry *e)
 {
+    if (e->m->shutting_down && e->m->cfg.durable) {
+        /* Nothing new reaches a VMM the daemon is letting go of. */
+        vm_queue_fail_all(e, CHCP_UNAVAILABLE, "the daemon is shutting down");
+        return;
+    }
     while (!e->current && e->q_head && !e->deleting) {
         vm_op *op = e->q_head;
         queue_unlink(e, op);
@@ -718,8 +726,18 @@ static void shutdown_delete_done(void *ud, const chcp_error *err, const vm_recor
 void vm_manager_shutdown(vm_manager *m, void (*done)(void *ud), void *ud)
 {
     if (m->cfg.durable) {
-        /* VMs outlive the daemon: write, let go, keep them running. */
+        /* VMs outlive the daemon: write, let go, keep them running. Nothing
+         * may still be timed or pending afterwards: queued operations fail,
+         * a ShutdownVm waiting for its guest ends (the VM keeps its state),
+         * pending VMM calls are cancelled as the VMMs are released. */
         m->shutting_down = true;
+        for (size_t i = 0; i < m->n_vms; i++) {
+            vm_entry *e = m->vms[i];
+            vm_queue_fail_all(e, CHCP_UNAVAILABLE, "the daemon is shutting down");
+            vm_removal_cancel_retry(e);
+            if (e->current)
+                vm_lifecycle_abandon_wait(e->current, "chcp-api is shutting down");
+        }
         vm_persist_detach(m);
         vm_persist_close(m);
         if (done)

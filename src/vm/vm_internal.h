@@ -47,7 +47,14 @@ struct vm_op {
     bool queued;
     bool finished;
     bool counts_start;
-    bool waiting_grace; /* ShutdownVm waiting for the guest */
+    /* ShutdownVm: the grace timer runs and nothing is asked of the VMM
+     * (waiting_grace), or a vm.info confirms a poweroff event (checking);
+     * poweroff_hint: a vm/shutdown event came while a call was in flight;
+     * grace_over: the grace period ended while checking. */
+    bool waiting_grace;
+    bool checking;
+    bool poweroff_hint;
+    bool grace_over;
     vm_state prev_state;
     chcp_error *result; /* deferred completion */
     void *obs_token;    /* the observer's handle for this operation */
@@ -65,19 +72,25 @@ struct vm_entry {
     vm_op *create_op;  /* a failed CreateVm, answered after the removal */
     vm_op *info_ops;   /* GetVmInfo calls waiting for one vm.info */
     bool info_inflight;
-    bool deleting; /* removal started */
+    uint64_t info_epoch; /* epoch when the in-flight vm.info was sent */
+    bool deleting;       /* removal started */
     bool removing_started;
     bool stop_done;
     int inflight;            /* backend completions outstanding */
     chcp_error *removal_err; /* why a failed CreateVm removed the VM */
-    bool pending_guest_shutdown;
-    bool shutdown_event; /* vm/shutdown seen during ShutdownVm */
-    int expect_shutdown_events;
+    /* VMM events are not trusted on their own: a vm/shutdown event may be a
+     * late one of an earlier boot (CH delivers events through a queue, after
+     * the API reply). A poweroff is concluded only once vm.info confirms it,
+     * from an answer sent in the current epoch (bumped whenever an operation
+     * starts running), while no operation runs. */
+    bool poweroff_check; /* a vm/shutdown event awaits confirmation */
+    uint64_t epoch;
     int expect_reboot_events;
     bool unresponsive;
-    bool vmm_created; /* the VMM accepted vm.create */
-    int refs;         /* operations pointing here (they may complete later) */
-    bool removed;     /* out of the registry; freed when refs drops to 0 */
+    bool vmm_created;         /* the VMM accepted vm.create */
+    uv_timer_t *intent_retry; /* DeleteVm's intent could not be written: retry */
+    int refs;                 /* operations pointing here (they may complete later) */
+    bool removed;             /* out of the registry; freed when refs drops to 0 */
     /* Durable mode (persist.c, recovery.c). */
     bool persisted;            /* a record exists in the store (CreateVm acknowledged) */
     bool dirty;                /* the record changed since it was last queued */
@@ -141,14 +154,37 @@ void vm_queue_fail_all(vm_entry *e, chcp_code code, const char *msg);
 void vm_op_complete_now(vm_op *op, chcp_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* lifecycle.c */
-void vm_lifecycle_run(vm_op *op);    /* a queued op reached the head */
-void vm_lifecycle_delete(vm_op *op); /* DeleteVm, outside the queue */
-void vm_lifecycle_info(vm_op *op);
-int vm_lifecycle_counters(vm_entry *e, vmb_done_fn done, void *ud,
-                          chcp_error **err); /* GetVmInfo, outside the queue */
-void vm_lifecycle_grace_expired(vm_op *op);  /* ShutdownVm grace timer */
-bool vm_lifecycle_try_remove(vm_entry *e);   /* finish a removal when idle */
+/* lifecycle.c: the queued operations */
+void vm_lifecycle_run(vm_op *op);           /* a queued op reached the head */
+void vm_lifecycle_grace_expired(vm_op *op); /* ShutdownVm grace timer */
+/* A vm/shutdown event during ShutdownVm: confirmed with vm.info. */
+void vm_lifecycle_poweroff_hint(vm_op *op);
+/* The daemon stops: a ShutdownVm only waiting for its guest ends now. */
+void vm_lifecycle_abandon_wait(vm_op *op, const char *why);
+/* Helpers the files of the lifecycle share. */
+const char *vm_action_name(vmb_action a);
+/* A completion's first check: the op was finished here (VM deleted, VMM
+ * dead, daemon letting go). */
+bool vm_op_interrupted(vm_op *op);
+/* Last step of every backend completion: a pending removal may finish
+ * (and free the entry). */
+void vm_after_backend(vm_entry *e);
+const char *vm_exit_reason(const vm_entry *e);
+/* vm.info's state (and memory) into the record; *kept (optional): the VMM
+ * holds a VM object (a device tree), not only a configuration. */
+const char *vm_absorb_info(vm_entry *e, const vmb_reply *reply, bool *kept);
+
+/* removal.c: DeleteVm and the removal of a failed CreateVm */
+void vm_lifecycle_delete(vm_op *op);       /* DeleteVm, outside the queue */
+void vm_removal_start(vm_entry *e);        /* stop the VMM, then try_remove */
+bool vm_lifecycle_try_remove(vm_entry *e); /* finish a removal when idle */
+void vm_removal_cancel_retry(vm_entry *e); /* stop retrying a deletion intent */
+
+/* supervise.c: events, exits, vm.info refreshes */
+void vm_lifecycle_info(vm_op *op); /* GetVmInfo, outside the queue */
+/* vm.counters between operations (per-VM metrics; not an operation). */
+int vm_lifecycle_counters(vm_entry *e, vmb_done_fn done, void *ud, chcp_error **err);
+void vm_lifecycle_after_op(vm_entry *e); /* an operation ended, none runs */
 /* Recovery: an adopted VM's events and exits arrive through these. */
 const vmb_callbacks *vm_lifecycle_callbacks(void);
 

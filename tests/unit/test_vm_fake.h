@@ -41,7 +41,10 @@ typedef struct fake_vmm {
     char ch_state[16]; /* "" = no config */
     bool exited;
     int exit_code, exit_signal;
-    fake_req *hung; /* hung requests, failed on stop */
+    fake_req *hung;   /* hung requests, failed on stop */
+    fake_req *queued; /* requests answered on the next loop turn */
+    struct fake_start *starting;
+    struct fake_stop *stopping;
     int pid;
 } fake_vmm;
 
@@ -52,6 +55,7 @@ struct fake_backend {
     const char *info_state_override; /* answer vm.info with this state */
     int requests[VMB_COUNTERS + 1];  /* counts per action */
     int starts, stops, releases, live;
+    int cancelled; /* pending requests cancelled by release */
     fake_vmm *last;
     bool emit_shutdown_on_power_button; /* guest reacts to ACPI */
 };
@@ -126,9 +130,19 @@ static void fake_answer(fake_req *r, enum fake_mode mode)
     }
 }
 
+static void fake_unlink(fake_req **list, fake_req *r)
+{
+    for (fake_req **pp = list; *pp; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            return;
+        }
+}
+
 static void fake_req_cb(uv_timer_t *t)
 {
     fake_req *r = t->data;
+    fake_unlink(&r->v->queued, r);
     fake_answer(r, r->v->b->mode[r->action]);
     uv_close((uv_handle_t *)&r->timer, fake_req_closed);
 }
@@ -151,11 +165,13 @@ static void fake_request(void *vmm, vmb_action a, const char *body, uint64_t tim
         v->hung = r;
         return;
     }
+    r->next = v->queued;
+    v->queued = r;
     uv_timer_start(&r->timer, fake_req_cb, 0, 0);
 }
 
 /* The process dies: hung requests fail, on_exit fires. */
-static void fake_exit(fake_vmm *v, int code, int sig)
+static inline void fake_exit(fake_vmm *v, int code, int sig)
 {
     if (v->exited)
         return;
@@ -174,7 +190,7 @@ static void fake_exit(fake_vmm *v, int code, int sig)
 }
 
 /* Let hung requests finish normally now. */
-static void fake_unhang(fake_vmm *v)
+static inline void fake_unhang(fake_vmm *v)
 {
     fake_req *r = v->hung;
     v->hung = NULL;
@@ -197,6 +213,7 @@ typedef struct fake_start {
 static void fake_start_cb(uv_timer_t *t)
 {
     fake_start *s = t->data;
+    s->v->starting = NULL;
     chcp_error *err = NULL;
     if (s->fail || s->v->exited)
         error_set(&err, CHCP_UNAVAILABLE, "VMM exited before answering: fake stderr tail");
@@ -241,6 +258,7 @@ static void *fake_start_vmm(void *backend, const vmb_start_params *p, const vmb_
     }
     uv_timer_init(b->loop, &s->timer);
     s->timer.data = s;
+    v->starting = s;
     uv_timer_start(&s->timer, fake_start_cb, 0, 0);
     return v;
 }
@@ -255,6 +273,7 @@ typedef struct fake_stop {
 static void fake_stop_cb(uv_timer_t *t)
 {
     fake_stop *s = t->data;
+    s->v->stopping = NULL;
     fake_exit(s->v, 0, 0);
     s->done(s->ud, NULL, NULL);
     uv_close((uv_handle_t *)&s->timer, fake_req_closed);
@@ -270,7 +289,28 @@ static void fake_stop_vmm(void *vmm, vmb_done_fn done, void *ud)
     s->ud = ud;
     uv_timer_init(v->b->loop, &s->timer);
     s->timer.data = s;
+    v->stopping = s;
     uv_timer_start(&s->timer, fake_stop_cb, 1, 0);
+}
+
+/* Release with a start or stop still pending: it completes (cancelled). */
+static void fake_cancel_start_stop(fake_vmm *v)
+{
+    fake_start *st = steal_pointer(&v->starting);
+    fake_stop *sp = steal_pointer(&v->stopping);
+    chcp_error *err = NULL;
+    if (st) {
+        uv_timer_stop(&st->timer);
+        error_set(&err, CHCP_UNAVAILABLE, "start: cancelled");
+        st->done(st->ud, steal_pointer(&err), NULL);
+        uv_close((uv_handle_t *)&st->timer, fake_req_closed);
+    }
+    if (sp) {
+        uv_timer_stop(&sp->timer);
+        error_set(&err, CHCP_UNAVAILABLE, "stop: cancelled");
+        sp->done(sp->ud, steal_pointer(&err), NULL);
+        uv_close((uv_handle_t *)&sp->timer, fake_req_closed);
+    }
 }
 
 static void fake_release(void *vmm)
@@ -280,9 +320,22 @@ static void fake_release(void *vmm)
     v->b->live--;
     if (v->b->last == v)
         v->b->last = NULL;
-    /* The manager must not release with requests outstanding. */
-    if (v->hung)
-        abort();
+    /* Requests still pending complete (cancelled) inside release, as the
+     * backend contract says; none may be answered afterwards. */
+    for (int list = 0; list < 2; list++) {
+        fake_req *r = list ? steal_pointer(&v->queued) : steal_pointer(&v->hung);
+        while (r) {
+            fake_req *next = r->next;
+            chcp_error *err = NULL;
+            error_set(&err, CHCP_UNAVAILABLE, "%s: cancelled", fake_endpoints[r->action]);
+            v->b->cancelled++;
+            uv_timer_stop(&r->timer);
+            r->done(r->ud, err, NULL);
+            uv_close((uv_handle_t *)&r->timer, fake_req_closed);
+            r = next;
+        }
+    }
+    fake_cancel_start_stop(v);
     free(v);
 }
 
@@ -322,7 +375,7 @@ typedef struct op_result {
     char reason[256];
 } op_result;
 
-static void op_result_cb(void *ud, const chcp_error *err, const vm_record *vm)
+static inline void op_result_cb(void *ud, const chcp_error *err, const vm_record *vm)
 {
     op_result *r = ud;
     r->done = true;
@@ -341,7 +394,7 @@ static void tv_wake(uv_timer_t *t)
 }
 
 /* Run the loop until *flag or ms pass. */
-static bool tv_run_until(uv_loop_t *loop, volatile bool *flag, uint64_t ms)
+static inline bool tv_run_until(uv_loop_t *loop, volatile bool *flag, uint64_t ms)
 {
     uv_timer_t t;
     uv_timer_init(loop, &t);
@@ -354,7 +407,7 @@ static bool tv_run_until(uv_loop_t *loop, volatile bool *flag, uint64_t ms)
     return *flag;
 }
 
-static void tv_spin(uv_loop_t *loop, uint64_t ms)
+static inline void tv_spin(uv_loop_t *loop, uint64_t ms)
 {
     bool never = false;
     tv_run_until(loop, &never, ms);
@@ -365,7 +418,7 @@ static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *f)
     return remove(p);
 }
 
-static void tv_rmtree(const char *dir)
+static inline void tv_rmtree(const char *dir)
 {
     nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
