@@ -22,7 +22,8 @@ PKGS := libuv libnghttp2 libprotobuf-c jansson zlib sqlite3 libsystemd
 # libcurl (OTLP export) is dlopen()ed only when telemetry is on; its headers are
 # needed to build (libcurl4-openssl-dev).
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -lpthread
+# libunistring (Unicode character categories for client text) ships no .pc file.
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lunistring -lm -lpthread
 
 CFLAGS_COMMON := -std=gnu17 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
 	-g -D_GNU_SOURCE \

@@ -21,7 +21,7 @@ BUILD_PKGS=(
     build-essential pkg-config git
     libuv1-dev libnghttp2-dev libhttp-parser-dev
     libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev
-    libjansson-dev zlib1g-dev libsqlite3-dev libsystemd-dev libcurl4-openssl-dev
+    libjansson-dev zlib1g-dev libsqlite3-dev libsystemd-dev libcurl4-openssl-dev libunistring-dev
     libyaml-dev libssl-dev
 )
 TEST_PKGS=(

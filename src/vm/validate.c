@@ -18,6 +18,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unictype.h>
+#include <unistr.h>
 
 #include "vm/vm_internal.h"
 
@@ -50,46 +52,89 @@ int vm_validate_id(const char *id, chcp_error **err)
     return 0;
 }
 
-/* Valid UTF-8 without control characters, at most `max` bytes. */
-static bool text_ok(const char *s, size_t max)
+/*
+ * Text a client gives chcp (labels, cmdline, serial numbers, paths) ends up
+ * in logs, listings and other tools' terminals, so only printable characters
+ * are accepted: valid UTF-8 (no overlong forms, surrogates or code points
+ * past U+10FFFF) without C0/C1 controls, format characters (bidirectional
+ * embeddings, overrides and isolates, zero-width spaces and joiners, the soft
+ * hyphen), other default-ignorable (invisible) code points, line/paragraph
+ * separators, private-use, unassigned code points and noncharacters.
+ * libunistring (Unicode 14 tables) decides the categories.
+ */
+static const char *char_problem(ucs4_t c)
 {
-    size_t n = strlen(s);
-    if (n > max)
-        return false;
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        unsigned c = *p;
-        int extra = c < 0x80             ? 0
-                    : (c & 0xe0) == 0xc0 ? 1
-                    : (c & 0xf0) == 0xe0 ? 2
-                    : (c & 0xf8) == 0xf0 ? 3
-                                         : -1;
-        if (extra < 0 || (c < 0x80 && (c < 0x20 || c == 0x7f)))
-            return false;
-        if (extra == 1 && c < 0xc2)
-            return false; /* overlong */
-        p++;
-        for (int i = 0; i < extra; i++, p++)
-            if ((*p & 0xc0) != 0x80)
-                return false;
+    if (uc_is_general_category(c, UC_CATEGORY_Cc))
+        return "a control character";
+    if (uc_is_property_bidi_control(c))
+        return "a bidirectional formatting character";
+    if (uc_is_property_default_ignorable_code_point(c))
+        return "an invisible (zero-width or default-ignorable) character";
+    if (uc_is_general_category(c, UC_CATEGORY_Cf))
+        return "a format character";
+    if (uc_is_general_category(c, UC_CATEGORY_Zl) || uc_is_general_category(c, UC_CATEGORY_Zp))
+        return "a line or paragraph separator";
+    if (uc_is_general_category(c, UC_CATEGORY_Co))
+        return "a private-use character";
+    if (uc_is_general_category(c, UC_CATEGORY_Cn))
+        return "an unassigned code point or noncharacter";
+    return NULL;
+}
+
+/* NULL when `s` is acceptable text of at most `max` bytes; otherwise why
+ * not, in `buf` ("contains U+202E (a bidirectional formatting character) at
+ * byte 3"). */
+static const char *text_problem(const char *s, size_t max, char *buf, size_t n)
+{
+    size_t len = strlen(s);
+    if (len > max) {
+        snprintf(buf, n, "is %zu bytes long, at most %zu are allowed", len, max);
+        return buf;
     }
-    return true;
+    const uint8_t *u = (const uint8_t *)s;
+    const uint8_t *bad = u8_check(u, len);
+    if (bad) {
+        snprintf(buf, n, "is not valid UTF-8 (byte %zu)", (size_t)(bad - u));
+        return buf;
+    }
+    for (size_t i = 0; i < len;) {
+        ucs4_t c;
+        int k = u8_mbtouc(&c, u + i, len - i);
+        const char *why = char_problem(c);
+        if (why) {
+            snprintf(buf, n,
+                     "contains U+%04X (%s) at byte %zu; only printable characters are allowed",
+                     (unsigned)c, why, i);
+            return buf;
+        }
+        i += (size_t)(k > 0 ? k : 1);
+    }
+    return NULL;
+}
+
+/* invalid_argument "<field>: <why>" unless `s` is acceptable text. */
+static int check_text(const char *field, const char *s, size_t max, chcp_error **err)
+{
+    char why[160];
+    if (!text_problem(s, max, why, sizeof(why)))
+        return 0;
+    return error_set(err, CHCP_INVALID_ARGUMENT, "%s: %s", field, why);
 }
 
 int vm_validate_labels(const vm_label *labels, size_t n, const char *field, chcp_error **err)
 {
+    char why[160];
     if (n > VM_MAX_LABELS)
         return error_set(err, CHCP_INVALID_ARGUMENT, "%s: at most %d labels", field, VM_MAX_LABELS);
     for (size_t i = 0; i < n; i++) {
         const char *k = labels[i].key;
-        if (!k[0] || !text_ok(k, VM_LABEL_KEY_MAX))
-            return error_set(err, CHCP_INVALID_ARGUMENT,
-                             "%s: keys must be 1-%d printable UTF-8 bytes", field,
-                             VM_LABEL_KEY_MAX);
-        if (!text_ok(labels[i].value, VM_LABEL_VALUE_MAX))
-            return error_set(err, CHCP_INVALID_ARGUMENT,
-                             "%s[%s]: values must be at most %d printable UTF-8 bytes", field, k,
-                             VM_LABEL_VALUE_MAX);
+        if (!k[0])
+            return error_set(err, CHCP_INVALID_ARGUMENT, "%s: keys must not be empty", field);
+        /* A bad key is not echoed (it is what cannot be shown). */
+        if (text_problem(k, VM_LABEL_KEY_MAX, why, sizeof(why)))
+            return error_set(err, CHCP_INVALID_ARGUMENT, "%s: a key %s", field, why);
+        if (text_problem(labels[i].value, VM_LABEL_VALUE_MAX, why, sizeof(why)))
+            return error_set(err, CHCP_INVALID_ARGUMENT, "%s[%s]: the value %s", field, k, why);
     }
     return 0;
 }
@@ -119,7 +164,9 @@ static char *resolve_image_path(const vm_limits *lim, const char *field, const c
                   field);
         return NULL;
     }
-    if (path[0] != '/' || strlen(path) >= PATH_MAX || !text_ok(path, PATH_MAX)) {
+    if (check_text(field, path, PATH_MAX - 1, err) < 0)
+        return NULL;
+    if (path[0] != '/') {
         error_set(err, CHCP_INVALID_ARGUMENT, "%s: must be an absolute path", field);
         return NULL;
     }
@@ -225,8 +272,8 @@ static int build_payload(const vm_limits *lim, const Cloudhypervisor__V1__Payloa
         return FAIL("config.payload: a kernel or a firmware is required");
     if (firmware && (p->cmdline[0] || p->initramfs[0]))
         return FAIL("config.payload: cmdline and initramfs need a kernel, not a firmware");
-    if (!text_ok(p->cmdline, MAX_CMDLINE))
-        return FAIL("config.payload.cmdline: at most %d printable bytes", MAX_CMDLINE);
+    if (check_text("config.payload.cmdline", p->cmdline, MAX_CMDLINE, err) < 0)
+        return -1;
     json_t *o = json_object();
     json_object_set_new(root, "payload", o);
     const char *fields[][2] = {
@@ -365,8 +412,9 @@ static int build_disks(const vm_limits *lim, const Cloudhypervisor__V1__VmConfig
             return -1;
         if (!name_ok(d->id, 63))
             return FAIL("%s.id: up to 63 letters, digits, '_', '-', '.'", f);
-        if (!text_ok(d->serial, 20))
-            return FAIL("%s.serial: at most 20 printable bytes", f);
+        cleanup_free char *sf = xasprintf("%s.serial", f);
+        if (check_text(sf, d->serial, 20, err) < 0)
+            return -1;
         if ((unsigned)d->image_type >= ARRAY_SIZE(types))
             return FAIL("%s.image_type: unknown value %d", f, (int)d->image_type);
         json_t *o =
@@ -500,8 +548,8 @@ static int build_misc(const Cloudhypervisor__V1__VmConfig *c, const char *vm_dir
         const Cloudhypervisor__V1__PlatformConfig *p = c->platform;
         if (p->num_pci_segments > MAX_PCI_SEGMENTS)
             return FAIL("config.platform.num_pci_segments: at most %d", MAX_PCI_SEGMENTS);
-        if (!text_ok(p->serial_number, MAX_TEXT))
-            return FAIL("config.platform.serial_number: at most %d printable bytes", MAX_TEXT);
+        if (check_text("config.platform.serial_number", p->serial_number, MAX_TEXT, err) < 0)
+            return -1;
         if (p->uuid[0] && !uuid_ok(p->uuid))
             return FAIL("config.platform.uuid: not a UUID");
         if (p->n_oem_strings > MAX_OEM_STRINGS)
@@ -516,11 +564,11 @@ static int build_misc(const Cloudhypervisor__V1__VmConfig *c, const char *vm_dir
         if (p->n_oem_strings) {
             json_t *a = json_array();
             for (size_t i = 0; i < p->n_oem_strings; i++) {
-                if (!text_ok(p->oem_strings[i], MAX_TEXT)) {
+                cleanup_free char *of = xasprintf("config.platform.oem_strings[%zu]", i);
+                if (check_text(of, p->oem_strings[i], MAX_TEXT, err) < 0) {
                     json_decref(a);
                     json_decref(o);
-                    return FAIL("config.platform.oem_strings[%zu]: at most %d printable bytes", i,
-                                MAX_TEXT);
+                    return -1;
                 }
                 json_array_append_new(a, json_string(p->oem_strings[i]));
             }

@@ -327,6 +327,86 @@ static void test_validation(void **state)
     assert_int_equal(t->fb.starts, 0);
 }
 
+/* Labels (and other client text) hold printable characters only; the error
+ * names the field, the code point, what it is and where. */
+static void test_label_text(void **state)
+{
+    tctx *t = *state;
+    start_manager(t);
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"a\tb", "U+0009 (a control character) at byte 1"},
+        {"x\x7f", "U+007F (a control character)"},
+        {"\xc2\x85next-line", "U+0085 (a control character) at byte 0"}, /* C1 NEL */
+        {"\xc2\x9b", "U+009B (a control character)"},                    /* C1 CSI */
+        {"evil\xe2\x80\xaegpj.exe", "U+202E (a bidirectional formatting character)"},
+        {"\xe2\x81\xa6iso", "U+2066 (a bidirectional formatting character)"},
+        {"\xe2\x80\x8f", "U+200F (a bidirectional formatting character)"}, /* RLM */
+        {"zero\xe2\x80\x8bwidth", "U+200B (an invisible"},
+        {"join\xe2\x80\x8d", "U+200D (an invisible"},
+        {"\xef\xbb\xbf"
+         "bom",
+         "U+FEFF (an invisible"},
+        {"soft\xc2\xadhyphen", "U+00AD (an invisible"},
+        {"tag\xf3\xa0\x80\x81", "U+E0001 (an invisible"},
+        {"line\xe2\x80\xa8sep", "U+2028 (a line or paragraph separator)"},
+        {"\xee\x80\x80", "U+E000 (a private-use character)"},
+        {"\xef\xbf\xbf", "U+FFFF (an unassigned code point or noncharacter)"},
+        {"\xc0\xaf", "not valid UTF-8 (byte 0)"},       /* overlong '/' */
+        {"ok\xed\xa0\x80", "not valid UTF-8 (byte 2)"}, /* surrogate */
+        {"\xf4\x90\x80\x80", "not valid UTF-8"},        /* > U+10FFFF */
+        {"\xf5\x80\x80\x80", "not valid UTF-8"},
+        {"cut\xe2\x82", "not valid UTF-8 (byte 3)"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        chcp_error *err = NULL;
+        vm_label v = {"k", (char *)bad[i].text};
+        assert_int_equal(vm_validate_labels(&v, 1, "labels", &err), -1);
+        assert_int_equal(err->code, CHCP_INVALID_ARGUMENT);
+        if (!strstr(err->message, bad[i].want) ||
+            !str_has_prefix(err->message, "labels[k]: the value"))
+            fail_msg("label value #%zu: want \"%s\", got \"%s\"", i, bad[i].want, err->message);
+        error_free(err);
+        err = NULL;
+        vm_label k = {(char *)bad[i].text, "v"};
+        assert_int_equal(vm_validate_labels(&k, 1, "labels", &err), -1);
+        if (!strstr(err->message, bad[i].want) || !str_has_prefix(err->message, "labels: a key"))
+            fail_msg("label key #%zu: want \"%s\", got \"%s\"", i, bad[i].want, err->message);
+        error_free(err);
+    }
+    /* printable text from any script is fine, spaces too */
+    vm_label good[] = {{"team", "Zürich ops"},
+                       {"名前", "値"},
+                       {"emoji", "\xf0\x9f\x9a\x80"},
+                       {"rtl", "\xd7\xa9\xd7\x9c\xd7\x95\xd7\x9d"},
+                       {"empty", ""}};
+    assert_int_equal(vm_validate_labels(good, ARRAY_SIZE(good), "labels", NULL), 0);
+    /* lengths are in bytes, and empty keys are named */
+    chcp_error *err = NULL;
+    char key[65];
+    memset(key, 'k', 64);
+    key[64] = 0;
+    vm_label longk = {key, "v"};
+    assert_int_equal(vm_validate_labels(&longk, 1, "labels", &err), -1);
+    assert_non_null(strstr(err->message, "64 bytes long, at most 63"));
+    error_free(err);
+    err = NULL;
+    vm_label emptyk = {"", "v"};
+    assert_int_equal(vm_validate_labels(&emptyk, 1, "labels", &err), -1);
+    assert_non_null(strstr(err->message, "keys must not be empty"));
+    error_free(err);
+    /* the same rules for the other client text */
+    cfgbuf b;
+    cfg_init(&b, t);
+    b.p.cmdline = "console=hvc0 \xe2\x80\xae";
+    op_result r = create_cfg(t, "bad", &b.c, NULL, 0);
+    assert_int_equal(r.code, CHCP_INVALID_ARGUMENT);
+    assert_non_null(strstr(r.msg, "config.payload.cmdline: contains U+202E"));
+    assert_int_equal(vm_manager_count(t->m), 0);
+    assert_int_equal(t->fb.starts, 0);
+}
+
 static void test_no_image_dirs(void **state)
 {
     tctx *t = *state;
@@ -865,6 +945,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_basics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_failures_are_atomic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_label_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_image_dirs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_boot_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_graceful, setup, teardown),
