@@ -159,8 +159,10 @@ typedef struct ch_adopt_opts {
 } ch_adopt_opts;
 
 /* Take over a VMM spawned by an earlier daemon run. Fails with CHCP_NOT_FOUND
- * when the pid is gone or now belongs to another process (start time). Exit
- * status is unknown for adopted processes (ch_exit.status = -1). */
+ * when the pid is gone or now belongs to another process (start time). The
+ * exit of an adopted process (not our child) is read from its pidfd once
+ * reaped (Linux >= 6.15) or from /proc while it is a zombie; when neither
+ * knows, ch_exit.status is -1 and ch_exit.signal 0. */
 ch_vmm *ch_vmm_adopt(uv_loop_t *loop, const ch_adopt_opts *opts, const ch_vmm_callbacks *cbs,
                      void *ud, chcp_error **err);
 

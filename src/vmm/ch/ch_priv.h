@@ -130,6 +130,11 @@ int ch_process_spawn(const ch_spawn_opts *opts, ch_child *out, chcp_error **err)
 /* Reap an own child through its pidfd (non-blocking); fills status/signal/
  * reason. Returns 0 when reaped, 1 when still running, -1 on error. */
 int ch_process_reap(int pidfd, int *status, int *sig, char *reason, size_t reason_len);
+/* The exit status of a process that is not our child (adopted after a
+ * restart): from its pidfd once reaped (Linux >= 6.15), or from /proc while
+ * it is a zombie. Returns 0 when known, -1 (status -1, signal 0) when not. */
+int ch_process_foreign_exit(pid_t pid, int pidfd, uint64_t start_time, int *status, int *sig,
+                            char *reason, size_t reason_len);
 /* Append " (stderr: ...)"-style tails of the per-VM logs to `b`. */
 void ch_process_log_tails(const char *dir, chcp_buf *b);
 /* Signal the process (and for SIGKILL its group) only if pid + start time

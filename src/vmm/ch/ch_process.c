@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -307,6 +308,102 @@ int ch_process_reap(int pidfd, int *status, int *sig, char *reason, size_t reaso
                  si.si_code == CLD_DUMPED ? ", core dumped" : "");
     }
     return 0;
+}
+
+/* The exit status in waitpid(2) form, as a status, a signal and a reason. */
+static void describe_wait_status(int ws, int *status, int *sig, char *reason, size_t reason_len,
+                                 const char *suffix)
+{
+    if (WIFEXITED(ws)) {
+        *status = WEXITSTATUS(ws);
+        *sig = 0;
+        snprintf(reason, reason_len, "exited with status %d%s", *status, suffix);
+    } else {
+        *status = -1;
+        *sig = WTERMSIG(ws);
+        snprintf(reason, reason_len, "killed by signal %d (%s)%s%s", *sig,
+                 sigabbrev_np(*sig) ? sigabbrev_np(*sig) : "?",
+                 WCOREDUMP(ws) ? ", core dumped" : "", suffix);
+    }
+}
+
+/*
+ * Linux >= 6.15 keeps a process's exit status for every pidfd holder, also
+ * when it is not our child and has been reaped: ioctl(PIDFD_GET_INFO) with
+ * PIDFD_INFO_EXIT. Debian 12's headers predate it, so the ABI (uapi
+ * linux/pidfd.h, first published size 64 bytes) is spelled out here.
+ */
+struct ch_pidfd_info {
+    uint64_t mask;
+    uint64_t cgroupid;
+    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+    int32_t exit_code;
+};
+#define CH_PIDFD_GET_INFO _IOWR(0xFF, 11, struct ch_pidfd_info)
+#define CH_PIDFD_INFO_EXIT (1ull << 3)
+
+static bool pidfd_exit_status(int pidfd, int *ws)
+{
+    struct ch_pidfd_info info = {.mask = CH_PIDFD_INFO_EXIT};
+    if (ioctl(pidfd, CH_PIDFD_GET_INFO, &info) < 0 || !(info.mask & CH_PIDFD_INFO_EXIT))
+        return false;
+    *ws = info.exit_code;
+    return true;
+}
+
+/* A zombie's exit status: /proc/<pid>/stat field 52 (Linux >= 3.5), while
+ * its parent has not reaped it, and only if it is still our process. */
+static bool zombie_exit_status(pid_t pid, uint64_t start_time, int *ws)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p || p[1] != ' ' || p[2] != 'Z')
+        return false;
+    /* Fields 3 (state) to 52, space separated after the comm's ')'. */
+    unsigned long long start = 0;
+    long long code = 0;
+    char *save = NULL;
+    int field = 3;
+    for (char *tok = strtok_r(p + 2, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
+        if (field == 22)
+            start = strtoull(tok, NULL, 10);
+        if (field == 52) {
+            code = strtoll(tok, NULL, 10);
+            if (start != start_time)
+                return false;
+            *ws = (int)code;
+            return true;
+        }
+        field++;
+    }
+    return false;
+}
+
+int ch_process_foreign_exit(pid_t pid, int pidfd, uint64_t start_time, int *status, int *sig,
+                            char *reason, size_t reason_len)
+{
+    int ws;
+    /* Reaped: the pidfd knows (new kernels). Not yet reaped: /proc does.
+     * Reaped between the two looks: ask the pidfd again. */
+    if (pidfd_exit_status(pidfd, &ws) || zombie_exit_status(pid, start_time, &ws) ||
+        pidfd_exit_status(pidfd, &ws)) {
+        describe_wait_status(ws, status, sig, reason, reason_len, " (adopted process)");
+        return 0;
+    }
+    *status = -1;
+    *sig = 0;
+    snprintf(reason, reason_len,
+             "exited (adopted process: status unknown; Linux >= 6.15 reports it)");
+    return -1;
 }
 
 /* The last lines of a log file, on one line, for an error message. */

@@ -103,7 +103,8 @@ static void vmm_handle_exit(ch_vmm *v)
         if (ch_process_reap(v->pidfd, &status, &sig, reason, sizeof(reason)) == 1)
             return; /* not yet */
     } else {
-        snprintf(reason, sizeof(reason), "exited (adopted process: status unknown)");
+        ch_process_foreign_exit(v->pid, v->pidfd, v->start_time, &status, &sig, reason,
+                                sizeof(reason));
     }
     v->alive = false;
     v->exit_seen = true;
