@@ -236,6 +236,11 @@ static void run_create(vm_op *op)
         error_free(err);
         return;
     }
+    if (vm_images_stage(&e->m->limits, vm_record_config(&e->rec), e->rec.dir, &err) < 0) {
+        create_fail(op, err);
+        error_free(err);
+        return;
+    }
     vmb_start_params p = {.vm_id = e->rec.id, .dir = e->rec.dir};
     e->inflight++;
     vm_call_watch *w = vm_call_watch_start(e, op->obs_token, "spawn", create_started, op);
@@ -251,6 +256,23 @@ static void run_create(vm_op *op)
 }
 
 /* ---- BootVm ---------------------------------------------------------------- */
+
+/* Right before every boot and reboot: each client image path is checked
+ * again and the file it names now is what the VMM's staged name links to
+ * (images.c). On failure the operation ends with the error, nothing
+ * changed. */
+static bool stage_images(vm_op *op)
+{
+    vm_entry *e = op->vm;
+    chcp_error *err = NULL;
+    if (vm_images_stage(&e->m->limits, vm_record_config(&e->rec), e->rec.dir, &err) == 0)
+        return true;
+    log_vm(LOG_WARN, e->rec.id, "%s refused: %s", op->kind == VM_OP_BOOT ? "BootVm" : "RebootVm",
+           err->message);
+    vm_op_complete_now(op, err->code, "%s", err->message);
+    error_free(err);
+    return false;
+}
 
 static void boot_info_done(void *ud, chcp_error *err, const vmb_reply *reply)
 {
@@ -318,6 +340,8 @@ static void run_boot(vm_op *op)
         return vm_op_complete_now(op, CHCP_OK, "already running");
     if (e->rec.state != VM_CREATED && e->rec.state != VM_SHUTDOWN)
         return fail_precondition(op, "BootVm needs CREATED or SHUTDOWN");
+    if (!stage_images(op))
+        return;
     op->prev_state = e->rec.state;
     /* Whatever poweroff was still to be confirmed is history now. */
     e->poweroff_check = false;
@@ -378,6 +402,8 @@ static void run_reboot(vm_op *op)
     vm_entry *e = op->vm;
     if (e->rec.state != VM_RUNNING && e->rec.state != VM_PAUSED)
         return fail_precondition(op, "RebootVm needs RUNNING or PAUSED");
+    if (!stage_images(op))
+        return;
     e->expect_reboot_events = 1; /* our own reboot's events are not the guest's */
     request(op, VMB_REBOOT, NULL, e->m->cfg.boot_timeout_ms, simple_done);
 }

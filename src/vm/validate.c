@@ -23,7 +23,6 @@
 
 #include "vm/vm_internal.h"
 
-#define MAX_DISKS 32
 #define MAX_NETS 16
 #define MAX_QUEUES 64
 #define MAX_QUEUE_SIZE 32768
@@ -141,21 +140,14 @@ int vm_validate_labels(const vm_label *labels, size_t n, const char *field, chcp
 
 /* ---- host paths ------------------------------------------------------------- */
 
-static bool under_dir(const char *path, const char *dir)
-{
-    size_t n = strlen(dir);
-    if (n == 1 && dir[0] == '/')
-        return path[0] == '/';
-    return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
-}
-
 /*
- * Canonicalise a client path and check it stays inside an image directory.
- * The lexical check comes first, so paths outside the image directories are
+ * Check a client path and return the name the VMM is given for it: the
+ * file's staged hard link in the VM directory (images.c; docs/security.md).
+ * The lexical checks come first, so paths outside the image directories are
  * refused without telling the client whether they exist.
  */
-static char *resolve_image_path(const vm_limits *lim, const char *field, const char *path,
-                                bool allow_blockdev, chcp_error **err)
+static char *image_path(const vm_limits *lim, const char *field, const char *path,
+                        bool allow_blockdev, const char *vm_dir, const char *role, chcp_error **err)
 {
     if (lim->n_image_dirs == 0) {
         error_set(err, CHCP_PERMISSION_DENIED,
@@ -170,42 +162,16 @@ static char *resolve_image_path(const vm_limits *lim, const char *field, const c
         error_set(err, CHCP_INVALID_ARGUMENT, "%s: must be an absolute path", field);
         return NULL;
     }
-    if (strstr(path, "/../") || str_has_prefix(path, "../") ||
+    if (strstr(path, "/../") ||
         (strlen(path) >= 3 && strcmp(path + strlen(path) - 3, "/..") == 0)) {
         error_set(err, CHCP_INVALID_ARGUMENT, "%s: '..' is not allowed", field);
         return NULL;
     }
-    bool lexical = false;
-    for (size_t i = 0; i < lim->n_image_dirs && !lexical; i++)
-        lexical = under_dir(path, lim->image_dirs[i]);
-    if (!lexical) {
-        error_set(err, CHCP_PERMISSION_DENIED, "%s: %s is not inside an image directory", field,
-                  path);
+    int fd = vm_image_open(lim, field, path, allow_blockdev, err);
+    if (fd < 0)
         return NULL;
-    }
-    cleanup_free char *real = realpath(path, NULL);
-    if (!real) {
-        error_set_errno(err, CHCP_INVALID_ARGUMENT, errno, "%s: %s", field, path);
-        return NULL;
-    }
-    bool inside = false;
-    for (size_t i = 0; i < lim->n_image_dirs && !inside; i++)
-        inside = under_dir(real, lim->image_dirs[i]);
-    if (!inside) {
-        error_set(err, CHCP_PERMISSION_DENIED,
-                  "%s: %s resolves to %s, outside the image directories", field, path, real);
-        return NULL;
-    }
-    struct stat st;
-    if (stat(real, &st) < 0) {
-        error_set_errno(err, CHCP_INVALID_ARGUMENT, errno, "%s: %s", field, path);
-        return NULL;
-    }
-    if (!S_ISREG(st.st_mode) && !(allow_blockdev && S_ISBLK(st.st_mode))) {
-        error_set(err, CHCP_INVALID_ARGUMENT, "%s: %s is not a regular file", field, path);
-        return NULL;
-    }
-    return steal_pointer(&real);
+    close(fd);
+    return vm_image_staged_path(vm_dir, role);
 }
 
 /* ---- small field checks --------------------------------------------------- */
@@ -261,7 +227,7 @@ static bool uuid_ok(const char *s)
 /* ---- sections ---------------------------------------------------------------- */
 
 static int build_payload(const vm_limits *lim, const Cloudhypervisor__V1__PayloadConfig *p,
-                         json_t *root, chcp_error **err)
+                         const char *vm_dir, json_t *root, chcp_error **err)
 {
     if (!p)
         return FAIL("config.payload: required (a kernel or a firmware)");
@@ -282,10 +248,11 @@ static int build_payload(const vm_limits *lim, const Cloudhypervisor__V1__Payloa
         if (!fields[i][1][0])
             continue;
         cleanup_free char *name = xasprintf("config.payload.%s", fields[i][0]);
-        cleanup_free char *real = resolve_image_path(lim, name, fields[i][1], false, err);
-        if (!real)
+        cleanup_free char *staged =
+            image_path(lim, name, fields[i][1], false, vm_dir, fields[i][0], err);
+        if (!staged)
             return -1;
-        json_object_set_new(o, fields[i][0], json_string(real));
+        json_object_set_new(o, fields[i][0], json_string(staged));
     }
     if (p->cmdline[0])
         json_object_set_new(o, "cmdline", json_string(p->cmdline));
@@ -389,14 +356,14 @@ static int check_queues(const char *field, uint32_t nq, uint32_t qs, chcp_error 
     return 0;
 }
 
-static int build_disks(const vm_limits *lim, const Cloudhypervisor__V1__VmConfig *c, json_t *root,
-                       chcp_error **err)
+static int build_disks(const vm_limits *lim, const Cloudhypervisor__V1__VmConfig *c,
+                       const char *vm_dir, json_t *root, chcp_error **err)
 {
     static const char *const types[] = {NULL, "Raw", "Qcow2", "FixedVhd", "Vhdx"};
     if (c->n_disks == 0)
         return 0;
-    if (c->n_disks > MAX_DISKS)
-        return FAIL("config.disks: at most %d disks", MAX_DISKS);
+    if (c->n_disks > VM_MAX_DISKS)
+        return FAIL("config.disks: at most %d disks", VM_MAX_DISKS);
     json_t *arr = json_array();
     json_object_set_new(root, "disks", arr);
     for (size_t i = 0; i < c->n_disks; i++) {
@@ -405,8 +372,9 @@ static int build_disks(const vm_limits *lim, const Cloudhypervisor__V1__VmConfig
         if (!d->path[0])
             return FAIL("%s.path: required", f);
         cleanup_free char *pf = xasprintf("%s.path", f);
-        cleanup_free char *real = resolve_image_path(lim, pf, d->path, true, err);
-        if (!real)
+        cleanup_free char *role = xasprintf("disk-%zu", i);
+        cleanup_free char *staged = image_path(lim, pf, d->path, true, vm_dir, role, err);
+        if (!staged)
             return -1;
         if (check_queues(f, d->num_queues, d->queue_size, err) < 0)
             return -1;
@@ -417,8 +385,8 @@ static int build_disks(const vm_limits *lim, const Cloudhypervisor__V1__VmConfig
             return -1;
         if ((unsigned)d->image_type >= ARRAY_SIZE(types))
             return FAIL("%s.image_type: unknown value %d", f, (int)d->image_type);
-        json_t *o =
-            json_pack("{s:s,s:b,s:b}", "path", real, "readonly", d->readonly, "direct", d->direct);
+        json_t *o = json_pack("{s:s,s:b,s:b}", "path", staged, "readonly", d->readonly, "direct",
+                              d->direct);
         if (d->num_queues)
             json_object_set_new(o, "num_queues", json_integer(d->num_queues));
         if (d->queue_size)
@@ -588,13 +556,13 @@ char *vm_config_build(const vm_limits *lim, const Cloudhypervisor__V1__VmConfig 
     }
     json_t *root = json_object();
     uint32_t max_vcpus = 1;
-    int rc = build_payload(lim, c->payload, root, err);
+    int rc = build_payload(lim, c->payload, vm_dir, root, err);
     if (rc == 0)
         rc = build_cpus(lim, c->cpus, root, &max_vcpus, err);
     if (rc == 0)
         rc = build_memory(lim, c->memory, root, err);
     if (rc == 0)
-        rc = build_disks(lim, c, root, err);
+        rc = build_disks(lim, c, vm_dir, root, err);
     if (rc == 0)
         rc = build_net(c, root, err);
     if (rc == 0)

@@ -25,6 +25,21 @@ typedef struct vm_limits {
 char *vm_config_build(const vm_limits *lim, const Cloudhypervisor__V1__VmConfig *c,
                       const char *vm_dir, chcp_error **err);
 
+/* images.c: client image paths (docs/security.md, "Image paths") */
+#define VM_MAX_DISKS 32
+/* Open a client path beneath the image directory it lies in (openat2
+ * RESOLVE_BENEATH: no symlink or '..' may leave it) and check its type;
+ * an O_PATH descriptor, or -1 with an error naming the field. */
+int vm_image_open(const vm_limits *lim, const char *field, const char *path, bool allow_blockdev,
+                  chcp_error **err);
+/* Where the VMM finds an image: <vm_dir>/images/<role> (malloc'ed). Roles:
+ * "kernel", "initramfs", "firmware", "disk-<i>". */
+char *vm_image_staged_path(const char *vm_dir, const char *role);
+/* Open every client image of `c` as above and hard-link it to its staged
+ * path, atomically replacing the previous link. Before every boot. */
+int vm_images_stage(const vm_limits *lim, const Cloudhypervisor__V1__VmConfig *c,
+                    const char *vm_dir, chcp_error **err);
+
 /* Recursively remove a VM directory (only what chcp puts there: files,
  * sockets, at most one level of subdirectories). */
 int vm_dir_remove(const char *dir, chcp_error **err);

@@ -174,9 +174,12 @@ static void test_create_basics(void **state)
     struct stat st;
     assert_int_equal(stat(rec->dir, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0700);
-    /* the VMM JSON: canonical kernel path, console file in the VM dir */
-    assert_non_null(strstr(rec->vmm_config_json, t->kernel));
+    /* the VMM JSON: the kernel's staged link in the VM dir (images.c), the
+     * console file in the VM dir */
     char want[300];
+    snprintf(want, sizeof(want), "\"kernel\":\"%s/images/kernel\"", rec->dir);
+    assert_non_null(strstr(rec->vmm_config_json, want));
+    assert_null(strstr(rec->vmm_config_json, t->kernel));
     snprintf(want, sizeof(want), "\"file\":\"%s/console.log\"", rec->dir);
     assert_non_null(strstr(rec->vmm_config_json, want));
     assert_non_null(strstr(rec->vmm_config_json, "\"boot_vcpus\":2"));
