@@ -4,7 +4,12 @@
 Drives the real daemon (chcp-api) with the CH stand-in as VMM: a seeded,
 randomized lifecycle workload (CreateVm/BootVm/PauseVm/ResumeVm/RebootVm/
 ShutdownVm/DeleteVm/GetVmInfo over tens of VM ids, several client threads)
-while the daemon is killed with SIGKILL at random moments, many times. After
+while the daemon is killed with SIGKILL at random moments, many times. About
+half the ids have their VMM deliver events late (the stand-in's
+event_delay_ms, 50-600 ms, as CH's monitor thread may), so events of an
+earlier boot reach the daemon after the next one, also across its restarts.
+Each run goes through a fixed list of seeds (FIXED_SEEDS, a few kills each)
+and one random seed (more kills), all printed; --seed N reruns one. After
 every restart (once GET /_/health says recovery is complete) it checks:
 
   * every VM whose CreateVm was acknowledged (and not deleted since) is
@@ -16,19 +21,21 @@ every restart (once GET /_/health says recovery is complete) it checks:
     the state directory must be the VMM its record names);
   * no record pointing to a dead VMM: every pid a record names is its live
     VMM, and no VM is CRASHED at all (nothing in the workload kills a VMM, so
-    a CRASHED VM would mean a daemon crash took it down); FAILED has a reason;
+    a CRASHED VM would mean a daemon crash took it down) nor FAILED (nothing
+    makes a boot fail: a FAILED VM means the daemon believed something its
+    VMM did not do, such as a late event taken for a poweroff);
   * no leaked directories (each VM directory has a record) or sockets (a VM
     without a live VMM has no api.sock).
 
-Then a graceful restart, and the faults: a VMM that never answers vm.info
+Then, once (on the last seed's daemon), the faults: a VMM that never answers vm.info
 (recovery waits for it while /_/health says "recovering" and VmService answers
 unavailable; the VM keeps its VMM with a reason), SIGTERM during a DeleteVm
 stuck on a VMM that will not stop (finished at the next start), and start-up
 refusals for a locked, a world-writable and a corrupt state directory.
 
-Then a graceful restart (SIGTERM) with running VMs must keep every VMM pid,
-state, timestamp unchanged, and a final cleanup must leave nothing behind.
-The seed is printed; rerun with --seed to reproduce a failure's workload
+After each seed's kill rounds a graceful restart (SIGTERM) with running VMs
+must keep every VMM pid, state, timestamp unchanged, and a cleanup must leave
+nothing behind. Rerun a failing seed with --seed to reproduce its workload
 (the kill moments are wall-clock based, so timings vary a little).
 """
 import argparse
@@ -68,18 +75,30 @@ class Workload:
         self.ids = ["vm-%02d" % i for i in range(n_ids)]
         self.known = {i: "absent" for i in self.ids}  # present | absent | unknown
         self.rngs = [random.Random(seed * 1000 + w) for w in range(n_workers)]
+        # Late events for about half the ids, from the seed.
+        rng = random.Random(seed * 7919)
+        self.delays = {i: rng.choice((0, 0, 50, 200, 600)) for i in self.ids}
+        self.deaf = {i: rng.random() < 0.4 for i in self.ids}
         self.gate = threading.Event()
         self.stop = False
         self.idle = [threading.Event() for _ in range(n_workers)]
         self.ops = 0
         self.acked = 0
+        self.errors = []  # answers the VMM contradicts (verify)
         self.lock = threading.Lock()
         self.threads = []
 
     def config(self, vm_id):
         # Each id always uses the same config, so a retried CreateVm is
-        # idempotent; half the ids carry labels.
-        return {"payload": {"kernel": self.kernel, "cmdline": "console=hvc0 id=" + vm_id}}
+        # idempotent; half the ids carry labels, and some have their VMM
+        # deliver events late (as CH's monitor thread may), which a daemon
+        # that believed events would show as a state its VMM disagrees with.
+        cmdline = "console=hvc0 id=" + vm_id
+        if self.delays[vm_id]:
+            cmdline += " standin.event_delay_ms=%d" % self.delays[vm_id]
+        if self.deaf[vm_id]:  # graceful shutdowns of these end forced
+            cmdline += " standin.ignore_power_button=1"
+        return {"payload": {"kernel": self.kernel, "cmdline": cmdline}}
 
     def labels(self, vm_id):
         return {"owner": "crash"} if int(vm_id[3:]) % 2 else {}
@@ -121,8 +140,18 @@ class Workload:
             vm_id = rng.choice(mine)
             self.one(rng, client, vm_id)
 
+    # A deploy system's restart of a VM, quickly: the forced shutdown's
+    # vm/shutdown event of a late-event VMM arrives during the graceful one.
+    CYCLE = (("ShutdownVm", {"force": True}), ("BootVm", {}),
+             ("ShutdownVm", {"force": False, "gracefulTimeout": "0.3s"}))
+
     def one(self, rng, client, vm_id):
         r = rng.random()
+        if self.known[vm_id] == "present" and r > 0.9:
+            for method, extra in self.CYCLE:
+                if not self.do(client, vm_id, method, dict(extra, vmId=vm_id)):
+                    return
+            return
         if self.known[vm_id] != "present" or r < 0.08:
             method = "CreateVm" if self.known[vm_id] != "present" or r < 0.04 else "DeleteVm"
         else:
@@ -135,10 +164,14 @@ class Workload:
         if method == "ShutdownVm":
             req["force"] = rng.random() < 0.7
             req["gracefulTimeout"] = "0.2s"
+        self.do(client, vm_id, method, req)
+
+    def do(self, client, vm_id, method, req):
+        """One call; True when acknowledged."""
         with self.lock:
             self.ops += 1
         try:
-            client.call(method, req)
+            resp = client.call(method, req)
             ok = True
         except RpcError as e:
             ok = False
@@ -148,12 +181,12 @@ class Workload:
                 raise Failure("%s %s: %s (same config must be idempotent)" % (method, vm_id, e))
             if e.code in ("internal",) and "AddressSanitizer" in e.message:
                 raise
-            return
+            return False
         except Exception:
             # The daemon died under the call: outcome unknown.
             if method in ("CreateVm", "DeleteVm"):
                 self.known[vm_id] = "unknown"
-            return
+            return False
         if ok:
             with self.lock:
                 self.acked += 1
@@ -161,6 +194,31 @@ class Workload:
                 self.known[vm_id] = "present"
             elif method == "DeleteVm":
                 self.known[vm_id] = "absent"
+            self.verify(vm_id, method, resp)
+        return ok
+
+    def verify(self, vm_id, method, resp):
+        """An acknowledged answer must be true of the VMM (asked directly,
+        right after; one thread owns an id, and no guest here powers off by
+        itself): a ShutdownVm's SHUTDOWN means the guest is off, a BootVm's
+        RUNNING that it runs; nothing in this workload makes a VM FAILED."""
+        st = (resp.get("vm") or {}).get("state")
+        want = {"ShutdownVm": ("VM_STATE_SHUTDOWN", ("Created", "Shutdown")),
+                "BootVm": ("VM_STATE_RUNNING", ("Running",))}.get(method)
+        problem = None
+        if st == "VM_STATE_FAILED":
+            problem = "%s %s answered FAILED: %s" % (method, vm_id, resp["vm"].get("stateReason"))
+        elif want and st == want[0]:
+            try:
+                status, info = vmm_info(os.path.join(self.d.state_dir, "vms", vm_id, "api.sock"))
+            except OSError:
+                return  # the daemon was killed and the VM deleted since: unknowable
+            ch = info.get("state") if status == 200 and info else None
+            if ch not in want[1]:
+                problem = "%s %s answered %s but its VMM says %r" % (method, vm_id, st, ch)
+        if problem:
+            with self.lock:
+                self.errors.append(problem)
 
 
 class ThreadClient:
@@ -211,7 +269,7 @@ class Mismatch(Failure):
     pass
 
 
-def check(d, wl, state_dir, round_no):
+def check(d, wl, state_dir, round_no, when="after restart"):
     """The invariants; returns the listing. A state mismatch may be a guest
     event still on its way (an ACPI power-off requested just before the
     kill completes inside the VMM while chcp-api is down): it must converge
@@ -219,9 +277,9 @@ def check(d, wl, state_dir, round_no):
     for attempt in range(5):
         try:
             return check_once(d, wl, state_dir, round_no)
-        except Mismatch:
+        except Mismatch as e:
             if attempt == 4:
-                raise
+                raise Mismatch("%s (%s)" % (e, when))
             time.sleep(0.3)
 
 
@@ -268,6 +326,11 @@ def check_once(d, wl, state_dir, round_no):
             # daemon crash (or its recovery) took a VM down.
             raise Failure("round %d: %s is CRASHED (%s): a daemon crash must never stop a VM"
                           % (round_no, vm_id, v.get("stateReason")))
+        if st == "VM_STATE_FAILED":
+            # Nothing in this workload can make a boot or shutdown fail: a
+            # FAILED VM means chcp believed something its VMM did not do
+            # (e.g. a late event taken for a poweroff, then a BootVm).
+            raise Failure("round %d: %s is FAILED (%s)" % (round_no, vm_id, v.get("stateReason")))
         if pid == 0:
             if st != "VM_STATE_FAILED":
                 raise Failure("round %d: %s is %s without a VMM" % (round_no, vm_id, st))
@@ -428,140 +491,207 @@ def start_faults(d, state_dir):
     refused(d, "corrupt database", db)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--standin", required=True)
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--ids", type=int, default=24)
-    ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--ops", type=int, default=20000, help="stop the workload after this many")
-    ap.add_argument("--kills", type=int, default=15)
-    ap.add_argument("--budget", type=float, default=240.0, help="seconds for the kill rounds")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
-    a = ap.parse_args()
-    seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
-    print("crash-test seed %d (rerun with --seed %d)" % (seed, seed), flush=True)
-    rng = random.Random(seed)
+# Seeds every run goes through (CI); one random seed is added and printed.
+FIXED_SEEDS = (11, 23, 37)
 
-    tmp = tempfile.mkdtemp(prefix="chcp-crash-")
-    state_dir = os.path.join(tmp, "state")
-    img = os.path.join(tmp, "images")
-    os.mkdir(img)
-    kernel = os.path.join(img, "vmlinux")
-    with open(kernel, "wb") as f:
-        f.write(b"\x7fELF fake kernel")
-    d = Daemon(os.path.abspath(a.bin), os.path.abspath(a.standin), state_dir, img,
-               os.path.join(tmp, "daemon.log"))
-    ok = False
-    try:
+
+def hung_vmm(d, kernel):
+    """A VMM whose socket accepts but never answers vm.info: after a restart
+    the VM keeps its VMM and state, and says why."""
+    hung_cfg = {"payload": {"kernel": kernel,
+                            "cmdline": "console=hvc0 standin.hang_on=vm.info"}}
+    d.call("CreateVm", {"vmId": "hung-info", "config": hung_cfg})
+    d.call("BootVm", {"vmId": "hung-info"})
+    pid = list_vms(d)["hung-info"]["vmmPid"]
+    assert d.term() == 0
+    # Its 2 s vm.info timeout holds recovery open: meanwhile health says
+    # "recovering" (503) and VmService refuses every call.
+    d.extra_env["CHCP_PORT"] = str(free_port())
+    d.start()
+    st, h = d.health()
+    if st != 503 or h.get("status") != "recovering" or h["recovery"]["complete"]:
+        raise Failure("health during recovery: %d %r" % (st, h))
+    for method, req in (("ListVms", {}), ("GetVmInfo", {"vmId": "hung-info"}),
+                        ("CreateVm", {"vmId": "early", "config": hung_cfg})):
+        try:
+            d.call(method, req)
+            raise Failure("%s answered during recovery" % method)
+        except RpcError as e:
+            if e.code != "unavailable" or "recovering" not in e.message:
+                raise Failure("%s during recovery: %s" % (method, e))
+    print("during recovery: /_/health 503 'recovering' (%d of %d settled), VmService "
+          "unavailable" % (h["recovery"]["settled"], h["recovery"]["total"]), flush=True)
+    d.wait_recovered()
+    del d.extra_env["CHCP_PORT"]
+    v = list_vms(d)["hung-info"]
+    if v.get("vmmPid") != pid or v.get("state") != "VM_STATE_RUNNING" or \
+            "not responding" not in v.get("stateReason", ""):
+        raise Failure("hung VMM after restart: %r" % v)
+    print("hung VMM socket: VM kept (pid %d), reason %r" % (pid, v["stateReason"]), flush=True)
+
+
+def clean_up(d, state_dir):
+    """Deleting everything through the API leaves nothing behind."""
+    for vm_id in list_vms(d):
+        d.call("DeleteVm", {"vmId": vm_id})
+    if list_vms(d):
+        raise Failure("VMs left after deleting all")
+    rc = d.term()
+    rep = d.sanitizer_report()
+    if rc != 0 or rep:
+        raise Failure("final SIGTERM: rc %d\n%s" % (rc, rep or d.log_tail()))
+    left = vmm_processes(os.path.join(state_dir, "vms"))
+    if left or os.listdir(os.path.join(state_dir, "vms")):
+        raise Failure("left behind: processes %r, dirs %r"
+                      % (left, os.listdir(os.path.join(state_dir, "vms"))))
+
+
+class Run:
+    """One seed's world: a temp dir with a state and an image directory."""
+
+    def __init__(self, a, seed):
+        self.seed = seed
+        self.tmp = tempfile.mkdtemp(prefix="chcp-crash-%d-" % seed)
+        self.state_dir = os.path.join(self.tmp, "state")
+        img = os.path.join(self.tmp, "images")
+        os.mkdir(img)
+        self.kernel = os.path.join(img, "vmlinux")
+        with open(self.kernel, "wb") as f:
+            f.write(b"\x7fELF fake kernel")
+        self.d = Daemon(os.path.abspath(a.bin), os.path.abspath(a.standin), self.state_dir, img,
+                        os.path.join(self.tmp, "daemon.log"))
+
+    def kill_rounds(self, a, kills, budget):
+        """The seeded workload with `kills` SIGKILLs of the daemon, the
+        invariants after each restart, then a graceful restart."""
+        d, state_dir, rng = self.d, self.state_dir, random.Random(self.seed)
         d.start()
         d.wait_recovered()
-        wl = Workload(d, seed, a.ids, a.workers, kernel)
+        wl = Workload(d, self.seed, a.ids, a.workers, self.kernel)
+        delayed = {i: ms for i, ms in wl.delays.items() if ms}
+        print("seed %d: %d kills; %d of %d ids with VMM events delivered late (%s ms), %d "
+              "whose guest ignores the power button"
+              % (self.seed, kills, len(delayed), a.ids,
+                 ",".join(str(ms) for ms in sorted(set(delayed.values()))),
+                 sum(wl.deaf.values())), flush=True)
         wl.start()
         wl.resume()
         t0 = time.monotonic()
-        kills = 0
-        while kills < a.kills and wl.ops < a.ops and time.monotonic() - t0 < a.budget:
+        n = 0
+        while n < kills and wl.ops < a.ops and time.monotonic() - t0 < budget:
             time.sleep(rng.uniform(0.05, 1.2))
+            if n % 2:
+                # Every other round, look before killing: recovery
+                # reconciles with vm.info, so a state the running daemon got
+                # wrong (a late event believed) is only visible now.
+                wl.pause()
+                check(d, wl, state_dir, n, when="before kill")
+                wl.resume()
+                time.sleep(rng.uniform(0.05, 0.6))
             d.kill9()
-            kills += 1
+            n += 1
             wl.pause()
+            if wl.errors:
+                raise Failure("round %d: %s" % (n, "; ".join(wl.errors[:5])))
             d.start()
             h = d.wait_recovered()
-            vms = check(d, wl, state_dir, kills)
+            vms = check(d, wl, state_dir, n)
             live = sum(1 for v in vms.values() if v.get("vmmPid"))
             print("round %2d: ops %4d acked %4d, %2d VMs (%2d with a VMM), recovery %d ms "
                   "(adopted %d, crashed %d, orphans %d)"
-                  % (kills, wl.ops, wl.acked, len(vms), live, h["recovery"]["elapsed_ms"],
+                  % (n, wl.ops, wl.acked, len(vms), live, h["recovery"]["elapsed_ms"],
                      h["recovery"]["adopted"], h["recovery"]["crashed"],
                      h["recovery"]["orphans"]), flush=True)
             wl.resume()
         wl.pause()
         wl.finish()
-        if kills < 5:
-            raise Failure("only %d kill rounds fit in the budget" % kills)
+        if wl.errors:
+            raise Failure("%s" % "; ".join(wl.errors[:5]))
+        if n < min(kills, 5):
+            raise Failure("only %d kill rounds fit in the budget" % n)
         # Graceful restart with VMs running: nothing changes.
-        check(d, wl, state_dir, kills + 1)
+        check(d, wl, state_dir, n + 1)
         for vm_id, v in list_vms(d).items():
             if v["state"] in ("VM_STATE_CREATED", "VM_STATE_SHUTDOWN"):
                 try:
                     d.call("BootVm", {"vmId": vm_id})
                 except RpcError:
                     pass
-        n = graceful_restart(d, state_dir)
-        check(d, wl, state_dir, kills + 2)
+        running = graceful_restart(d, state_dir)
+        check(d, wl, state_dir, n + 2)
         print("graceful restart: %d running VMM(s) kept with the same pid, state and "
-              "timestamps" % n, flush=True)
-        # A VMM whose socket accepts but never answers vm.info: after a
-        # restart the VM keeps its VMM and state, and says why.
-        hung_cfg = {"payload": {"kernel": kernel,
-                                "cmdline": "console=hvc0 standin.hang_on=vm.info"}}
-        d.call("CreateVm", {"vmId": "hung-info", "config": hung_cfg})
-        d.call("BootVm", {"vmId": "hung-info"})
-        pid = list_vms(d)["hung-info"]["vmmPid"]
-        assert d.term() == 0
-        # Its 2 s vm.info timeout holds recovery open: meanwhile health says
-        # "recovering" (503) and VmService refuses every call.
-        d.extra_env["CHCP_PORT"] = str(free_port())
-        d.start()
-        st, h = d.health()
-        if st != 503 or h.get("status") != "recovering" or h["recovery"]["complete"]:
-            raise Failure("health during recovery: %d %r" % (st, h))
-        for method, req in (("ListVms", {}), ("GetVmInfo", {"vmId": "hung-info"}),
-                            ("CreateVm", {"vmId": "early", "config": hung_cfg})):
-            try:
-                d.call(method, req)
-                raise Failure("%s answered during recovery" % method)
-            except RpcError as e:
-                if e.code != "unavailable" or "recovering" not in e.message:
-                    raise Failure("%s during recovery: %s" % (method, e))
-        print("during recovery: /_/health 503 'recovering' (%d of %d settled), VmService "
-              "unavailable" % (h["recovery"]["settled"], h["recovery"]["total"]), flush=True)
-        d.wait_recovered()
-        del d.extra_env["CHCP_PORT"]
-        v = list_vms(d)["hung-info"]
-        if v.get("vmmPid") != pid or v.get("state") != "VM_STATE_RUNNING" or \
-                "not responding" not in v.get("stateReason", ""):
-            raise Failure("hung VMM after restart: %r" % v)
-        print("hung VMM socket: VM kept (pid %d), reason %r" % (pid, v["stateReason"]), flush=True)
-        vmm_died_while_down(d, state_dir)
-        interrupted_delete(d, kernel, state_dir)
-        # Cleanup through the API leaves nothing behind.
-        for vm_id in list_vms(d):
-            d.call("DeleteVm", {"vmId": vm_id})
-        if list_vms(d):
-            raise Failure("VMs left after deleting all")
-        rc = d.term()
-        rep = d.sanitizer_report()
-        if rc != 0 or rep:
-            raise Failure("final SIGTERM: rc %d\n%s" % (rc, rep or d.log_tail()))
-        left = vmm_processes(os.path.join(state_dir, "vms"))
-        if left or os.listdir(os.path.join(state_dir, "vms")):
-            raise Failure("left behind: processes %r, dirs %r"
-                          % (left, os.listdir(os.path.join(state_dir, "vms"))))
-        start_faults(d, state_dir)
-        print("crash-test passed: seed %d, %d kills, %d operations (%d acknowledged)"
-              % (seed, kills, wl.ops, wl.acked), flush=True)
-        ok = True
-    except Failure as e:
-        print("FAIL (seed %d): %s" % (seed, e), flush=True)
-        print("daemon log tail:\n" + d.log_tail(4000), flush=True)
-    finally:
+              "timestamps" % running, flush=True)
+        return wl, n
+
+    def close(self, keep):
+        d = self.d
         if d.proc and d.proc.poll() is None:
             d.kill9()
         # Never leave stand-ins behind: only processes holding our event files.
-        for pid in vmm_processes(os.path.join(state_dir, "vms")) if os.path.isdir(
-                os.path.join(state_dir, "vms")) else {}:
+        vms = os.path.join(self.state_dir, "vms")
+        for pid in vmm_processes(vms) if os.path.isdir(vms) else {}:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        if a.keep or not ok:
-            print("state kept in " + tmp, flush=True)
+        if keep:
+            print("state kept in " + self.tmp, flush=True)
         else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return 0 if ok else 1
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--standin", required=True)
+    ap.add_argument("--seed", type=int, default=None,
+                    help="run only this seed (with --kills kills), to reproduce a failure")
+    ap.add_argument("--ids", type=int, default=24)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--ops", type=int, default=20000, help="stop a workload after this many")
+    ap.add_argument("--kills", type=int, default=15, help="kills for the random (or --seed) seed")
+    ap.add_argument("--fixed-kills", type=int, default=6, help="kills for each fixed seed")
+    ap.add_argument("--budget", type=float, default=240.0, help="seconds for all kill rounds")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    a = ap.parse_args()
+    if a.seed is not None:
+        plan = [(a.seed, a.kills)]
+    else:
+        rnd = random.SystemRandom().randrange(1 << 31)
+        plan = [(s, a.fixed_kills) for s in FIXED_SEEDS] + [(rnd, a.kills)]
+    print("crash-test seeds %s (rerun one with --seed N)"
+          % ", ".join("%d" % s for s, _ in plan), flush=True)
+    t0 = time.monotonic()
+    total_kills = total_ops = total_acked = 0
+    for i, (seed, kills) in enumerate(plan):
+        run = Run(a, seed)
+        last = i == len(plan) - 1
+        ok = False
+        try:
+            budget = max(20.0, a.budget - (time.monotonic() - t0)) / (len(plan) - i)
+            wl, n = run.kill_rounds(a, kills, budget)
+            total_kills += n
+            total_ops += wl.ops
+            total_acked += wl.acked
+            if last:
+                # The faults, once, on the last seed's daemon.
+                hung_vmm(run.d, run.kernel)
+                vmm_died_while_down(run.d, run.state_dir)
+                interrupted_delete(run.d, run.kernel, run.state_dir)
+            clean_up(run.d, run.state_dir)
+            if last:
+                start_faults(run.d, run.state_dir)
+            ok = True
+        except Failure as e:
+            print("FAIL (seed %d, rerun with --seed %d): %s" % (seed, seed, e), flush=True)
+            print("daemon log tail:\n" + run.d.log_tail(4000), flush=True)
+        finally:
+            run.close(a.keep or not ok)
+        if not ok:
+            return 1
+    print("crash-test passed: seeds %s, %d kills, %d operations (%d acknowledged)"
+          % (", ".join("%d" % s for s, _ in plan), total_kills, total_ops, total_acked), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
