@@ -21,26 +21,35 @@ def tmpfs_daemon():
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a small tmpfs as the state directory")
     d = Daemon(vmm=True)
-    os.mkdir(d.state_dir, 0o700)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", d.state_dir],
+    # State and images on one small file system (images are hard-linked
+    # into VM directories, docs/security.md).
+    fs = os.path.join(d.tmp.name, "fs")
+    os.mkdir(fs, 0o700)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", fs],
                        capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip("cannot mount a tmpfs: " + r.stderr.strip())
     try:
+        d.state_dir = d.env["CHCP_STATE_DIR"] = os.path.join(fs, "state")
+        d.image_dir = d.env["CHCP_IMAGE_DIRS"] = os.path.join(fs, "images")
+        os.mkdir(d.image_dir)
+        d.kernel = os.path.join(d.image_dir, "vmlinux")
+        with open(d.kernel, "wb") as f:
+            f.write(b"\x7fELF fake kernel")
         yield d.start()
     finally:
-        for pid in vmm_pids(d.state_dir):
+        for pid in vmm_pids(d.state_dir) if os.path.isdir(os.path.join(d.state_dir, "vms")) else []:
             os.kill(pid, 9)
         if d.proc and d.proc.poll() is None:
             d.stop()
         d.kill()
-        subprocess.run(["umount", "-l", d.state_dir])
+        subprocess.run(["umount", "-l", fs])
         d.cleanup()
 
 
 def fill(d):
     """Fill the state directory's file system; returns the filler's path."""
-    path = os.path.join(d.state_dir, "filler")
+    path = os.path.join(os.path.dirname(d.state_dir), "filler")
     with open(path, "wb") as f:
         try:
             while True:
