@@ -28,6 +28,9 @@ TEST_PKGS=(
     libcmocka-dev clang clang-tidy clang-format cppcheck libclang-rt-14-dev
     nghttp2-client curl jq python3-pytest wrk procps iproute2 psmisc
     zsh groff-base openssl
+    # tests/qemu: a real QEMU and the guest tools (tests/guest/build.sh needs
+    # lz4 to unpack the kernel; seeds are made with genisoimage or mtools)
+    qemu-system-x86 lz4 binutils genisoimage dosfstools mtools iputils-ping
 )
 
 missing=()

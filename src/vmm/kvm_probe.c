@@ -45,8 +45,7 @@ static const uint8_t code_main32[] = {0xcd, PROBE_VECTOR, 0xba, 0xf8, 0x03, 0x00
 static const uint8_t code_handler32[] = {0xba, 0xf8, 0x03, 0x00, 0x00, 0xb0, 'H', 0xee, 0xcf};
 static const uint8_t code_main64[] = {0x31, 0xc0, 0x0f, 0xa2, 0xcd, PROBE_VECTOR, 0xba, 0xf8,
                                       0x03, 0x00, 0x00, 0xb0, 'L',  0xee,         0xf4};
-static const uint8_t code_handler64[] = {0xba, 0xf8, 0x03, 0x00, 0x00,
-                                         0xb0, 'h',  0xee, 0x48, 0xcf};
+static const uint8_t code_handler64[] = {0xba, 0xf8, 0x03, 0x00, 0x00, 0xb0, 'h', 0xee, 0x48, 0xcf};
 
 /* What the child sends back. */
 typedef struct probe_record {
@@ -92,7 +91,8 @@ static int run_expect(probe_vm *p, const char *expect, char *detail, size_t dlen
     size_t got = 0, want = strlen(expect);
     for (int exits = 0; exits < 32; exits++) {
         if (ioctl(p->vcpu, KVM_RUN, 0) < 0) {
-            snprintf(detail, dlen, "KVM_RUN: %s", strerrorname_np(errno) ? strerrorname_np(errno) : "?");
+            snprintf(detail, dlen, "KVM_RUN: %s",
+                     strerrorname_np(errno) ? strerrorname_np(errno) : "?");
             return -1;
         }
         struct kvm_run *r = p->run;
@@ -100,7 +100,8 @@ static int run_expect(probe_vm *p, const char *expect, char *detail, size_t dlen
             r->io.port == PROBE_PORT && r->io.size == 1 && r->io.count == 1) {
             char c = (char)((uint8_t *)r)[r->io.data_offset];
             if (got >= want || c != expect[got]) {
-                snprintf(detail, dlen, "unexpected output '%c' after %zu of \"%s\"", c, got, expect);
+                snprintf(detail, dlen, "unexpected output '%c' after %zu of \"%s\"", c, got,
+                         expect);
                 return -1;
             }
             got++;
@@ -139,14 +140,17 @@ static int setup_vm(probe_vm *p, const char *dev, char *detail, size_t dlen, int
         snprintf(detail, dlen, "KVM_CREATE_VM: %s", strerror(errno));
         return -1;
     }
-    p->mem = mmap(NULL, GUEST_MEM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    p->mem = mmap(NULL, GUEST_MEM, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p->mem == MAP_FAILED) {
         p->mem = NULL;
         snprintf(detail, dlen, "mmap guest memory: %s", strerror(errno));
         return -1;
     }
-    struct kvm_userspace_memory_region region = {
-        .slot = 0, .guest_phys_addr = 0, .memory_size = GUEST_MEM, .userspace_addr = (uintptr_t)p->mem};
+    struct kvm_userspace_memory_region region = {.slot = 0,
+                                                 .guest_phys_addr = 0,
+                                                 .memory_size = GUEST_MEM,
+                                                 .userspace_addr = (uintptr_t)p->mem};
     if (ioctl(p->vm, KVM_SET_USER_MEMORY_REGION, &region) < 0) {
         snprintf(detail, dlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(errno));
         return -1;
@@ -208,9 +212,9 @@ static int set_state(probe_vm *p, bool long_mode, bool tables, char *detail, siz
     }
     if (long_mode) {
         s.cr3 = PML4_ADDR;
-        s.cr4 = 0x20;            /* PAE */
-        s.efer = 0x500;          /* LME | LMA */
-        s.cr0 |= 0x80000000u;    /* PG */
+        s.cr4 = 0x20;         /* PAE */
+        s.efer = 0x500;       /* LME | LMA */
+        s.cr0 |= 0x80000000u; /* PG */
     }
     if (ioctl(p->vcpu, KVM_SET_SREGS, &s) < 0) {
         snprintf(detail, dlen, "KVM_SET_SREGS: %s", strerror(errno));
@@ -239,8 +243,8 @@ static void write_tables(uint8_t *mem, bool long_mode)
     uint32_t h = HANDLER_ADDR;
     if (long_mode) {
         uint8_t *g = mem + IDT_ADDR + PROBE_VECTOR * 16;
-        uint64_t lo = (h & 0xffffull) | (0x08ull << 16) | (0x8eull << 40) |
-                      ((uint64_t)(h >> 16) << 48);
+        uint64_t lo =
+            (h & 0xffffull) | (0x08ull << 16) | (0x8eull << 40) | ((uint64_t)(h >> 16) << 48);
         put64(g, lo);
         put64(g + 8, 0); /* offset bits 63:32 */
         memset(mem + PML4_ADDR, 0, 3 * 0x1000);
@@ -249,8 +253,8 @@ static void write_tables(uint8_t *mem, bool long_mode)
         put64(mem + PML4_ADDR + 0x2000, 0x83);                     /* 2 MiB page at 0 */
     } else {
         uint8_t *g = mem + IDT_ADDR + PROBE_VECTOR * 8;
-        uint64_t gate = (h & 0xffffull) | (0x08ull << 16) | (0x8eull << 40) |
-                        ((uint64_t)(h >> 16) << 48);
+        uint64_t gate =
+            (h & 0xffffull) | (0x08ull << 16) | (0x8eull << 40) | ((uint64_t)(h >> 16) << 48);
         put64(g, gate);
     }
 }
@@ -271,7 +275,8 @@ static int stage(probe_vm *p, int which, char *detail, size_t dlen)
     }
     if (set_state(p, long_mode, tables, detail, dlen) < 0)
         return -1;
-    static const char *const expect[] = {[STAGE_TINY] = "K", [STAGE_IRET32] = "HI", [STAGE_LONG64] = "hL"};
+    static const char *const expect[] = {
+        [STAGE_TINY] = "K", [STAGE_IRET32] = "HI", [STAGE_LONG64] = "hL"};
     return run_expect(p, expect[which], detail, dlen);
 }
 

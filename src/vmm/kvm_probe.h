@@ -40,8 +40,8 @@ typedef enum kvm_probe_level {
 typedef struct kvm_probe_result {
     kvm_probe_level level;
     const char *failed_stage; /* "open", "vm", "tiny", "iret32", "long64"; NULL when all passed */
-    char detail[200];         /* why the failed stage failed, e.g. "KVM_EXIT_INTERNAL_ERROR suberror 1" */
-    uint64_t elapsed_us;      /* the whole probe, fork to verdict */
+    char detail[200]; /* why the failed stage failed, e.g. "KVM_EXIT_INTERNAL_ERROR suberror 1" */
+    uint64_t elapsed_us; /* the whole probe, fork to verdict */
 } kvm_probe_result;
 
 #define KVM_PROBE_DEFAULT_TIMEOUT_MS 2000u

@@ -30,9 +30,9 @@ int main(int argc, char **argv)
     }
     kvm_probe_result r;
     kvm_probe_run(dev, timeout, &r);
-    json_t *o = json_pack("{s:s, s:s?, s:s, s:I}", "level", kvm_probe_level_name(r.level),
-                          "failed_stage", r.failed_stage, "detail", r.detail, "elapsed_us",
-                          (json_int_t)r.elapsed_us);
+    json_t *o =
+        json_pack("{s:s, s:s?, s:s, s:I}", "level", kvm_probe_level_name(r.level), "failed_stage",
+                  r.failed_stage, "detail", r.detail, "elapsed_us", (json_int_t)r.elapsed_us);
     char *s = json_dumps(o, JSON_COMPACT);
     printf("%s\n", s);
     free(s);

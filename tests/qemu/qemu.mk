@@ -46,3 +46,12 @@ qemu-test: qemu-build
 	rm -rf $$bt; exit $$rc
 
 .PHONY: guest qemu-build qemu-test
+
+# Not a test: boot time to the first console marker and QEMU's RSS, median of
+# QEMU_BENCH_RUNS runs per configuration (bench/qemu_boot.py). Release build.
+QEMU_BENCH_ARGS ?= --runs 5
+bench-qemu: $(GUEST_STAMP) $(QEMU_B)/qemu-driver $(QEMU_B)/kvm-probe
+	python3 bench/qemu_boot.py --driver $(QEMU_B)/qemu-driver --guest $(GUEST_DIR) \
+		--probe $(QEMU_B)/kvm-probe $(QEMU_BENCH_ARGS)
+
+.PHONY: bench-qemu

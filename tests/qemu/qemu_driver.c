@@ -194,8 +194,8 @@ static void handle_line(const char *line, size_t len)
         int r = qemu_process_signal(&d.child, (int)json_integer_value(sigv));
         emit("reply", json_pack("{s:I, s:{s:b}}", "id", id, "return", "sent", r == 0));
     } else if (json_object_get(m, "rss")) {
-        emit("reply", json_pack("{s:I, s:{s:i}}", "id", id, "return", "rss_kib",
-                                (int)rss_kib(d.child.pid)));
+        emit("reply",
+             json_pack("{s:I, s:{s:i}}", "id", id, "return", "rss_kib", (int)rss_kib(d.child.pid)));
     } else {
         emit("reply", json_pack("{s:I, s:{s:s, s:s}}", "id", id, "error", "code",
                                 "invalid_argument", "message", "unknown request"));
@@ -262,8 +262,8 @@ static int usage(const char *why)
 
 int main(int argc, char **argv)
 {
-    qemu_vm_desc desc = {.machine = QEMU_MACHINE_MICROVM, .vcpus = 1, .memory_mib = 256,
-                         .pvpanic = true};
+    qemu_vm_desc desc = {
+        .machine = QEMU_MACHINE_MICROVM, .vcpus = 1, .memory_mib = 256, .pvpanic = true};
     qemu_disk disks[QEMU_MAX_DISKS];
     qemu_nic nics[QEMU_MAX_NICS];
     char *tap_args[QEMU_MAX_NICS];
@@ -356,9 +356,9 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < desc.nnics; i++)
         close(nics[i].tap_fd); /* QEMU has its own copies now */
-    emit("spawned", json_pack("{s:i, s:s, s:s, s:s}", "pid", (int)d.child.pid, "qmp",
-                              d.child.qmp_path, "accel",
-                              desc.accel == QEMU_ACCEL_KVM ? "kvm" : "tcg", "accel_why", why));
+    emit("spawned",
+         json_pack("{s:i, s:s, s:s, s:s}", "pid", (int)d.child.pid, "qmp", d.child.qmp_path,
+                   "accel", desc.accel == QEMU_ACCEL_KVM ? "kvm" : "tcg", "accel_why", why));
     static const qmp_callbacks cbs = {
         .on_ready = on_ready, .on_event = on_event, .on_closed = on_closed};
     d.qmp = qmp_client_connect(d.loop, d.child.qmp_path, &cbs, NULL, &err);

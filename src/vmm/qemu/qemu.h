@@ -90,8 +90,8 @@ typedef struct qemu_argv {
 /* Check the description and render argv for `binary` with the QMP server on
  * `qmp_listen_fd` (a bound, listening Unix socket). Paths containing ',' are
  * escaped the way QEMU's option parser expects (",,"). */
-int qemu_argv_build(const qemu_vm_desc *desc, const char *binary, int qmp_listen_fd,
-                    qemu_argv *out, chcp_error **err);
+int qemu_argv_build(const qemu_vm_desc *desc, const char *binary, int qmp_listen_fd, qemu_argv *out,
+                    chcp_error **err);
 void qemu_argv_free(qemu_argv *a);
 
 /* The host TSC frequency in kHz from /proc/cpuinfo ("cpu MHz"), or 0. */
@@ -99,7 +99,11 @@ uint32_t qemu_host_tsc_khz(void);
 
 /* CHCP_QEMU_ACCEL: "auto" (kvm when kvm_probe proves the guest class can run,
  * see vmm/kvm_probe.h), "kvm" or "tcg". Returns -1 for anything else. */
-typedef enum qemu_accel_mode { QEMU_ACCEL_MODE_AUTO, QEMU_ACCEL_MODE_KVM, QEMU_ACCEL_MODE_TCG } qemu_accel_mode;
+typedef enum qemu_accel_mode {
+    QEMU_ACCEL_MODE_AUTO,
+    QEMU_ACCEL_MODE_KVM,
+    QEMU_ACCEL_MODE_TCG
+} qemu_accel_mode;
 int qemu_accel_mode_parse(const char *s, qemu_accel_mode *out);
 /* The accelerator for a Linux guest (true) or a bare tiny guest (false) under
  * `mode`, running the KVM probe when mode is auto (the verdict is cached per
@@ -162,11 +166,11 @@ typedef enum qmp_event_kind {
 
 typedef struct qmp_event {
     qmp_event_kind kind;
-    const char *name;            /* "SHUTDOWN", ... */
-    const struct json_t *data;   /* the "data" object, or NULL */
-    bool guest;                  /* data.guest (SHUTDOWN, RESET) */
-    const char *reason;          /* data.reason (SHUTDOWN, RESET), or NULL */
-    uint64_t timestamp_us;       /* QEMU's wall-clock timestamp */
+    const char *name;          /* "SHUTDOWN", ... */
+    const struct json_t *data; /* the "data" object, or NULL */
+    bool guest;                /* data.guest (SHUTDOWN, RESET) */
+    const char *reason;        /* data.reason (SHUTDOWN, RESET), or NULL */
+    uint64_t timestamp_us;     /* QEMU's wall-clock timestamp */
 } qmp_event;
 
 typedef struct qmp_callbacks {
@@ -206,9 +210,8 @@ qmp_client *qmp_client_open_fd(uv_loop_t *loop, int fd, const qmp_callbacks *cbs
  * runs exactly once, always from the loop (never inside this call).
  * `fds` (up to 4) travel with the command by SCM_RIGHTS, for `getfd`/`add-fd`.
  */
-int qmp_execute(qmp_client *q, const char *command, const struct json_t *args,
-                uint64_t timeout_ms, const int *fds, size_t nfds, qmp_reply_fn cb, void *ud,
-                chcp_error **err);
+int qmp_execute(qmp_client *q, const char *command, const struct json_t *args, uint64_t timeout_ms,
+                const int *fds, size_t nfds, qmp_reply_fn cb, void *ud, chcp_error **err);
 /* Close; pending commands complete with CHCP_CANCELED inside this call. Safe
  * from inside any callback of this client. NULL is fine. */
 void qmp_client_free(qmp_client *q);

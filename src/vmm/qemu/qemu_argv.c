@@ -101,8 +101,7 @@ static int check_desc(const qemu_vm_desc *d, const char *binary, int qmp_fd, chc
     if (d->vcpus < 1 || d->vcpus > 255)
         return error_set(err, CHCP_INVALID_ARGUMENT, "vcpus must be 1..255, not %u", d->vcpus);
     if (d->memory_mib < 128 || d->memory_mib > (1u << 22))
-        return error_set(err, CHCP_INVALID_ARGUMENT,
-                         "memory must be 128 MiB..4 TiB, not %llu MiB",
+        return error_set(err, CHCP_INVALID_ARGUMENT, "memory must be 128 MiB..4 TiB, not %llu MiB",
                          (unsigned long long)d->memory_mib);
     if (d->cmdline && (!printable(d->cmdline) || strlen(d->cmdline) > 4000))
         return error_set(err, CHCP_INVALID_ARGUMENT, "invalid kernel command line");
@@ -120,8 +119,7 @@ static int check_desc(const qemu_vm_desc *d, const char *binary, int qmp_fd, chc
             return -1;
     for (size_t i = 0; i < d->nnics; i++) {
         if (d->nics[i].tap_fd < 0)
-            return error_set(err, CHCP_INVALID_ARGUMENT, "network interface %zu has no TAP fd",
-                             i);
+            return error_set(err, CHCP_INVALID_ARGUMENT, "network interface %zu has no TAP fd", i);
         if (d->nics[i].mac && !mac_valid(d->nics[i].mac))
             return error_set(err, CHCP_INVALID_ARGUMENT, "network interface %zu: bad MAC %s", i,
                              d->nics[i].mac);
@@ -155,8 +153,8 @@ static char *kernel_cmdline(const qemu_vm_desc *d)
     return (char *)b.data;
 }
 
-int qemu_argv_build(const qemu_vm_desc *d, const char *binary, int qmp_listen_fd,
-                    qemu_argv *out, chcp_error **err)
+int qemu_argv_build(const qemu_vm_desc *d, const char *binary, int qmp_listen_fd, qemu_argv *out,
+                    chcp_error **err)
 {
     memset(out, 0, sizeof(*out));
     if (check_desc(d, binary, qmp_listen_fd, err) < 0)
@@ -177,8 +175,9 @@ int qemu_argv_build(const qemu_vm_desc *d, const char *binary, int qmp_listen_fd
          xstrdup(microvm ? "microvm,acpi=on,pic=off,pit=off,isa-serial=on"
                          : "q35,i8042=off,sata=off,smbus=off"));
     add2(&b, "-accel", xstrdup(d->accel == QEMU_ACCEL_KVM ? "kvm" : "tcg"));
-    if (d->accel == QEMU_ACCEL_KVM)
-        add2(&b, "-cpu", xstrdup("host"));
+    /* No -cpu: QEMU's default model. "host" is faster but trips over what
+     * nested/paravirtual KVM refuses (kvm_pvm: setting MSR 0x10a aborts
+     * QEMU); a CPU model belongs to the VM spec once it has one. */
     add2(&b, "-smp", xasprintf("%u", d->vcpus));
     add2(&b, "-m", xasprintf("%lluM", (unsigned long long)d->memory_mib));
 
@@ -246,19 +245,25 @@ uint32_t qemu_host_tsc_khz(void)
     char line[256];
     uint32_t khz = 0;
     while (fgets(line, sizeof(line), f)) {
-        unsigned mhz = 0, frac = 0;
-        int n = sscanf(line, "cpu MHz : %u.%3u", &mhz, &frac);
-        if (n >= 1 && str_has_prefix(line, "cpu MHz")) {
-            /* "2596.134" -> 2596134 kHz; fewer decimals are scaled up. */
-            const char *dot = strchr(line, '.');
-            size_t digits = 0;
-            while (dot && digits < 3 && dot[1 + digits] >= '0' && dot[1 + digits] <= '9')
-                digits++;
-            for (size_t i = digits; i < 3; i++)
-                frac *= 10;
-            khz = mhz * 1000u + (n == 2 ? frac : 0);
-            break;
+        if (!str_has_prefix(line, "cpu MHz"))
+            continue;
+        /* "cpu MHz\t\t: 2596.134" -> 2596134 kHz */
+        const char *colon = strchr(line, ':');
+        char *end = NULL;
+        unsigned long mhz = colon ? strtoul(colon + 1, &end, 10) : 0;
+        unsigned long frac = 0;
+        if (end && *end == '.') {
+            const char *d = end + 1;
+            for (int i = 0; i < 3; i++) { /* three decimals, missing ones are 0 */
+                unsigned long digit = 0;
+                if (*d >= '0' && *d <= '9')
+                    digit = (unsigned long)(*d++ - '0');
+                frac = frac * 10 + digit;
+            }
         }
+        if (mhz > 0 && mhz < 100000)
+            khz = (uint32_t)(mhz * 1000u + frac);
+        break;
     }
     fclose(f);
     return khz;

@@ -55,11 +55,16 @@ static int proc_start_time(pid_t pid, uint64_t *out)
     char *p = strrchr(buf, ')');
     if (!p)
         return -1;
-    unsigned long long v = 0;
-    /* fields 3..21 skipped, 22 is starttime */
-    if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d "
-                      "%*d %llu",
-               &v) != 1)
+    p++;
+    /* fields 3.. follow, space separated; starttime is field 22 */
+    for (int field = 3; field < 22 && p; field++)
+        p = strchr(p + 1, ' ');
+    if (!p)
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(p + 1, &end, 10);
+    if (errno || end == p + 1)
         return -1;
     *out = v;
     return 0;

@@ -46,7 +46,7 @@ typedef struct qmp_cmd {
     size_t nfds;
     uint64_t deadline_ns;
     uint64_t timeout_ms;
-    bool internal; /* qmp_capabilities, sent before READY */
+    bool internal;   /* qmp_capabilities, sent before READY */
     qmp_reply_fn cb; /* NULL once answered (abandoned) */
     void *ud;
 } qmp_cmd;
@@ -58,8 +58,8 @@ struct qmp_client {
     uv_timer_t timer;
     int poll_events;
     int handles_open;
-    int refs;      /* callbacks in progress */
-    bool freeing;  /* qmp_client_free was called */
+    int refs;     /* callbacks in progress */
+    bool freeing; /* qmp_client_free was called */
     qmp_state state;
     qmp_callbacks cbs;
     void *ud;
@@ -92,15 +92,13 @@ static void ref(qmp_client *q)
     q->refs++;
 }
 
-/* Returns true while the client may still be used. */
+/* Returns true while the client may still be used. Memory is only ever
+ * released by the loop entry points (on_poll, on_timer, handle_closed) as
+ * their last step, never under a caller that still holds `q`. */
 static bool unref(qmp_client *q)
 {
     q->refs--;
-    if (q->freeing) {
-        client_release(q);
-        return false;
-    }
-    return true;
+    return !q->freeing;
 }
 
 static void cmd_free(qmp_cmd *c)
@@ -262,8 +260,8 @@ static bool send_pending(qmp_client *q)
     return true;
 }
 
-static qmp_cmd *cmd_new(qmp_client *q, const char *command, const json_t *args,
-                        uint64_t timeout_ms, const int *fds, size_t nfds, chcp_error **err)
+static qmp_cmd *cmd_new(qmp_client *q, const char *command, const json_t *args, uint64_t timeout_ms,
+                        const int *fds, size_t nfds, chcp_error **err)
 {
     qmp_cmd *c = xcalloc(1, sizeof(*c));
     for (size_t i = 0; i < nfds; i++) {
@@ -364,9 +362,9 @@ static void capabilities_done(qmp_client *q, const json_t *ret, const chcp_error
         chcp_buf b = CHCP_BUF_INIT;
         buf_printf(&b, "qmp_capabilities refused: %s", err->message);
         char *msg = buf_steal_str(&b);
-        connection_ended(q, err->code == CHCP_DEADLINE_EXCEEDED ? CHCP_DEADLINE_EXCEEDED
-                                                                 : CHCP_UNAVAILABLE,
-                         msg);
+        connection_ended(
+            q, err->code == CHCP_DEADLINE_EXCEEDED ? CHCP_DEADLINE_EXCEEDED : CHCP_UNAVAILABLE,
+            msg);
         free(msg);
         return;
     }
@@ -418,8 +416,8 @@ static bool on_reply(qmp_client *q, json_t *msg)
         const char *cls = json_string_value(json_object_get(e, "class"));
         const char *desc = json_string_value(json_object_get(e, "desc"));
         chcp_error *err = NULL;
-        error_set(&err, error_code(cls ? cls : ""), "%s: %s: %s", c->name,
-                  cls ? cls : "Error", desc ? desc : "(no description)");
+        error_set(&err, error_code(cls ? cls : ""), "%s: %s: %s", c->name, cls ? cls : "Error",
+                  desc ? desc : "(no description)");
         alive = answer(q, c, NULL, err);
         error_free(err);
     } else {
@@ -540,8 +538,9 @@ static void on_poll(uv_poll_t *h, int status, int events)
     if (alive && !q->freeing && q->state != QMP_CLOSED && (events & UV_READABLE))
         alive = read_input(q);
     if (alive && !q->freeing && q->state != QMP_CLOSED)
-        send_pending(q); /* replies may have unblocked nothing, but READY may be new */
-    unref(q);
+        send_pending(q); /* READY may be new: held commands can go */
+    q->refs--;
+    client_release(q);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -550,11 +549,9 @@ static void on_timer(uv_timer_t *t)
     if (q->freeing || q->state == QMP_CLOSED)
         return;
     uint64_t now = time_mono_ns();
-    if (q->state != QMP_READY && q->handshake_deadline_ns && now >= q->handshake_deadline_ns) {
-        connection_ended(q, CHCP_DEADLINE_EXCEEDED, "no QMP greeting/negotiation in time");
-        return;
-    }
     ref(q);
+    if (q->state != QMP_READY && q->handshake_deadline_ns && now >= q->handshake_deadline_ns)
+        connection_ended(q, CHCP_DEADLINE_EXCEEDED, "no QMP greeting/negotiation in time");
     for (qmp_cmd *c = q->head; c && !q->freeing && q->state != QMP_CLOSED;) {
         qmp_cmd *next = c->next;
         if (c->cb && c->deadline_ns <= now && !c->internal) {
@@ -572,8 +569,10 @@ static void on_timer(uv_timer_t *t)
         }
         c = next;
     }
-    if (unref(q))
+    q->refs--;
+    if (!q->freeing)
         arm_timer(q);
+    client_release(q);
 }
 
 /* ---- life cycle ------------------------------------------------------------------- */
@@ -629,8 +628,7 @@ qmp_client *qmp_client_connect(uv_loop_t *loop, const char *path, const qmp_call
         int e = errno;
         close(fd);
         if (e == EAGAIN)
-            error_set(err, CHCP_UNAVAILABLE, "QMP socket %s: backlog full (another client?)",
-                      path);
+            error_set(err, CHCP_UNAVAILABLE, "QMP socket %s: backlog full (another client?)", path);
         else
             error_set_errno(err, CHCP_UNAVAILABLE, e, "connecting to QMP socket %s", path);
         return NULL;
@@ -657,8 +655,7 @@ void qmp_client_free(qmp_client *q)
     }
     uv_close((uv_handle_t *)&q->poll, handle_closed);
     uv_close((uv_handle_t *)&q->timer, handle_closed);
-    q->refs--;
-    client_release(q);
+    q->refs--; /* memory goes in handle_closed (or a loop entry point) */
 }
 
 bool qmp_client_ready(const qmp_client *q)
