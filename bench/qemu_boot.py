@@ -34,7 +34,8 @@ CONFIGS = {
 
 def one_run(driver, guest, args, marker, timeout):
     with tempfile.TemporaryDirectory(prefix="qbench.") as d:
-        argv = [driver, "--dir", d, "--cont", "--marker", marker] + [a.format(g=guest) for a in args]
+        argv = [driver, "--dir", d, "--cont", "--marker", marker] + [
+            a.format(g=os.path.abspath(guest)) for a in args]
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         result = None
         deadline = time.monotonic() + timeout
