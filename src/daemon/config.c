@@ -335,12 +335,38 @@ static const setting settings[] = {
     {"CHCP_MAX_HEADER_BYTES", NULL, "--max-header-bytes", parse_uint,
      FIELD(limits.max_header_bytes), 1024, 16 * MIB,
      "Largest request header block. Default 65536."},
+    {"CHCP_MAX_MESSAGE_ELEMENTS", NULL, "--max-message-elements", parse_uint,
+     FIELD(max_message_elements), 16, 100000000,
+     "Most fields, list and map entries in one request message. Default 16384."},
+    {"CHCP_MAX_CONN_BUFFER_BYTES", NULL, "--max-conn-buffer-bytes", parse_uint,
+     FIELD(limits.conn_buffer_bytes), 64 * KIB, 16 * GIB,
+     "Request bytes, and response bytes, one connection may hold. "
+     "Default max(16 MiB, 2 x CHCP_MAX_BODY_BYTES)."},
+    {"CHCP_MAX_BUFFER_BYTES", NULL, "--max-buffer-bytes", parse_uint,
+     FIELD(limits.total_buffer_bytes), 64 * KIB, 256 * GIB,
+     "The same for all connections (beyond 16 KiB each). "
+     "Default max(64 MiB, 4 x CHCP_MAX_CONN_BUFFER_BYTES)."},
     {"CHCP_IDLE_TIMEOUT_MS", NULL, "--idle-timeout-ms", parse_uint, FIELD(limits.idle_timeout_ms),
-     1, DAY_MS, "Close idle connections after. Default 60000."},
+     1, DAY_MS, "Close connections this long after their last request. Default 60000."},
+    {"CHCP_HEADER_TIMEOUT_MS", NULL, "--header-timeout-ms", parse_uint,
+     FIELD(limits.header_timeout_ms), 1, DAY_MS,
+     "A request's header block must arrive within. Default 10000."},
     {"CHCP_READ_TIMEOUT_MS", NULL, "--read-timeout-ms", parse_uint, FIELD(limits.read_timeout_ms),
      1, DAY_MS, "A started request must arrive within. Default 30000."},
+    {"CHCP_WRITE_TIMEOUT_MS", NULL, "--write-timeout-ms", parse_uint,
+     FIELD(limits.write_timeout_ms), 1, DAY_MS,
+     "A response must be delivered within. Default 30000."},
+    {"CHCP_MAX_CONNECTION_AGE_MS", NULL, "--max-connection-age-ms", parse_uint,
+     FIELD(limits.max_connection_age_ms), 1000, 30 * DAY_MS,
+     "Connections are drained (GOAWAY, connection: close) at this age. Default 3600000."},
     {"CHCP_MAX_CONNECTIONS", NULL, "--max-connections", parse_uint, FIELD(limits.max_connections),
-     1, 1000000, "Open client connections. Default 1024."},
+     1, 1000000, "Open TCP client connections. Default 1024."},
+    {"CHCP_MAX_CONNECTIONS_PER_PEER", NULL, "--max-connections-per-peer", parse_uint,
+     FIELD(limits.max_connections_per_peer), 1, 1000000,
+     "Open TCP connections from one IP address. Default 256."},
+    {"CHCP_MAX_UNIX_CONNECTIONS", NULL, "--max-unix-connections", parse_uint,
+     FIELD(limits.max_unix_connections), 1, 1000000,
+     "Open Unix-socket connections (a pool of their own). Default 64."},
     {"CHCP_H2_MAX_CONCURRENT_STREAMS", NULL, "--h2-max-concurrent-streams", parse_uint,
      FIELD(limits.h2_max_concurrent_streams), 1, INT32_MAX,
      "HTTP/2 streams per connection. Default 100."},
@@ -431,6 +457,38 @@ void config_transport_limits(const chcp_config *cfg, const transport_limits *def
         out->max_connections = l->max_connections;
     if (l->h2_max_concurrent_streams)
         out->h2_max_concurrent_streams = l->h2_max_concurrent_streams;
+    if (l->header_timeout_ms)
+        out->header_timeout_ms = l->header_timeout_ms;
+    if (l->write_timeout_ms)
+        out->write_timeout_ms = l->write_timeout_ms;
+    if (l->max_connection_age_ms)
+        out->max_connection_age_ms = l->max_connection_age_ms;
+    if (l->max_connections_per_peer)
+        out->max_connections_per_peer = l->max_connections_per_peer;
+    if (l->max_unix_connections)
+        out->max_unix_connections = l->max_unix_connections;
+    /* 0 = derived by the transport from the body limit. */
+    out->conn_buffer_bytes = l->conn_buffer_bytes;
+    out->total_buffer_bytes = l->total_buffer_bytes;
+}
+
+/* Budgets must leave room for what they budget: one body of the largest
+ * size per connection, one connection's worth daemon-wide. */
+static int check_limits(const chcp_config *cfg, chcp_error **err)
+{
+    const transport_limits *l = &cfg->limits;
+    size_t body = l->max_body_bytes ? l->max_body_bytes : (size_t)4 << 20;
+    if (l->conn_buffer_bytes && l->conn_buffer_bytes < body + 16 * KIB)
+        return error_set(err, CHCP_INVALID_ARGUMENT,
+                         "CHCP_MAX_CONN_BUFFER_BYTES: %zu is less than CHCP_MAX_BODY_BYTES (%zu) "
+                         "plus 16384: the largest body would never fit",
+                         l->conn_buffer_bytes, body);
+    if (l->total_buffer_bytes && l->conn_buffer_bytes &&
+        l->total_buffer_bytes < l->conn_buffer_bytes)
+        return error_set(err, CHCP_INVALID_ARGUMENT,
+                         "CHCP_MAX_BUFFER_BYTES: %zu is less than CHCP_MAX_CONN_BUFFER_BYTES (%zu)",
+                         l->total_buffer_bytes, l->conn_buffer_bytes);
+    return 0;
 }
 
 /* ---- command line ------------------------------------------------------- */
@@ -513,6 +571,8 @@ int config_load(chcp_config *cfg, int argc, char *const *argv, config_getenv_fn 
         if (s->parse(cfg, s, src, value, err) < 0)
             return -1;
     }
+    if (check_limits(cfg, err) < 0)
+        return -1;
     /* Prometheus follows telemetry unless set explicitly. */
     const char *prom = get("UNKEY_CHCP_OTEL_PROMETHEUS_ENABLED", ud);
     if (!prom || !*prom)

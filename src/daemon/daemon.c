@@ -411,7 +411,10 @@ static int start(daemon_state *st, chcp_error **err)
         return -1;
     }
 
-    rpc_limits rl = {.max_message_bytes = 0, .compress_min_bytes = 1024};
+    /* The message limit follows the body limit (CHCP_MAX_BODY_BYTES). */
+    rpc_limits rl = {.max_message_bytes = c->limits.max_body_bytes,
+                     .max_message_elements = c->max_message_elements,
+                     .compress_min_bytes = 1024};
     st->rpc = rpc_server_new(&st->loop, &rl);
     if (register_services(st, err) < 0)
         return -1;

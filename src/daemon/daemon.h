@@ -100,6 +100,7 @@ typedef struct chcp_config {
     /* CHCP_MAX_BODY_BYTES, ...: fields left 0 mean the transport's default
      * (transport_limits_default); config_transport_limits() merges them. */
     transport_limits limits;
+    size_t max_message_elements;  /* CHCP_MAX_MESSAGE_ELEMENTS, 0 = rpc default */
     uint64_t shutdown_timeout_ms; /* CHCP_SHUTDOWN_TIMEOUT_MS, default 10000 */
     bool test_hooks;              /* CHCP_TEST_HOOKS: test-only endpoints */
 

@@ -88,4 +88,13 @@ int protojson_encode(const ProtobufCMessage *msg, chcp_buf *out, chcp_error **er
 ProtobufCMessage *protojson_decode(const ProtobufCMessageDescriptor *desc, const char *json,
                                    size_t len, chcp_error **err);
 
+/*
+ * An upper bound on the number of values in JSON text (each container, list
+ * element and object member counts), found in one pass without parsing or
+ * allocating, so a body that would decode into millions of values can be
+ * refused before jansson builds its tree. Counting stops once past `max`
+ * (the result is then max + 1 or a little more).
+ */
+size_t protojson_count_values(const char *json, size_t len, size_t max);
+
 #endif

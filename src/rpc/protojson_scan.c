@@ -126,3 +126,26 @@ char *pjd_protect_numbers(const char *json, size_t len, size_t *out_len, char *m
     *out_len = out.len;
     return buf_steal_str(&out);
 }
+
+size_t protojson_count_values(const char *json, size_t len, size_t max)
+{
+    /* Every value but the root is introduced by '[', '{' or ',' outside a
+     * string, so counting those (plus the root) bounds the values (object
+     * members count once: key and value). Stops once past max. */
+    size_t count = 1;
+    bool in_string = false;
+    for (size_t i = 0; i < len && count <= max; i++) {
+        char c = json[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{' || c == ',') {
+            count++;
+        }
+    }
+    return count;
+}

@@ -43,6 +43,11 @@ typedef struct rpc_limits {
      * 4 MiB (the transport's default body limit). Larger messages get
      * resource_exhausted. */
     size_t max_message_bytes;
+    /* Most elements (field occurrences, list and map entries) in a request
+     * message; 0 means 16384. Checked on the raw bytes before decoding, so
+     * a small body that would decode into millions of tiny allocations is
+     * refused (resource_exhausted) without allocating. */
+    size_t max_message_elements;
     /* Responses smaller than this are not compressed even when the client
      * accepts gzip (connect-go's default is 1 KiB). */
     size_t compress_min_bytes;

@@ -12,6 +12,7 @@
  *                   percent-encoding, envelopes, query strings, error JSON,
  *                   google.rpc.Status)
  *   rpc_compress.c  gzip both ways, bounded against decompression bombs
+ *   rpc_limits.c    element/nesting checks before decoding, decoded size
  */
 #ifndef CHCP_RPC_INTERNAL_H
 #define CHCP_RPC_INTERNAL_H
@@ -38,6 +39,7 @@ typedef enum rpc_compression {
 /* Receive limit when rpc_limits.max_message_bytes is 0 (the transport's
  * default body limit). */
 #define RPC_DEFAULT_MAX_MESSAGE ((size_t)4 << 20)
+#define RPC_DEFAULT_MAX_ELEMENTS ((size_t)16384)
 
 /* ---- response metadata lists ----------------------------------------- */
 
@@ -85,6 +87,9 @@ struct rpc_server {
     rpc_fallback_fn fallback;
     void *fallback_ud;
     rpc_respond_fn respond;
+    /* Requests come from the transport (not a test's capture), so its
+     * budget calls (http_request_charge, ...) apply to them. */
+    bool budgets;
     rpc_method *methods; /* open-addressing hash table keyed by path */
     size_t n_methods, cap_methods;
     size_t active_calls;
@@ -111,7 +116,8 @@ struct rpc_call {
     int64_t timeout_ms;       /* as sent, -1 without */
     uint64_t deadline_ns;     /* monotonic, 0 without */
     ProtobufCMessage *request;
-    http_header *query; /* decoded GET query parameters */
+    http_charge *charge; /* the request\'s memory, counted in the transport budget */
+    http_header *query;  /* decoded GET query parameters */
     size_t n_query;
     rpc_hdrs headers;  /* custom response headers */
     rpc_hdrs trailers; /* custom response trailers */
@@ -122,8 +128,21 @@ struct rpc_call {
     uv_timer_t timer;
 };
 
-/* Tests and the fuzzer answer into a capture instead of a socket. */
+/* Tests and the fuzzer answer into a capture instead of a socket (their
+ * requests are not the transport's: no budget calls are made for them). */
 void rpc_server_set_responder(rpc_server *s, rpc_respond_fn fn);
+
+/* ---- what a message costs (rpc_limits.c) ------------------------------- */
+
+/* Before decoding: more than max_elements elements is resource_exhausted;
+ * nested deeper than the JSON codec allows is invalid_argument. Malformed
+ * input passes (the decoder reports it). */
+int rpc_check_binary(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+                     size_t max_elements, chcp_error **err);
+int rpc_check_json(const char *json, size_t len, size_t max_elements, chcp_error **err);
+/* The heap a decoded message holds (structs, arrays, strings, unknown
+ * fields), allocator overhead included: what it is charged. */
+size_t rpc_message_memory(const ProtobufCMessage *msg);
 
 /* Hand a finished response to the transport; marks the call answered. */
 void rpc_call_answer(rpc_call *call, const http_response *resp, chcp_code code);

@@ -28,7 +28,28 @@ static int unknown_compression(const char *name, chcp_error **err)
                      name);
 }
 
-/* Decompress (if needed) and unmarshal one message into call->request. */
+static void unmarshal(rpc_call *call, const uint8_t *data, size_t len, chcp_error **err)
+{
+    const ProtobufCMessageDescriptor *desc = call->method->input;
+    size_t max_elements = call->server->limits.max_message_elements;
+    if (call->codec == RPC_CODEC_PROTO) {
+        if (rpc_check_binary(desc, data, len, max_elements, err) < 0)
+            return;
+        call->request = protobuf_c_message_unpack(desc, NULL, len, data);
+        if (!call->request)
+            error_set(err, CHCP_INVALID_ARGUMENT, "unmarshal message: invalid %s", desc->name);
+    } else if (len == 0) {
+        error_set(err, CHCP_INVALID_ARGUMENT,
+                  "unmarshal message: zero-length payload is not a valid JSON object");
+    } else if (rpc_check_json((const char *)data, len, max_elements, err) == 0) {
+        call->request = protojson_decode(desc, (const char *)data, len, err);
+        if (!call->request && err && *err)
+            error_prefix(*err, "unmarshal message");
+    }
+}
+
+/* Decompress (if needed) and unmarshal one message into call->request; the
+ * decoded message is charged to the request's memory budget. */
 static int decode_message(rpc_call *call, const uint8_t *data, size_t len, bool compressed,
                           chcp_error **err)
 {
@@ -42,28 +63,33 @@ static int decode_message(rpc_call *call, const uint8_t *data, size_t len, bool 
         data = plain.data;
         len = plain.len;
     }
-    const ProtobufCMessageDescriptor *desc = call->method->input;
-    if (call->codec == RPC_CODEC_PROTO) {
-        call->request = protobuf_c_message_unpack(desc, NULL, len, data);
-        if (!call->request)
-            error_set(err, CHCP_INVALID_ARGUMENT, "unmarshal message: invalid %s", desc->name);
-    } else if (len == 0) {
-        error_set(err, CHCP_INVALID_ARGUMENT,
-                  "unmarshal message: zero-length payload is not a valid JSON object");
-    } else {
-        call->request = protojson_decode(desc, (const char *)data, len, err);
-        if (!call->request && err && *err)
-            error_prefix(*err, "unmarshal message");
-    }
+    unmarshal(call, data, len, err);
     buf_free(&plain);
+    /* Charged until the call is freed: a handler may hold the message long
+     * after the answer (a deadline, a cancel). */
+    if (call->request && call->server->budgets &&
+        !(call->charge = http_request_charge(call->req, rpc_message_memory(call->request), err))) {
+        protobuf_c_message_free_unpacked(call->request, NULL);
+        call->request = NULL;
+    }
     return call->request ? 0 : -1;
+}
+
+/* The transport refused the body: too large, or no memory budget left. */
+static int body_refused(const http_request *req, chcp_error **err)
+{
+    if (req->body_too_large)
+        return error_set(err, CHCP_RESOURCE_EXHAUSTED, "message is larger than the body limit");
+    return error_set(err, CHCP_RESOURCE_EXHAUSTED,
+                     "request refused: the %s's memory budget for requests is spent; retry later",
+                     req->budget_spent ? req->budget_spent : "server");
 }
 
 static int check_limit(rpc_call *call, size_t len, chcp_error **err)
 {
     size_t max = call->server->limits.max_message_bytes;
-    if (call->req->body_too_large)
-        return error_set(err, CHCP_RESOURCE_EXHAUSTED, "message is larger than the body limit");
+    if (call->req->body_too_large || call->req->body_over_budget)
+        return body_refused(call->req, err);
     if (max && len > max)
         return error_set(err, CHCP_RESOURCE_EXHAUSTED,
                          "message size %zu is larger than configured max %zu", len, max);
@@ -163,8 +189,8 @@ static int grpc_decode(rpc_call *call, chcp_error **err)
         }
     }
 
-    if (req->body_too_large)
-        return error_set(err, CHCP_RESOURCE_EXHAUSTED, "message is larger than the body limit");
+    if (req->body_too_large || req->body_over_budget)
+        return body_refused(req, err);
     size_t max = call->server->limits.max_message_bytes;
     size_t off = 0;
     rpc_envelope env;
@@ -194,7 +220,11 @@ static int grpc_decode(rpc_call *call, chcp_error **err)
 
 int rpc_request_decode(rpc_call *call, chcp_error **err)
 {
-    if (call->protocol == RPC_PROTOCOL_CONNECT)
-        return connect_decode(call, err);
-    return grpc_decode(call, err);
+    int rc =
+        call->protocol == RPC_PROTOCOL_CONNECT ? connect_decode(call, err) : grpc_decode(call, err);
+    /* Decoded (or refused): the body's memory and budget go back now, not
+     * when the handler answers. */
+    if (call->server->budgets)
+        http_request_consume_body(call->req);
+    return rc;
 }

@@ -182,6 +182,13 @@ void rpc_respond_success(rpc_call *call, const ProtobufCMessage *msg)
         return;
     }
     bool compressed = maybe_compress(call, &body, prefix);
+    /* A reader that does not read cannot make the daemon hold answers
+     * beyond its budget: it gets a (small) error instead. */
+    if (call->server->budgets && http_response_reserve(call->req, body.len, &err) < 0) {
+        buf_free(&body);
+        rpc_respond_error(call, err->code, err->message, NULL, 0);
+        return;
+    }
     rpc_hdrs h = {0}, t = {0};
     rpc_hdrs_add_static(&h, "content-type", call->content_type);
     if (connect) {

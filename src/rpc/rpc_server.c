@@ -81,7 +81,10 @@ rpc_server *rpc_server_new(uv_loop_t *loop, const rpc_limits *limits)
     /* Always bounded: gzip could otherwise inflate a body 1000-fold. */
     if (s->limits.max_message_bytes == 0)
         s->limits.max_message_bytes = RPC_DEFAULT_MAX_MESSAGE;
+    if (s->limits.max_message_elements == 0)
+        s->limits.max_message_elements = RPC_DEFAULT_MAX_ELEMENTS;
     s->respond = http_respond;
+    s->budgets = true;
     return s;
 }
 
@@ -110,6 +113,7 @@ void rpc_server_set_fallback(rpc_server *s, rpc_fallback_fn fn, void *ud)
 void rpc_server_set_responder(rpc_server *s, rpc_respond_fn fn)
 {
     s->respond = fn ? fn : http_respond;
+    s->budgets = !fn;
 }
 
 size_t rpc_server_active_calls(const rpc_server *s)
@@ -160,6 +164,7 @@ static void call_free(rpc_call *call)
 {
     if (call->request)
         protobuf_c_message_free_unpacked(call->request, NULL);
+    http_charge_release(call->charge);
     rpc_query_free(call->query, call->n_query);
     rpc_hdrs_free(&call->headers);
     rpc_hdrs_free(&call->trailers);

@@ -2,6 +2,15 @@
  * conn.c - one client connection: accept, read, HTTP/2 preface sniffing,
  * batched output, timeouts and teardown.
  *
+ * Deadlines, none of which a client can renew by sending control frames or
+ * trickling bytes: a request's header block must complete within
+ * header_timeout_ms of its first byte and the whole request within
+ * read_timeout_ms; a response must be written within write_timeout_ms; a
+ * connection with no request in progress is closed idle_timeout_ms after its
+ * last request ended (PING, SETTINGS, WINDOW_UPDATE and stray line ends do
+ * not count); at max_connection_age_ms it is drained (GOAWAY, or
+ * "connection: close" on its next answer).
+ *
  * Output from all requests of a connection is gathered in `out` during a loop
  * pass and written with a single uv_try_write/uv_write from the transport's
  * prepare/check hooks (conn_flush_all). A connection is never freed from
@@ -17,11 +26,12 @@ static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /* ---- timers -------------------------------------------------------------- */
 
 static void on_timer(uv_timer_t *h);
+static void conn_retire(conn *c);
 
 /* Make sure the timer fires no later than `due`. It may fire early: the
  * handler recomputes the real deadlines, which keeps the hot path free of
  * timer updates on every read. */
-static void conn_timer_want(conn *c, uint64_t due)
+void conn_timer_want(conn *c, uint64_t due)
 {
     if (!c->has_io || c->closing)
         return;
@@ -32,10 +42,41 @@ static void conn_timer_want(conn *c, uint64_t due)
     uv_timer_start(&c->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* When a request still arriving must be complete (or its headers, first). */
+static uint64_t request_deadline(const conn *c, const treq *r)
+{
+    const transport_limits *l = &c->t->lim;
+    uint64_t due = r->start_ms + l->read_timeout_ms;
+    if (!r->hdrs_done)
+        due = min_u64(due, r->start_ms + l->header_timeout_ms);
+    return due;
+}
+
+/* Bytes that may be the HTTP/2 preface arrived, and no request yet. */
+static uint64_t sniff_deadline(const conn *c)
+{
+    const transport_limits *l = &c->t->lim;
+    return c->last_progress + min_u64(l->header_timeout_ms, l->read_timeout_ms);
+}
+
 void conn_request_started(conn *c, treq *r)
 {
     r->start_ms = uv_now(c->t->loop);
-    conn_timer_want(c, r->start_ms + c->t->lim.read_timeout_ms);
+    c->last_progress = r->start_ms;
+    conn_timer_want(c, request_deadline(c, r));
+}
+
+void conn_requests_done(conn *c)
+{
+    if (c->closing)
+        return;
+    c->last_progress = uv_now(c->t->loop);
+    conn_timer_want(c, c->last_progress + c->t->lim.idle_timeout_ms);
 }
 
 bool conn_is_idle(const conn *c)
@@ -43,37 +84,40 @@ bool conn_is_idle(const conn *c)
     return !c->reqs && c->out.len == 0 && !c->writing && c->pending_in.len == 0;
 }
 
-/* Returns the earliest read deadline, acting on the ones already passed. */
+/* Returns the earliest request deadline, acting on the ones already passed. */
 static uint64_t check_read_timeouts(conn *c, uint64_t now)
 {
-    uint64_t next = UINT64_MAX, limit = c->t->lim.read_timeout_ms;
+    uint64_t next = UINT64_MAX;
     if (c->proto == PROTO_H1) {
         treq *r = c->cur;
         if (r && !r->dispatched) {
-            if (now >= r->start_ms + limit) {
+            uint64_t due = request_deadline(c, r);
+            if (now >= due) {
                 h1_fail(c, 408);
                 conn_mark_dirty(c);
             } else {
-                next = r->start_ms + limit;
+                next = due;
             }
         }
     } else if (c->proto == PROTO_H2) {
         for (treq *r = c->reqs; r; r = r->next) {
             if (r->remote_done || r->dispatched)
                 continue;
-            if (now >= r->start_ms + limit) {
+            uint64_t due = request_deadline(c, r);
+            if (now >= due) {
                 h2_timeout_stream(c, r);
                 conn_mark_dirty(c);
-            } else if (r->start_ms + limit < next) {
-                next = r->start_ms + limit;
+            } else {
+                next = min_u64(next, due);
             }
         }
     } else if (c->sniff_len > 0) {
         /* Part of a preface and nothing more: a request that started. */
-        if (now >= c->last_activity + limit)
+        uint64_t due = sniff_deadline(c);
+        if (now >= due)
             conn_close(c);
         else
-            next = c->last_activity + limit;
+            next = due;
     }
     return next;
 }
@@ -92,21 +136,31 @@ static void on_timer(uv_timer_t *h)
             conn_timer_want(c, c->linger_due);
         return;
     }
+    const transport_limits *l = &c->t->lim;
     uint64_t next = check_read_timeouts(c, now);
     if (c->closing)
         return;
+    /* Answers stuck behind a window the client never opens. */
+    if (c->proto == PROTO_H2)
+        next = min_u64(next, h2_check_send_deadlines(c, now));
     /* A peer that stops reading our output is as gone as a silent one. */
     if (c->writing) {
-        uint64_t due = c->write_since + c->t->lim.idle_timeout_ms;
+        uint64_t due = c->write_since + l->write_timeout_ms;
         if (now >= due) {
             conn_close(c);
             return;
         }
-        if (due < next)
-            next = due;
+        next = min_u64(next, due);
+    }
+    if (!c->draining && !c->retiring) {
+        uint64_t due = c->born + l->max_connection_age_ms;
+        if (now >= due)
+            conn_retire(c);
+        else
+            next = min_u64(next, due);
     }
     if (conn_is_idle(c)) {
-        uint64_t due = c->last_activity + c->t->lim.idle_timeout_ms;
+        uint64_t due = c->last_progress + l->idle_timeout_ms;
         if (now >= due) {
             if (c->proto == PROTO_H2) {
                 h2_goaway(c, false);
@@ -175,7 +229,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->closing)
         return;
     if (nread > 0) {
-        c->last_activity = uv_now(c->t->loop);
         if (!c->lingering)
             conn_feed(c, (const uint8_t *)buf->base, (size_t)nread);
         if (!c->closing)
@@ -206,7 +259,7 @@ void conn_feed(conn *c, const uint8_t *data, size_t len)
         if (c->sniff_len + n < sizeof(H2_PREFACE) - 1) {
             memcpy(c->sniff + c->sniff_len, data, n);
             c->sniff_len += n;
-            conn_timer_want(c, c->last_activity + c->t->lim.read_timeout_ms);
+            conn_timer_want(c, sniff_deadline(c));
             return;
         }
         c->proto = PROTO_H2;
@@ -282,7 +335,7 @@ static void conn_write(conn *c)
     }
     c->writing = true;
     c->write_since = uv_now(c->t->loop);
-    conn_timer_want(c, c->write_since + c->t->lim.idle_timeout_ms);
+    conn_timer_want(c, c->write_since + c->t->lim.write_timeout_ms);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -329,6 +382,18 @@ static bool conn_should_close(conn *c)
     return (c->draining || c->peer_eof) && !c->reqs && c->pending_in.len == 0;
 }
 
+/* Buffers that grew for a large answer go back once empty: a connection
+ * at rest holds little, however much it once sent. */
+static void trim_buffers(conn *c)
+{
+    if (c->out.len == 0 && c->out.cap > CONN_KEEP_BUF)
+        buf_free(&c->out);
+    if (!c->writing && c->wbuf.cap > CONN_KEEP_BUF)
+        buf_free(&c->wbuf);
+    if (c->pending_in.len == 0 && c->pending_in.cap > CONN_KEEP_BUF)
+        buf_free(&c->pending_in);
+}
+
 static void conn_flush(conn *c)
 {
     if (c->proto == PROTO_H1 && c->h1_paused && c->n_inflight < H1_MAX_PIPELINE &&
@@ -342,15 +407,16 @@ static void conn_flush(conn *c)
         conn_write(c);
         if (c->closing)
             return;
-        c->last_activity = uv_now(c->t->loop);
     }
+    trim_buffers(c);
+    budget_tx_recount(c);
     if (conn_should_close(c)) {
         conn_finish(c);
         return;
     }
     conn_update_reading(c);
     if (conn_is_idle(c))
-        conn_timer_want(c, c->last_activity + c->t->lim.idle_timeout_ms);
+        conn_timer_want(c, c->last_progress + c->t->lim.idle_timeout_ms);
 }
 
 void conn_flush_all(transport *t)
@@ -372,6 +438,8 @@ void conn_flush_all(transport *t)
 
 /* ---- lifecycle ------------------------------------------------------------- */
 
+/* The peer's name for logs, and its address as the per-peer key (IPv4 as
+ * ::ffff:a.b.c.d, so an IPv4 peer is one peer on a dual-stack listener). */
 static void format_peer(conn *c)
 {
     struct sockaddr_storage ss;
@@ -383,10 +451,13 @@ static void format_peer(conn *c)
     }
     if (ss.ss_family == AF_INET6) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        memcpy(c->peer_addr, &a->sin6_addr, 16);
         uv_ip6_name(a, ip, sizeof(ip));
         snprintf(c->peer, sizeof(c->peer), "[%s]:%u", ip, ntohs(a->sin6_port));
     } else {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        c->peer_addr[10] = c->peer_addr[11] = 0xff;
+        memcpy(c->peer_addr + 12, &a->sin_addr, 4);
         uv_ip4_name(a, ip, sizeof(ip));
         snprintf(c->peer, sizeof(c->peer), "%s:%u", ip, ntohs(a->sin_port));
     }
@@ -400,6 +471,10 @@ static void conn_link(transport *t, conn *c)
         t->conns->prev = c;
     t->conns = c;
     t->n_conns++;
+    if (c->is_unix)
+        t->n_unix++;
+    else
+        t->n_tcp++;
 }
 
 static void free_unaccepted(uv_handle_t *h)
@@ -421,12 +496,14 @@ conn *conn_accepted(transport *t, uv_stream_t *server)
         return NULL;
     }
     c->has_io = true;
+    c->is_unix = !tcp;
     if (tcp) {
         uv_tcp_nodelay(&c->h.tcp, 1);
         format_peer(c);
     } else {
         strcpy(c->peer, "unix");
     }
+    c->born = c->last_progress = uv_now(t->loop);
     uv_timer_init(t->loop, &c->timer);
     c->timer.data = c;
     c->handles_open = 2;
@@ -437,9 +514,10 @@ conn *conn_accepted(transport *t, uv_stream_t *server)
 
 void conn_start(conn *c)
 {
-    c->last_activity = uv_now(c->t->loop);
+    const transport_limits *l = &c->t->lim;
     conn_update_reading(c);
-    conn_timer_want(c, c->last_activity + c->t->lim.idle_timeout_ms);
+    conn_timer_want(
+        c, min_u64(c->last_progress + l->idle_timeout_ms, c->born + l->max_connection_age_ms));
 }
 
 static void conn_free_buffers(conn *c)
@@ -488,11 +566,17 @@ void conn_close(conn *c)
         c->next->prev = c->prev;
     c->next = c->prev = NULL;
     t->n_conns--;
+    if (c->is_unix)
+        t->n_unix--;
+    else
+        t->n_tcp--;
+    peers_forget(t, c);
     conn_unlink_dirty(c);
     /* Tell the layer above about every request it still holds. */
     while (c->reqs)
         treq_detach(c->reqs);
     c->cur = NULL;
+    budget_conn_closed(c);
     h2_free(c);
     if (!c->has_io)
         return;
@@ -500,6 +584,33 @@ void conn_close(conn *c)
         uv_read_stop(&c->h.stream);
     uv_close(&c->h.handle, on_conn_closed);
     uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+}
+
+void conn_evict(conn *c)
+{
+    /* Say goodbye on HTTP/2 if the socket takes it at once; never wait. */
+    if (c->proto == PROTO_H2 && c->h2) {
+        h2_goaway(c, false);
+        h2_pump(c);
+        if (c->has_io && c->out.len && !c->writing) {
+            uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+            (void)uv_try_write(&c->h.stream, &b, 1);
+        }
+    }
+    conn_close(c);
+}
+
+/* Old enough: HTTP/2 gets a graceful GOAWAY (streams in progress finish);
+ * HTTP/1.1 says "connection: close" on its next answer (closing an idle one
+ * now would race with a request already on its way). */
+static void conn_retire(conn *c)
+{
+    c->retiring = true;
+    if (c->proto == PROTO_H2) {
+        c->draining = true;
+        h2_goaway(c, true);
+        conn_mark_dirty(c);
+    }
 }
 
 void conn_begin_drain(conn *c)
@@ -527,6 +638,7 @@ conn *conn_new_fake(transport *t, conn_sink_fn sink, void *ud)
     c->sink_ud = ud;
     strcpy(c->peer, "fuzz");
     conn_link(t, c);
+    c->born = c->last_progress = uv_now(t->loop);
     return c;
 }
 

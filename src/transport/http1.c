@@ -196,12 +196,13 @@ static void build_headers(treq *r)
     treq_build_headers(r);
 }
 
-/* The body will not fit: hand the request up now and read no more. */
-static void h1_too_large(conn *c, treq *r)
+/* The body will not fit (too large, or over the memory budget): hand the
+ * request up now and read no more. */
+static void h1_refuse_body(conn *c, treq *r)
 {
-    r->pub.body_too_large = true;
     r->close = true;
-    buf_reset(&r->body);
+    budget_rx_drop_body(r);
+    buf_free(&r->body);
     c->rd_discard = true;
     c->linger_wanted = true;
     c->cur = NULL;
@@ -239,7 +240,8 @@ static int on_headers_complete(http_parser *p)
     r->close = !http_should_keep_alive(p);
     bool has_length = (p->flags & F_CONTENTLENGTH) != 0;
     if (has_length && p->content_length > c->t->lim.max_body_bytes) {
-        h1_too_large(c, r);
+        r->pub.body_too_large = true;
+        h1_refuse_body(c, r);
         return 0;
     }
     maybe_continue(c, r, (p->flags & F_CHUNKED) || (has_length && p->content_length > 0));
@@ -250,13 +252,22 @@ static int on_body(http_parser *p, const char *at, size_t len)
 {
     conn *c = pconn(p);
     treq *r = c->cur;
-    if (!r || r->pub.body_too_large)
+    if (!r || r->dispatched)
         return 0;
     if (r->body.len + len > c->t->lim.max_body_bytes) {
-        h1_too_large(c, r);
+        r->pub.body_too_large = true;
+        h1_refuse_body(c, r);
+        return 0;
+    }
+    budget_verdict v = budget_rx_admit(c, len);
+    if (v != BUDGET_OK) {
+        r->pub.body_over_budget = true;
+        r->pub.budget_spent = v == BUDGET_CONN_SPENT ? "connection" : "server";
+        h1_refuse_body(c, r);
         return 0;
     }
     buf_append(&r->body, at, len);
+    budget_rx_add(r, len);
     return 0;
 }
 
@@ -264,8 +275,8 @@ static int on_body(http_parser *p, const char *at, size_t len)
  * alone on the connection; anything else just stays HTTP/1.1. */
 static bool wants_h2c(conn *c, const http_parser *p, const treq *r)
 {
-    if (!p->upgrade || p->method == HTTP_CONNECT || c->draining || r != c->reqs || r->next ||
-        r->close || r->body.len > 0)
+    if (!p->upgrade || p->method == HTTP_CONNECT || c->draining || c->retiring || r != c->reqs ||
+        r->next || r->close || r->body.len > 0)
         return false;
     const char *up = http_request_header(&r->pub, "upgrade");
     return up && str_ieq(up, "h2c") && http_request_header(&r->pub, "http2-settings");
@@ -494,7 +505,7 @@ void h1_respond(treq *r, const http_response *resp)
 {
     conn *c = r->conn;
     /* Draining: the last request we will see says goodbye. */
-    if (c->draining && !r->next && !c->cur)
+    if ((c->draining || c->retiring) && !r->next && !c->cur)
         r->close = true;
     bool head = r == c->reqs;
     serialize(head ? &c->out : &r->resp, r, resp, r->close);

@@ -13,6 +13,15 @@
  *                           last DATA or trailers after it
  * A response finished before the client's END_STREAM is followed by
  * RST_STREAM(NO_ERROR), so the client stops sending a body nobody reads.
+ *
+ * Flow control is ours (no automatic WINDOW_UPDATE): the connection window
+ * is the connection's request budget, a stream's window one body of the
+ * largest size (plus a frame, so an oversized body is answered
+ * resource_exhausted rather than hitting a flow-control error), and DATA
+ * bytes are given back only once they are no longer held and the budget has
+ * room (h2_regrant). A response must be sent within write_timeout_ms of
+ * being queued, or the stream is reset and its buffer freed: a client that
+ * sets SETTINGS_INITIAL_WINDOW_SIZE=0 cannot pin answers.
  */
 #include "transport/internal.h"
 
@@ -87,7 +96,17 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
 static void dispatch_too_large(treq *r)
 {
     r->pub.body_too_large = true;
-    buf_reset(&r->body);
+    budget_rx_drop_body(r);
+    buf_free(&r->body);
+    treq_dispatch(r);
+}
+
+static void dispatch_over_budget(treq *r, budget_verdict v)
+{
+    r->pub.body_over_budget = true;
+    r->pub.budget_spent = v == BUDGET_CONN_SPENT ? "connection" : "server";
+    budget_rx_drop_body(r);
+    buf_free(&r->body);
     treq_dispatch(r);
 }
 
@@ -138,14 +157,47 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
 {
     conn *c = ud;
     treq *r = stream_req(s, id);
-    if (!r || r->dispatched)
-        return 0;
-    if (r->body.len + len > c->t->lim.max_body_bytes) {
+    c->h2_unconsumed += len;
+    budget_verdict v = BUDGET_OK;
+    if (!r || r->dispatched) {
+        /* not held: its window goes back at once */
+    } else if (r->body.len + len > c->t->lim.max_body_bytes) {
         dispatch_too_large(r);
+    } else if ((v = budget_rx_admit(c, len)) != BUDGET_OK) {
+        dispatch_over_budget(r, v);
+    } else {
+        buf_append(&r->body, data, len);
+        budget_rx_add(r, len);
         return 0;
     }
-    buf_append(&r->body, data, len);
+    h2_regrant(c);
     return 0;
+}
+
+void h2_regrant(conn *c)
+{
+    if (!c->h2)
+        return;
+    /* Bytes received and no longer held, less what decoded messages of
+     * this connection occupy: window + held never exceeds the budget. */
+    size_t spare = c->h2_unconsumed - c->rx_body;
+    if (spare <= c->rx_decoded)
+        return;
+    size_t give = spare - c->rx_decoded;
+    if (nghttp2_session_consume_connection(c->h2, give) == 0) {
+        c->h2_unconsumed -= give;
+        conn_mark_dirty(c);
+    }
+}
+
+void h2_body_released(conn *c, treq *r, size_t n)
+{
+    if (!c->h2)
+        return;
+    /* Streams carrying more than one message get their window back too;
+     * for a closed stream this is a no-op. */
+    (void)nghttp2_session_consume_stream(c->h2, r->stream_id, n);
+    h2_regrant(c);
 }
 
 static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *ud)
@@ -187,6 +239,7 @@ int h2_init_callbacks(transport *t)
         nghttp2_session_callbacks_del(cb);
         return -1;
     }
+    nghttp2_option_set_no_auto_window_update(t->h2_option, 1);
     nghttp2_option_set_stream_reset_rate_limit(t->h2_option, t->lim.h2_reset_rate_burst,
                                                t->lim.h2_reset_rate_per_sec);
     nghttp2_option_set_max_continuations(t->h2_option, t->lim.h2_max_continuations);
@@ -202,14 +255,23 @@ void h2_start(conn *c)
         c->close_after_flush = true;
         return;
     }
+    /* Windows never promise more than the budgets allow: a stream, one
+     * body of the largest size and a frame; the connection, its budget. */
+    size_t conn_window = c->t->budget->conn_cap;
+    size_t stream_window = l->max_body_bytes + 16384;
+    if (stream_window > conn_window)
+        stream_window = conn_window;
+    if (conn_window > (size_t)NGHTTP2_MAX_WINDOW_SIZE)
+        conn_window = (size_t)NGHTTP2_MAX_WINDOW_SIZE;
+    if (stream_window > (size_t)NGHTTP2_MAX_WINDOW_SIZE)
+        stream_window = (size_t)NGHTTP2_MAX_WINDOW_SIZE;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, l->h2_max_concurrent_streams},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)l->max_header_bytes},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1u << 20},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)stream_window},
     };
     nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE(iv));
-    /* A connection window that does not throttle concurrent uploads. */
-    nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, 16 << 20);
+    nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)conn_window);
     conn_mark_dirty(c);
 }
 
@@ -368,6 +430,8 @@ void h2_respond(treq *r, const http_response *resp)
     conn *c = r->conn;
     if (!c->h2)
         return;
+    r->resp_due = uv_now(c->t->loop) + c->t->lim.write_timeout_ms;
+    conn_timer_want(c, r->resp_due);
     bool add_length = resp->n_trailers == 0 && resp->body_len > 0;
     size_t max = resp->n_headers + 2;
     nghttp2_nv stack[H2_NV_STACK];
@@ -400,6 +464,25 @@ void h2_timeout_stream(conn *c, treq *r)
 {
     r->remote_done = true; /* not waiting for it any more */
     nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_CANCEL);
+}
+
+uint64_t h2_check_send_deadlines(conn *c, uint64_t now)
+{
+    uint64_t next = UINT64_MAX;
+    for (treq *r = c->reqs; r; r = r->next) {
+        if (!r->responded || !r->resp_due)
+            continue;
+        if (now >= r->resp_due) {
+            /* Its stream closes (and the answer is freed) once the reset
+             * is sent. */
+            r->resp_due = 0;
+            nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_CANCEL);
+            conn_mark_dirty(c);
+        } else if (r->resp_due < next) {
+            next = r->resp_due;
+        }
+    }
+    return next;
 }
 
 void h2_goaway(conn *c, bool graceful)

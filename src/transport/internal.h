@@ -29,6 +29,8 @@
 #define H1_MAX_PIPELINE 16
 /* Stop pulling nghttp2 output while this much is already queued. */
 #define CONN_OUT_HIGH (256 * 1024)
+/* Output buffers larger than this are freed once empty. */
+#define CONN_KEEP_BUF (16 * 1024)
 /* How long a closing connection keeps draining input after FIN. */
 #define CONN_LINGER_MS 2000
 /* Recycled request objects kept per transport, and the largest buffer a
@@ -38,6 +40,8 @@
 
 typedef struct conn conn;
 typedef struct treq treq;
+typedef struct tbudget tbudget;
+typedef struct peer_count peer_count;
 
 /* A header seen on the wire, as offsets into treq.strings (which may move
  * while it grows; pointers are made once the header block is complete). */
@@ -66,6 +70,8 @@ struct treq {
     nghttp2_nv *tr_nv;
     size_t n_tr, cap_tr;
 
+    size_t rx_body; /* body bytes charged to the request budget (budget.c) */
+
     int32_t stream_id;
     uint32_t hdr_bytes; /* header block bytes so far (limit) */
     uint8_t h1_state;   /* http-parser: in url, header name or value */
@@ -74,6 +80,7 @@ struct treq {
     uint32_t method_off, method_len; /* HTTP/2 :method */
     uint32_t path_off, path_len;     /* HTTP/2 :path */
     uint64_t start_ms;               /* loop time the request began (read timeout) */
+    uint64_t resp_due;               /* HTTP/2: loop ms its response must be sent by */
 
     bool hdrs_done;         /* header block complete, pub.headers valid */
     bool remote_done;       /* whole request received (END_STREAM / message end) */
@@ -106,7 +113,8 @@ struct conn {
     conn *next, *prev; /* transport->conns */
     conn *dirty_next;  /* transport->dirty */
     bool dirty;
-    bool has_io; /* false: fake connection (fuzzing) */
+    bool has_io;  /* false: fake connection (fuzzing) */
+    bool is_unix; /* Unix-socket pool (else TCP) */
     conn_sink_fn sink;
     void *sink_ud;
 
@@ -137,16 +145,60 @@ struct conn {
     bool closing;           /* uv_close started / torn down */
     bool close_after_flush; /* close once the output is written */
     bool draining;          /* transport_stop_accepting: finish and close */
+    bool retiring;          /* max_connection_age_ms reached */
     bool lingering;         /* FIN sent, discarding input until EOF/timeout */
     bool linger_wanted;     /* closing on an error: the peer may still send */
     bool peer_eof;
     int handles_open;
 
-    uint64_t last_activity; /* loop ms of the last input */
-    uint64_t timer_due;     /* 0 = timer not armed */
+    /* Loop ms of the last progress: accepted, a request began, the last
+     * request ended. Never renewed by PING, SETTINGS, WINDOW_UPDATE or stray
+     * bytes: the idle timeout and eviction order go by it. */
+    uint64_t last_progress;
+    uint64_t born;      /* loop ms accepted (connection age) */
+    uint64_t timer_due; /* 0 = timer not armed */
     uint64_t linger_due;
     uint64_t write_since; /* loop ms the pending uv_write started */
+
+    /* Budgets (budget.c): request bytes held (bodies; charges of the layer
+     * above, listed in `charges`), response bytes held (counted at each
+     * flush, plus reservations since), HTTP/2 DATA bytes delivered but not
+     * yet given back to the window. */
+    size_t rx_body, rx_decoded, tx_held, h2_unconsumed;
+    http_charge *charges;
+
+    peer_count *peer_entry; /* TCP: this peer's connection count */
+    uint8_t peer_addr[16];  /* TCP peer address (IPv4 as ::ffff:a.b.c.d) */
     char peer[64];
+};
+
+/* Bytes the layer above holds for a request (budget.c). `conn` is NULL
+ * once the connection is gone: the charge then counts daemon-wide only. */
+struct http_charge {
+    tbudget *budget;
+    conn *conn;
+    size_t bytes;
+    http_charge *next, *prev; /* conn->charges */
+};
+
+/* Connections per TCP peer address (peers.c). */
+struct peer_count {
+    uint8_t addr[16];
+    unsigned count;
+    peer_count *next;
+};
+
+/* The daemon-wide byte budgets. Reference-counted: a request whose
+ * connection died keeps its charge (its memory is still held by the layer
+ * above) and may outlive the transport. */
+struct tbudget {
+    unsigned refs;
+    size_t conn_cap, total_cap;
+    size_t rx_over, tx_over; /* connections' bytes beyond their allowance */
+    size_t rx_detached;      /* charges of requests whose connection is gone */
+    size_t rx_total, tx_total;
+    size_t peak; /* most held since the last trim */
+    uint64_t refused_requests, refused_responses;
 };
 
 struct transport {
@@ -167,9 +219,13 @@ struct transport {
     uv_check_t check;     /* flush right after I/O callbacks */
 
     conn *conns;
-    size_t n_conns;
+    size_t n_conns, n_tcp, n_unix;
     conn *dirty;
     size_t active;
+    tbudget *budget;
+    peer_count **peers; /* hash table by address */
+    size_t peer_buckets;
+    uint64_t evicted, refused_conns;
 
     treq *free_reqs;
     size_t n_free;
@@ -197,8 +253,14 @@ void conn_feed(conn *c, const uint8_t *data, size_t len);
 void conn_mark_dirty(conn *c);
 void conn_flush_all(transport *t);
 void conn_close(conn *c);
-/* A request whose header block began: arm the read timeout. */
+/* A request whose header block began: arm the header and read timeouts. */
 void conn_request_started(conn *c, treq *r);
+/* The connection's last request ended: idle from now. */
+void conn_requests_done(conn *c);
+/* Make sure the connection's timer fires no later than `due`. */
+void conn_timer_want(conn *c, uint64_t due);
+/* Close to make room for a new connection (GOAWAY first on HTTP/2). */
+void conn_evict(conn *c);
 bool conn_is_idle(const conn *c);
 void conn_begin_drain(conn *c);
 
@@ -206,6 +268,40 @@ void conn_begin_drain(conn *c);
 conn *conn_new_fake(transport *t, conn_sink_fn sink, void *ud);
 void conn_flush_fake(conn *c);
 void conn_destroy_fake(conn *c);
+
+/* ---- budget.c ----------------------------------------------------------- */
+
+typedef enum budget_verdict {
+    BUDGET_OK = 0,
+    BUDGET_CONN_SPENT,  /* the connection's budget */
+    BUDGET_TOTAL_SPENT, /* the daemon-wide budget */
+} budget_verdict;
+
+tbudget *budget_new(const transport_limits *l);
+void budget_unref(tbudget *b);
+/* May connection c hold `n` more request bytes? (Refusals are counted.) */
+budget_verdict budget_rx_admit(conn *c, size_t n);
+/* Charge n body bytes to r (and its connection). */
+void budget_rx_add(treq *r, size_t n);
+/* The body's bytes are no longer held (freed or handed back). */
+void budget_rx_drop_body(treq *r);
+/* A charge of n bytes on connection c (admitted by the caller). */
+http_charge *budget_charge_new(conn *c, size_t n);
+budget_verdict budget_tx_admit(conn *c, size_t n);
+void budget_tx_add(conn *c, size_t n);
+/* Recount what the connection holds for responses (after a flush). */
+void budget_tx_recount(conn *c);
+void budget_conn_closed(conn *c);
+/* After a burst has drained, give free heap pages back (loop hook). */
+void budget_maybe_trim(tbudget *b);
+
+/* ---- peers.c --------------------------------------------------------------- */
+
+/* Admit a new connection against the pool, per-peer and eviction rules;
+ * false: refused (the caller closes it). */
+bool peers_admit(transport *t, conn *c);
+void peers_forget(transport *t, conn *c);
+void peers_free(transport *t);
 
 /* ---- request.c ---------------------------------------------------------- */
 
@@ -251,6 +347,14 @@ void h2_free(conn *c);
 /* Reset a stream whose request did not arrive in time. */
 void h2_timeout_stream(conn *c, treq *r);
 void h2_goaway(conn *c, bool graceful);
+/* Give DATA bytes that are no longer held back to the connection window,
+ * as far as the connection's request budget allows. */
+void h2_regrant(conn *c);
+/* A stream's body (n bytes) is no longer held. */
+void h2_body_released(conn *c, treq *r, size_t n);
+/* Reset streams whose response was not delivered by its deadline; returns
+ * the earliest deadline still pending (UINT64_MAX: none). */
+uint64_t h2_check_send_deadlines(conn *c, uint64_t now);
 /* No streams open and nothing left to say (after GOAWAY)? */
 bool h2_done(conn *c);
 

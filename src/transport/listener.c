@@ -1,6 +1,6 @@
 /*
  * listener.c - the transport object: TCP and Unix-socket listeners, accept
- * with a connection cap, the once-per-loop-pass flush hooks, graceful stop
+ * (admission: peers.c), the once-per-loop-pass flush hooks, graceful stop
  * and teardown.
  *
  * Everything runs on one libuv loop. Connections themselves live in conn.c;
@@ -16,22 +16,56 @@
 
 void transport_limits_default(transport_limits *l)
 {
+    memset(l, 0, sizeof(*l));
     l->max_body_bytes = 4u << 20;
     l->max_header_bytes = 64u << 10;
     l->idle_timeout_ms = 60000;
     l->read_timeout_ms = 30000;
+    l->header_timeout_ms = 10000;
+    l->write_timeout_ms = 30000;
+    l->max_connection_age_ms = 3600000;
     l->max_connections = 1024;
+    l->max_connections_per_peer = 256;
+    l->max_unix_connections = 64;
+    /* conn_buffer_bytes, total_buffer_bytes: 0 = derived in transport_new */
     l->h2_max_concurrent_streams = 100;
     l->h2_reset_rate_burst = 1000;
     l->h2_reset_rate_per_sec = 33;
     l->h2_max_continuations = 8;
 }
 
+/* Limits left 0 take their default. */
+static void fill_defaults(transport_limits *l)
+{
+    transport_limits d;
+    transport_limits_default(&d);
+#define DEFAULT(f)                                                                                 \
+    if (!l->f)                                                                                     \
+    l->f = d.f
+    DEFAULT(max_body_bytes);
+    DEFAULT(max_header_bytes);
+    DEFAULT(idle_timeout_ms);
+    DEFAULT(read_timeout_ms);
+    DEFAULT(header_timeout_ms);
+    DEFAULT(write_timeout_ms);
+    DEFAULT(max_connection_age_ms);
+    DEFAULT(max_connections);
+    DEFAULT(max_connections_per_peer);
+    DEFAULT(max_unix_connections);
+    DEFAULT(h2_max_concurrent_streams);
+    DEFAULT(h2_reset_rate_burst);
+    DEFAULT(h2_reset_rate_per_sec);
+    DEFAULT(h2_max_continuations);
+#undef DEFAULT
+}
+
 /* Runs before the loop blocks in poll and right after the I/O callbacks:
  * whatever handlers queued during this pass leaves in one write. */
 static void on_prepare(uv_prepare_t *h)
 {
-    conn_flush_all(h->data);
+    transport *t = h->data;
+    conn_flush_all(t);
+    budget_maybe_trim(t->budget);
 }
 
 static void on_check(uv_check_t *h)
@@ -48,11 +82,27 @@ transport *transport_new(uv_loop_t *loop, const transport_limits *limits,
         t->lim = *limits;
     else
         transport_limits_default(&t->lim);
+    transport_limits *l = &t->lim;
+    fill_defaults(l);
+    /* Budgets that follow the body limit unless set: a connection can take
+     * two bodies of the largest size, the daemon four connections' worth. */
+    if (!l->conn_buffer_bytes) {
+        l->conn_buffer_bytes = (size_t)16 << 20;
+        if (l->conn_buffer_bytes < 2 * l->max_body_bytes)
+            l->conn_buffer_bytes = 2 * l->max_body_bytes;
+    }
+    if (!l->total_buffer_bytes) {
+        l->total_buffer_bytes = (size_t)64 << 20;
+        if (l->total_buffer_bytes < 4 * l->conn_buffer_bytes)
+            l->total_buffer_bytes = 4 * l->conn_buffer_bytes;
+    }
+    t->budget = budget_new(l);
     t->on_request = on_request;
     t->on_cancel = on_cancel;
     t->ud = ud;
     h1_init_settings(&t->h1_settings);
     if (h2_init_callbacks(t) < 0) {
+        budget_unref(t->budget);
         free(t);
         return NULL;
     }
@@ -80,41 +130,21 @@ static void on_listener_closed(uv_handle_t *h)
     transport_handle_closed(t);
 }
 
-static void reject_closed(uv_handle_t *h)
-{
-    free(h);
-}
-
-/* Over the connection cap: accept (so the backlog drains) and close. */
-static void accept_and_drop(uv_stream_t *server, bool tcp)
-{
-    uv_handle_t *h;
-    if (tcp) {
-        uv_tcp_t *s = xmalloc(sizeof(*s));
-        uv_tcp_init(server->loop, s);
-        h = (uv_handle_t *)s;
-    } else {
-        uv_pipe_t *s = xmalloc(sizeof(*s));
-        uv_pipe_init(server->loop, s, 0);
-        h = (uv_handle_t *)s;
-    }
-    (void)uv_accept(server, (uv_stream_t *)h);
-    uv_close(h, reject_closed);
-}
-
+/* Every connection is accepted (so the backlog drains and the peer is
+ * known), then admitted or closed at once (peers.c). */
 static void on_connection(uv_stream_t *server, int status)
 {
     transport *t = server->data;
-    bool tcp = server->type == UV_TCP;
     if (status < 0 || t->stopping || t->closing)
         return;
-    if (t->n_conns >= t->lim.max_connections) {
-        accept_and_drop(server, tcp);
-        return;
-    }
     conn *c = conn_accepted(t, server);
     if (!c)
         return;
+    if (!peers_admit(t, c)) {
+        t->refused_conns++;
+        conn_close(c);
+        return;
+    }
     conn_start(c);
 }
 
@@ -245,9 +275,25 @@ size_t transport_connection_count(const transport *t)
     return t->n_conns;
 }
 
+void transport_get_stats(const transport *t, transport_stats *out)
+{
+    *out = (transport_stats){
+        .tcp_connections = t->n_tcp,
+        .unix_connections = t->n_unix,
+        .request_bytes = t->budget->rx_total,
+        .response_bytes = t->budget->tx_total,
+        .evicted = t->evicted,
+        .refused_connections = t->refused_conns,
+        .refused_requests = t->budget->refused_requests,
+        .refused_responses = t->budget->refused_responses,
+    };
+}
+
 static void transport_free(transport *t)
 {
     treq_free_list(t);
+    peers_free(t);
+    budget_unref(t->budget);
     nghttp2_session_callbacks_del(t->h2_callbacks);
     nghttp2_option_del(t->h2_option);
     free(t->unix_path);

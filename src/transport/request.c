@@ -15,6 +15,7 @@
 
 static void treq_destroy(treq *r)
 {
+    budget_rx_drop_body(r);
     buf_free(&r->strings);
     buf_free(&r->body);
     buf_free(&r->resp);
@@ -32,7 +33,7 @@ static void trim_buf(chcp_buf *b)
     b->len = 0;
 }
 
-/* Reset a recycled request but keep its buffers' capacity. */
+/* Reset a recycled request but keep its (small) buffers' capacity. */
 static void treq_reset(treq *r)
 {
     treq keep = *r;
@@ -47,6 +48,12 @@ static void treq_reset(treq *r)
     r->cap_headers = keep.cap_headers;
     r->tr_nv = keep.tr_nv;
     r->cap_tr = keep.cap_tr;
+}
+
+/* Give large buffers back before a request is parked on the free list: a
+ * parked request must not pin a 4 MiB body. */
+static void treq_trim(treq *r)
+{
     if (r->cap_refs > 256) {
         free(r->refs);
         free(r->headers);
@@ -101,13 +108,17 @@ static void treq_unlink(treq *r)
     if (c->cur == r)
         c->cur = NULL;
     r->conn = NULL;
+    if (!c->reqs)
+        conn_requests_done(c);
 }
 
 void treq_release(treq *r)
 {
     transport *t = r->t;
+    budget_rx_drop_body(r);
     treq_unlink(r);
     if (t && !t->closing && t->n_free < TREQ_FREELIST_MAX) {
+        treq_trim(r);
         r->next = t->free_reqs;
         t->free_reqs = r;
         t->n_free++;
@@ -172,6 +183,12 @@ void treq_detach(treq *r)
     conn *c = r->conn;
     transport *t = r->t;
     if (r->dispatched && !r->responded) {
+        /* The layer above keeps the request (its charges stay counted), not
+         * the body it has read. */
+        budget_rx_drop_body(r);
+        buf_free(&r->body);
+        r->pub.body = (const uint8_t *)"";
+        r->pub.body_len = 0;
         treq_unlink(r);
         c->n_inflight--;
         t->active--;
@@ -202,6 +219,60 @@ void http_respond(http_request *req, const http_response *resp)
     else
         h1_respond(r, resp);
     conn_mark_dirty(c);
+}
+
+static int spent(chcp_error **err, budget_verdict v, const char *what, size_t held, size_t cap,
+                 size_t total)
+{
+    if (v == BUDGET_CONN_SPENT)
+        return error_set(err, CHCP_RESOURCE_EXHAUSTED,
+                         "%s: this connection already holds %zu bytes (its limit is %zu)", what,
+                         held, cap);
+    return error_set(err, CHCP_RESOURCE_EXHAUSTED,
+                     "%s: the server holds its limit of %zu bytes for all clients; retry later",
+                     what, total);
+}
+
+http_charge *http_request_charge(http_request *req, size_t bytes, chcp_error **err)
+{
+    treq *r = (treq *)req;
+    conn *c = r->conn;
+    if (!c) {
+        error_set(err, CHCP_CANCELED, "the connection is gone");
+        return NULL;
+    }
+    budget_verdict v = budget_rx_admit(c, bytes);
+    if (v != BUDGET_OK) {
+        spent(err, v, "request refused: no memory budget left for it", c->rx_body + c->rx_decoded,
+              c->t->budget->conn_cap, c->t->budget->total_cap);
+        return NULL;
+    }
+    return budget_charge_new(c, bytes);
+}
+
+void http_request_consume_body(http_request *req)
+{
+    treq *r = (treq *)req;
+    budget_rx_drop_body(r);
+    buf_free(&r->body);
+    r->pub.body = (const uint8_t *)"";
+    r->pub.body_len = 0;
+}
+
+int http_response_reserve(http_request *req, size_t bytes, chcp_error **err)
+{
+    treq *r = (treq *)req;
+    conn *c = r->conn;
+    if (!c)
+        return 0; /* the answer goes nowhere */
+    budget_verdict v = budget_tx_admit(c, bytes);
+    if (v != BUDGET_OK) {
+        char what[96];
+        snprintf(what, sizeof(what), "response of %zu bytes not sent", bytes);
+        return spent(err, v, what, c->tx_held, c->t->budget->conn_cap, c->t->budget->total_cap);
+    }
+    budget_tx_add(c, bytes);
+    return 0;
 }
 
 const char *http_request_header(const http_request *req, const char *name)

@@ -28,6 +28,13 @@
  *    followed by RST_STREAM(NO_ERROR).
  *  - Response headers with CR, LF or NUL in them are dropped, never sent.
  *  - A status outside 200..999 is sent as 500.
+ *
+ * Defences (docs/security.md): request and response bytes are budgeted per
+ * connection and in total (budget.c; HTTP/2 windows are the budgets); TCP and
+ * Unix-socket connections are separate pools with a per-peer cap and
+ * eviction of idle or stalled connections when full (peers.c); header, read,
+ * write, idle and age deadlines that control frames and trickled bytes do not
+ * renew (conn.c).
  */
 #ifndef CHCP_TRANSPORT_H
 #define CHCP_TRANSPORT_H
@@ -53,6 +60,8 @@ typedef struct http_request {
     const char *query;  /* text after '?', or NULL */
     const http_header *headers;
     size_t n_headers;
+    /* Valid until http_request_consume_body() or the answer; gone (empty)
+     * once the connection dies, so read it in on_request. */
     const uint8_t *body;
     size_t body_len;
     /* The body was larger than the configured limit: `body` holds nothing
@@ -60,9 +69,14 @@ typedef struct http_request {
      * the transport then closes the connection (HTTP/1.1) or resets the stream
      * (HTTP/2) because the rest of the body will not be read. */
     bool body_too_large;
-    const char *peer;     /* "127.0.0.1:5555", "unix", ... for logs */
-    uint64_t received_ns; /* monotonic time the request headers were complete */
-    void *user;           /* free for the layer above */
+    /* The connection's or the daemon's request memory budget ran out while
+     * the body arrived (transport_limits.conn_buffer_bytes/total_buffer_bytes):
+     * `body` holds nothing useful; answered and ended like body_too_large. */
+    bool body_over_budget;
+    const char *budget_spent; /* with body_over_budget: "connection" or "server" */
+    const char *peer;         /* "127.0.0.1:5555", "unix", ... for logs */
+    uint64_t received_ns;     /* monotonic time the request headers were complete */
+    void *user;               /* free for the layer above */
 } http_request;
 
 typedef struct http_response {
@@ -88,16 +102,32 @@ typedef void (*http_request_fn)(http_request *req, void *ud);
 typedef void (*http_cancel_fn)(http_request *req, void *ud);
 
 typedef struct transport_limits {
-    size_t max_body_bytes;              /* default 4 MiB */
-    size_t max_header_bytes;            /* default 64 KiB, whole header block */
-    uint64_t idle_timeout_ms;           /* no request in flight, no bytes: close (default 60 s) */
-    uint64_t read_timeout_ms;           /* a started request must complete within (default 30 s) */
-    unsigned max_connections;           /* default 1024; beyond: accept then close at once */
+    size_t max_body_bytes;             /* default 4 MiB */
+    size_t max_header_bytes;           /* default 64 KiB, whole header block */
+    uint64_t idle_timeout_ms;          /* no request for this long: close (default 60 s) */
+    uint64_t read_timeout_ms;          /* a started request must complete within (default 30 s) */
+    uint64_t header_timeout_ms;        /* its header block must complete within (default 10 s) */
+    uint64_t write_timeout_ms;         /* a response must be delivered within (default 30 s) */
+    uint64_t max_connection_age_ms;    /* then GOAWAY / "connection: close" (default 1 h) */
+    unsigned max_connections;          /* TCP connections (default 1024) */
+    unsigned max_connections_per_peer; /* TCP connections from one IP address (default 256) */
+    unsigned max_unix_connections; /* Unix-socket connections, a pool of their own (default 64) */
+    /* Memory budgets. Request bytes (bodies being received, decoded messages
+     * of requests in progress) and, separately, response bytes not yet
+     * written, per connection and daemon-wide. Each connection may hold
+     * TRANSPORT_CONN_ALLOWANCE of each without touching the daemon-wide
+     * budget, so one client's burst never starves another's small calls. */
+    size_t conn_buffer_bytes;           /* default max(16 MiB, 2 x max_body_bytes) */
+    size_t total_buffer_bytes;          /* beyond the allowances; default max(64 MiB, 4 x conn) */
     uint32_t h2_max_concurrent_streams; /* default 100 */
     uint32_t h2_reset_rate_burst;       /* nghttp2 stream reset rate limit (default 1000) */
     uint32_t h2_reset_rate_per_sec;     /* default 33 */
     uint32_t h2_max_continuations;      /* default 8 */
 } transport_limits;
+
+/* Request bytes, and response bytes, every connection may hold outside the
+ * daemon-wide budget (small calls keep working while it is exhausted). */
+#define TRANSPORT_CONN_ALLOWANCE ((size_t)16 * 1024)
 
 void transport_limits_default(transport_limits *l);
 
@@ -121,6 +151,24 @@ int transport_listen_unix(transport *t, const char *path, chcp_error **err);
  * the call `req` is gone; a second call is a bug. */
 void http_respond(http_request *req, const http_response *resp);
 
+/* Charge `bytes` of memory the layer above holds for this request (its
+ * decoded message) to the request budgets of its connection and of the
+ * daemon. The holder releases the charge with http_charge_release() when it
+ * frees that memory; a charge may outlive the request, its connection and
+ * the transport. NULL with a resource_exhausted error saying which budget is
+ * spent. */
+typedef struct http_charge http_charge;
+http_charge *http_request_charge(http_request *req, size_t bytes, chcp_error **err);
+void http_charge_release(http_charge *charge); /* NULL: no-op */
+/* The layer above no longer needs req->body: its memory and budget are
+ * given back now (HTTP/2: the client may send that much more). */
+void http_request_consume_body(http_request *req);
+/* Before answering with a `bytes`-long body: can the connection hold it
+ * until the client reads it? -1 with resource_exhausted when the response
+ * budget of the connection or of the daemon is spent (answer with an error
+ * instead: error answers are never refused). */
+int http_response_reserve(http_request *req, size_t bytes, chcp_error **err);
+
 /* Case-insensitive header lookup (first match), NULL if absent. */
 const char *http_request_header(const http_request *req, const char *name);
 
@@ -130,6 +178,17 @@ const char *http_request_header(const http_request *req, const char *name);
  * are done. `transport_active_requests` (dispatched, not yet answered) and
  * `transport_connection_count` tell when it is done. */
 void transport_stop_accepting(transport *t);
+
+typedef struct transport_stats {
+    size_t tcp_connections, unix_connections;
+    size_t request_bytes;  /* request bodies and decoded messages held */
+    size_t response_bytes; /* response bytes not yet written */
+    uint64_t evicted;      /* idle or stalled connections closed to admit a new one */
+    uint64_t refused_connections;
+    uint64_t refused_requests;  /* request budget spent */
+    uint64_t refused_responses; /* response budget spent */
+} transport_stats;
+void transport_get_stats(const transport *t, transport_stats *out);
 size_t transport_active_requests(const transport *t);
 size_t transport_connection_count(const transport *t);
 /* Close everything at once; outstanding requests get on_cancel (their later

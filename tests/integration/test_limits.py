@@ -54,27 +54,39 @@ def served_connection(d, timeout=5.0):
 
 
 def test_max_connections(start_daemon):
-    d = start_daemon(env={"CHCP_MAX_CONNECTIONS": "2"})
+    """A full TCP pool makes room by closing the connection that has been idle
+    longest; when every connection has a request in progress, a newcomer is
+    accepted and closed at once, unanswered."""
+    d = start_daemon(env={"CHCP_MAX_CONNECTIONS": "2", "CHCP_TEST_HOOKS": "1"})
     a = served_connection(d)
+    time.sleep(0.05)
     b = served_connection(d)
+    c = served_connection(d)  # a goes
     try:
-        # A third is accepted and closed at once, unanswered.
-        for _ in range(3):
-            with socket.create_connection(("127.0.0.1", d.port), timeout=10) as c:
-                try:
-                    c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-                    assert c.recv(4096) == b""
-                except ConnectionResetError:
-                    pass
-        # The two held connections still work.
-        for s in (a, b):
+        a.settimeout(5)
+        try:
+            assert a.recv(4096) == b""
+        except ConnectionResetError:
+            pass
+        # Both held connections busy: a newcomer gets nothing.
+        for s in (b, c):
+            s.sendall(b"GET /_test/sleep?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", d.port), timeout=10) as x:
+            try:
+                x.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert x.recv(4096) == b""
+            except ConnectionResetError:
+                pass
+        # The busy ones finish their requests and still work.
+        for s in (b, c):
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
             s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             assert s.recv(4096).startswith(b"HTTP/1.1 200")
     finally:
         a.close()
         b.close()
-    # With the two gone, new connections are served again.
-    served_connection(d).close()
+        c.close()
 
 
 def test_h2_max_concurrent_streams(start_daemon):

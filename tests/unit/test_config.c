@@ -493,6 +493,80 @@ static void test_ch_binary_on_path(void **state)
     rmdir(dir);
 }
 
+/* Connection fairness and memory budgets (docs/security.md): each knob
+ * reaches the transport limits; budgets too small for the largest body are
+ * refused at start with a message naming both settings. */
+static void test_budget_and_fairness_knobs(void **state)
+{
+    // clang-format off
+    const char *env[] = {
+        "CHCP_MAX_BODY_BYTES", "1048576",
+        "CHCP_MAX_CONN_BUFFER_BYTES", "2097152",
+        "CHCP_MAX_BUFFER_BYTES", "8388608",
+        "CHCP_MAX_MESSAGE_ELEMENTS", "100",
+        "CHCP_HEADER_TIMEOUT_MS", "700",
+        "CHCP_WRITE_TIMEOUT_MS", "800",
+        "CHCP_MAX_CONNECTION_AGE_MS", "90000",
+        "CHCP_MAX_CONNECTIONS_PER_PEER", "9",
+        "CHCP_MAX_UNIX_CONNECTIONS", "5",
+        "PATH", "/usr/bin:/bin",
+        NULL,
+    };
+    // clang-format on
+    chcp_config cfg;
+    config_action action;
+    chcp_error *err = NULL;
+    assert_int_equal(load(&cfg, env, 0, NULL, &action, &err), 0);
+    assert_int_equal(cfg.max_message_elements, 100);
+    transport_limits d, l;
+    transport_limits_default(&d);
+    config_transport_limits(&cfg, &d, &l);
+    assert_int_equal(l.conn_buffer_bytes, 2097152);
+    assert_int_equal(l.total_buffer_bytes, 8388608);
+    assert_int_equal(l.header_timeout_ms, 700);
+    assert_int_equal(l.write_timeout_ms, 800);
+    assert_int_equal(l.max_connection_age_ms, 90000);
+    assert_int_equal(l.max_connections_per_peer, 9);
+    assert_int_equal(l.max_unix_connections, 5);
+    config_free(&cfg);
+    /* Unset budgets stay 0: the transport derives them from the body limit. */
+    const char *none[] = {"PATH", "/usr/bin:/bin", NULL};
+    assert_int_equal(load(&cfg, none, 0, NULL, &action, &err), 0);
+    config_transport_limits(&cfg, &d, &l);
+    assert_int_equal(l.conn_buffer_bytes, 0);
+    assert_int_equal(l.total_buffer_bytes, 0);
+    assert_int_equal(l.header_timeout_ms, 10000);
+    config_free(&cfg);
+
+    static const char *const bad[][4] = {
+        {"CHCP_MAX_CONN_BUFFER_BYTES", "1048576", NULL, NULL}, /* < 4 MiB body + 16 KiB */
+        {"CHCP_MAX_BODY_BYTES", "1048576", "CHCP_MAX_CONN_BUFFER_BYTES", "1048576"},
+        {"CHCP_MAX_CONN_BUFFER_BYTES", "8388608", "CHCP_MAX_BUFFER_BYTES", "4194304"},
+        {"CHCP_MAX_CONN_BUFFER_BYTES", "1000", NULL, NULL},
+        {"CHCP_MAX_MESSAGE_ELEMENTS", "0", NULL, NULL},
+        {"CHCP_HEADER_TIMEOUT_MS", "0", NULL, NULL},
+        {"CHCP_WRITE_TIMEOUT_MS", "-5", NULL, NULL},
+        {"CHCP_MAX_CONNECTION_AGE_MS", "10", NULL, NULL},
+        {"CHCP_MAX_CONNECTIONS_PER_PEER", "0", NULL, NULL},
+        {"CHCP_MAX_UNIX_CONNECTIONS", "none", NULL, NULL},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        const char *e[] = {bad[i][0], bad[i][1], bad[i][2], bad[i][3], NULL, NULL};
+        if (!e[2]) {
+            e[2] = "PATH";
+            e[3] = "/usr/bin:/bin";
+        }
+        int rc = load(&cfg, e, 0, NULL, &action, &err);
+        if (rc != -1 || !err)
+            fail_msg("%s=%s was accepted", bad[i][0], bad[i][1]);
+        if (!strstr(err->message, bad[i][0]))
+            fail_msg("%s=%s: message does not name it: %s", bad[i][0], bad[i][1], err->message);
+        error_free(err);
+        err = NULL;
+        config_free(&cfg);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -505,6 +579,7 @@ int main(void)
         cmocka_unit_test(test_help_version),
         cmocka_unit_test(test_ch_binary_on_path),
         cmocka_unit_test(test_prometheus_follows_telemetry),
+        cmocka_unit_test(test_budget_and_fairness_knobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -72,6 +72,8 @@ static void test_read_timeout_slowloris(void **state)
     srv_stop(s);
 }
 
+/* A full pool makes room by closing the connection idle longest; when
+ * every connection has a request being handled, the newcomer is refused. */
 static void test_max_connections(void **state)
 {
     transport_limits lim;
@@ -84,21 +86,36 @@ static void test_max_connections(void **state)
     b->fd = client_tcp(s->port);
     send_str(a->fd, "GET /a HTTP/1.1\r\n\r\n");
     assert_true(h1_read(a, r));
+    usleep(20000); /* b's last request ends later than a's */
     send_str(b->fd, "GET /b HTTP/1.1\r\n\r\n");
     assert_true(h1_read(b, r));
     WAIT_FOR(s, st->conns == 2);
-    /* Third: accepted and closed at once. */
-    x->fd = client_tcp(s->port);
-    assert_true(wait_closed(x->fd, 2000));
-    close(x->fd);
-    assert_int_equal(srv_get_stats(s).conns, 2);
-    /* Room again after one leaves. */
-    close(a->fd);
-    WAIT_FOR(s, st->conns == 1);
+    /* Third: admitted; a (idle longest) goes. Stray line ends on a did not
+     * make it any younger. */
+    send_str(a->fd, "\r\n\r\n");
+    usleep(20000);
     x->fd = client_tcp(s->port);
     send_str(x->fd, "GET /x HTTP/1.1\r\n\r\n");
     assert_true(h1_read(x, r));
     assert_header(r, "x-path", "/x");
+    assert_true(wait_closed(a->fd, 2000));
+    close(a->fd);
+    send_str(b->fd, "GET /b2 HTTP/1.1\r\n\r\n");
+    assert_true(h1_read(b, r));
+    srv_stats ss = srv_get_stats(s);
+    assert_int_equal(ss.conns, 2);
+    assert_int_equal(ss.evicted, 1);
+
+    /* Both busy (held requests): a newcomer is refused, unanswered. */
+    send_str(b->fd, "GET /hold HTTP/1.1\r\nx-hold: 1\r\n\r\n");
+    send_str(x->fd, "GET /hold HTTP/1.1\r\nx-hold: 1\r\n\r\n");
+    WAIT_FOR(s, st->n_held == 2);
+    a->fd = client_tcp(s->port);
+    assert_true(wait_closed(a->fd, 2000));
+    close(a->fd);
+    ss = srv_get_stats(s);
+    assert_int_equal(ss.conns, 2);
+    assert_int_equal(ss.refused_conns, 1);
     close(x->fd);
     close(b->fd);
     free(a);
@@ -218,13 +235,13 @@ static void test_close_cancels_outstanding(void **state)
     close(b);
 }
 
-/* A client that never reads its (large) response is dropped after the idle
+/* A client that never reads its (large) response is dropped after the write
  * timeout instead of pinning the connection and its buffers forever. */
 static void test_write_stall(void **state)
 {
     transport_limits lim;
     srv_init_limits(&lim);
-    lim.idle_timeout_ms = 300;
+    lim.write_timeout_ms = 300;
     lim.max_body_bytes = 32u << 20;
     srv *s = srv_start(&lim, false);
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -250,6 +267,77 @@ static void test_write_stall(void **state)
     srv_stop(s);
 }
 
+/* The Unix socket is a pool of its own: a full TCP pool does not lock out
+ * the operator. */
+static void test_unix_pool(void **state)
+{
+    transport_limits lim;
+    srv_init_limits(&lim);
+    lim.max_connections = 1;
+    lim.max_unix_connections = 1;
+    srv *s = srv_start(&lim, true);
+    h1resp *r = calloc(1, sizeof(*r));
+    h1client *t = calloc(1, sizeof(*t)), *u = calloc(1, sizeof(*u));
+    t->fd = client_tcp(s->port);
+    send_str(t->fd, "GET /busy HTTP/1.1\r\nx-hold: 1\r\n\r\n");
+    WAIT_FOR(s, st->n_held == 1);
+    int x = client_tcp(s->port);
+    assert_true(wait_closed(x, 2000)); /* the TCP pool is full and busy */
+    close(x);
+    u->fd = client_unix(s->unix_path);
+    send_str(u->fd, "GET /op HTTP/1.1\r\n\r\n");
+    assert_true(h1_read(u, r));
+    assert_header(r, "x-path", "/op");
+    srv_release_held(s);
+    assert_true(h1_read(t, r));
+    close(t->fd);
+    close(u->fd);
+    free(t);
+    free(u);
+    free(r);
+    s->unix_path[0] = '\0';
+    srv_stop(s);
+}
+
+/* What the layer above charges stays counted until it lets go - after the
+ * answer, and after the connection died - and is refused over the budget. */
+static void test_charges_outlive_connections(void **state)
+{
+    transport_limits lim;
+    srv_init_limits(&lim);
+    lim.conn_buffer_bytes = 100 * 1024;
+    lim.total_buffer_bytes = 100 * 1024;
+    srv *s = srv_start(&lim, false);
+    h1resp *r = calloc(1, sizeof(*r));
+    h1client *c = calloc(1, sizeof(*c));
+    c->fd = client_tcp(s->port);
+    send_str(c->fd, "GET /a HTTP/1.1\r\nx-charge: 60000\r\n\r\n");
+    assert_true(h1_read(c, r));
+    assert_int_equal(r->status, 200);
+    WAIT_FOR(s, st->request_bytes == 60000);
+    /* The connection's budget has 40 KiB left: a bigger charge is refused. */
+    send_str(c->fd, "GET /b HTTP/1.1\r\nx-charge: 50000\r\n\r\n");
+    assert_true(h1_read(c, r));
+    assert_int_equal(r->status, 507);
+    close(c->fd);
+    WAIT_FOR(s, st->conns == 0);
+    assert_int_equal(srv_get_stats(s).request_bytes, 60000); /* still held */
+    /* Counted daemon-wide now: another connection gets the rest only. */
+    c->fd = client_tcp(s->port);
+    send_str(c->fd, "GET /c HTTP/1.1\r\nx-charge: 70000\r\n\r\n");
+    assert_true(h1_read(c, r));
+    assert_int_equal(r->status, 507);
+    srv_release_charges(s);
+    WAIT_FOR(s, st->request_bytes == 0);
+    send_str(c->fd, "GET /d HTTP/1.1\r\nx-charge: 70000\r\n\r\n");
+    assert_true(h1_read(c, r));
+    assert_int_equal(r->status, 200);
+    close(c->fd);
+    free(c);
+    free(r);
+    srv_stop(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -261,6 +349,8 @@ int main(void)
         cmocka_unit_test(test_stop_accepting_drains),
         cmocka_unit_test(test_close_cancels_outstanding),
         cmocka_unit_test(test_write_stall),
+        cmocka_unit_test(test_unix_pool),
+        cmocka_unit_test(test_charges_outlive_connections),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -484,6 +484,45 @@ static void test_listen_addresses(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* A body beyond the daemon-wide request budget is refused (the layer above
+ * answers) and the connection closes; the budget comes back. */
+static void test_body_over_budget(void **state)
+{
+    transport_limits lim;
+    srv_init_limits(&lim);
+    lim.max_body_bytes = 64 * 1024;
+    lim.conn_buffer_bytes = 128 * 1024;
+    lim.total_buffer_bytes = 20 * 1024; /* + 16 KiB per connection */
+    srv *s = srv_start(&lim, false);
+    h1client *c = calloc(1, sizeof(*c));
+    h1resp *r = calloc(1, sizeof(*r));
+    c->fd = client_tcp(s->port);
+    static char body[40 * 1024];
+    memset(body, 'b', sizeof(body));
+    send_str(c->fd, "POST /big HTTP/1.1\r\nContent-Length: 40960\r\n\r\n");
+    send_all(c->fd, body, sizeof(body));
+    assert_true(h1_read(c, r));
+    assert_int_equal(r->status, 503);
+    assert_header(r, "x-budget", "server");
+    assert_non_null(strstr(r->head, "connection: close"));
+    assert_true(wait_closed(c->fd, 3000));
+    close(c->fd);
+    WAIT_FOR(s, st->request_bytes == 0 && st->response_bytes == 0 && st->conns == 0);
+    assert_int_equal(srv_get_stats(s).refused_requests, 1);
+    /* Smaller bodies still fit. */
+    c->fd = client_tcp(s->port);
+    send_str(c->fd, "POST /ok HTTP/1.1\r\nContent-Length: 30000\r\n\r\n");
+    send_all(c->fd, body, 30000);
+    assert_true(h1_read(c, r));
+    assert_int_equal(r->status, 200);
+    assert_int_equal(r->body_len, 30000);
+    close(c->fd);
+    WAIT_FOR(s, st->request_bytes == 0 && st->response_bytes == 0);
+    free(c);
+    free(r);
+    srv_stop(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -503,6 +542,7 @@ int main(void)
         cmocka_unit_test(test_unix_socket),
         cmocka_unit_test(test_unix_stale_socket),
         cmocka_unit_test(test_listen_addresses),
+        cmocka_unit_test(test_body_over_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -616,17 +616,118 @@ static void test_h2_graceful_stop(void **state)
     srv_stop(s);
 }
 
+static bool got_status(h2client *c, void *arg)
+{
+    return ((h2stream *)arg)->status != 0;
+}
+
+/* Windows are the budgets: the stream window one largest body plus a frame,
+ * the connection window the connection's budget (a client that respects it
+ * never exceeds it). Bodies beyond the daemon-wide budget are refused;
+ * released bytes come back (accounting returns to zero). */
+static void test_h2_budgets(void **state)
+{
+    transport_limits lim;
+    srv_init_limits(&lim);
+    lim.max_body_bytes = 32 * 1024;
+    lim.conn_buffer_bytes = 80 * 1024;
+    lim.total_buffer_bytes = 40 * 1024; /* beyond each connection's 16 KiB */
+    srv *s = srv_start(&lim, false);
+    h2client *c = h2_connect(client_tcp(s->port));
+    static uint8_t body[30 * 1024];
+    h2stream *a = h2_request(c, "POST", "/a", body, sizeof(body), true, NULL);
+    h2_run(c, never, NULL, 100);
+    assert_int_equal(
+        nghttp2_session_get_remote_settings(c->s, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE),
+        32 * 1024 + 16384);
+    assert_true(nghttp2_session_get_remote_window_size(c->s) <= 80 * 1024);
+    WAIT_FOR(s, st->request_bytes == sizeof(body));
+    /* 60 KiB would be 44 KiB beyond the allowance: refused, naming it. */
+    h2stream *b = h2_request(c, "POST", "/b", body, sizeof(body), true, NULL);
+    assert_true(h2_run(c, got_status, b, 3000));
+    assert_int_equal(b->status, 503);
+    assert_non_null(strstr(b->hdrs, "x-budget: server\n"));
+    assert_int_equal(srv_get_stats(s).refused_requests, 1);
+    /* Give up the held one: the budget empties, the window comes back. */
+    nghttp2_submit_rst_stream(c->s, NGHTTP2_FLAG_NONE, a->id, NGHTTP2_CANCEL);
+    h2_run(c, never, NULL, 100);
+    WAIT_FOR(s, st->request_bytes == 0 && st->response_bytes == 0);
+    h2_run(c, never, NULL, 100);
+    assert_true(nghttp2_session_get_remote_window_size(c->s) >= 40 * 1024);
+    /* And it is usable: complete uploads, more than a window in all. */
+    for (int i = 0; i < 4; i++) {
+        h2stream *ok = h2_request(c, "POST", "/ok", body, sizeof(body), false, NULL);
+        assert_true(h2_run(c, stream_closed, ok, 3000));
+        assert_int_equal(ok->status, 200);
+        assert_int_equal(ok->body_len, sizeof(body));
+    }
+    WAIT_FOR(s, st->request_bytes == 0 && st->response_bytes == 0);
+    h2_disconnect(c);
+    srv_stop(s);
+}
+
+/* A client that never opens its window (SETTINGS_INITIAL_WINDOW_SIZE=0)
+ * cannot pin an answer: it is reset at the write timeout and freed. */
+static void test_h2_zero_window_deadline(void **state)
+{
+    transport_limits lim;
+    srv_init_limits(&lim);
+    lim.write_timeout_ms = 200;
+    srv *s = srv_start(&lim, false);
+    h2client *c = h2_connect(client_tcp(s->port));
+    nghttp2_settings_entry zero = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0};
+    nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, &zero, 1);
+    static uint8_t body[4000];
+    h2stream *a = h2_request(c, "POST", "/echo", body, sizeof(body), false, NULL);
+    assert_true(h2_run(c, got_status, a, 3000));
+    WAIT_FOR(s, st->response_bytes >= sizeof(body));
+    assert_true(h2_run(c, stream_closed, a, 3000));
+    assert_string_equal(a->frames, "HR");
+    assert_int_equal(a->rst_code, NGHTTP2_CANCEL);
+    WAIT_FOR(s, st->response_bytes == 0 && st->request_bytes == 0);
+    h2_disconnect(c);
+    srv_stop(s);
+}
+
+/* PINGs are not requests: they do not keep an idle connection open. */
+static void test_h2_pings_do_not_renew_idle(void **state)
+{
+    transport_limits lim;
+    srv_init_limits(&lim);
+    lim.idle_timeout_ms = 200;
+    srv *s = srv_start(&lim, false);
+    h2client *c = h2_connect(client_tcp(s->port));
+    for (int i = 0; i < 40 && !c->goaway; i++) {
+        nghttp2_submit_ping(c->s, NGHTTP2_FLAG_NONE, NULL);
+        h2_run(c, got_goaway, NULL, 50);
+    }
+    assert_true(c->goaway);
+    assert_int_equal(c->goaway_code, NGHTTP2_NO_ERROR);
+    h2_disconnect(c);
+    srv_stop(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_h2_basic),          cmocka_unit_test(test_h2_trailers),
-        cmocka_unit_test(test_h2c_upgrade),       cmocka_unit_test(test_h2_cancel),
-        cmocka_unit_test(test_h2_body_too_large), cmocka_unit_test(test_h2_headers_too_large),
-        cmocka_unit_test(test_h2_concurrency),    cmocka_unit_test(test_h2_max_streams),
-        cmocka_unit_test(test_h2_rapid_reset),    cmocka_unit_test(test_h2_split_preface),
-        cmocka_unit_test(test_h2_protocol_error), cmocka_unit_test(test_h2_bad_preface),
-        cmocka_unit_test(test_h2_idle_timeout),   cmocka_unit_test(test_h2_read_timeout),
+        cmocka_unit_test(test_h2_basic),
+        cmocka_unit_test(test_h2_trailers),
+        cmocka_unit_test(test_h2c_upgrade),
+        cmocka_unit_test(test_h2_cancel),
+        cmocka_unit_test(test_h2_body_too_large),
+        cmocka_unit_test(test_h2_headers_too_large),
+        cmocka_unit_test(test_h2_concurrency),
+        cmocka_unit_test(test_h2_max_streams),
+        cmocka_unit_test(test_h2_rapid_reset),
+        cmocka_unit_test(test_h2_split_preface),
+        cmocka_unit_test(test_h2_protocol_error),
+        cmocka_unit_test(test_h2_bad_preface),
+        cmocka_unit_test(test_h2_idle_timeout),
+        cmocka_unit_test(test_h2_read_timeout),
         cmocka_unit_test(test_h2_graceful_stop),
+        cmocka_unit_test(test_h2_budgets),
+        cmocka_unit_test(test_h2_zero_window_deadline),
+        cmocka_unit_test(test_h2_pings_do_not_renew_idle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

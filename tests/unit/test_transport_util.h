@@ -7,10 +7,12 @@
  * wants on the wire:
  *   x-delay-ms: N   answer after N ms (timer)         x-hold: 1  keep until released
  *   x-status: N     status code                         x-empty: 1 empty body
- *   x-trailers: 1   add trailers (HTTP/2)
+ *   x-trailers: 1   add trailers (HTTP/2)               x-charge: N charge N bytes, kept
+ *                                                         until srv_release_charges()
  * Responses echo what the transport parsed in x-method, x-path, x-query,
  * x-nrep (how many x-rep headers), x-too-large; the body echoes the request
- * body. A body_too_large request is answered 413 at once.
+ * body. A body_too_large request is answered 413 at once, a body_over_budget
+ * one 503 with x-budget naming the budget.
  */
 #ifndef TEST_TRANSPORT_UTIL_H
 #define TEST_TRANSPORT_UTIL_H
@@ -58,6 +60,8 @@ typedef struct srv {
     int n_too_large;
     http_request *held[MAX_HELD];
     int n_held;
+    http_charge *charges[MAX_HELD];
+    int n_charges;
     bool closed;
     char last_peer[64];
     int last_major;
@@ -78,6 +82,8 @@ static void srv_answer(srv *s, http_request *req)
         status = atoi(st);
     if (req->body_too_large)
         status = 413;
+    if (req->body_over_budget)
+        status = 503;
     int nr = 0;
     for (size_t i = 0; i < req->n_headers; i++)
         if (strcmp(req->headers[i].name, "x-rep") == 0)
@@ -93,6 +99,8 @@ static void srv_answer(srv *s, http_request *req)
         {"x-nrep", nrep, 6, strlen(nrep)},
         {"x-too-large", req->body_too_large ? "1" : "0", 11, 1},
         {"x-body-len", blen, 10, strlen(blen)},
+        {"x-budget", req->budget_spent ? req->budget_spent : "-", 8,
+         strlen(req->budget_spent ? req->budget_spent : "-")},
     };
     http_header tr[] = {{"grpc-status", "0", 11, 1}, {"x-t", "v", 3, 1}};
     http_response resp = {.status = status, .headers = hs, .n_headers = ARRAY_SIZE(hs)};
@@ -125,10 +133,20 @@ static void srv_on_request(http_request *req, void *ud)
     s->n_requests++;
     s->last_major = req->http_major;
     snprintf(s->last_peer, sizeof(s->last_peer), "%s", req->peer);
-    if (req->body_too_large) {
+    if (req->body_too_large || req->body_over_budget) {
         s->n_too_large++;
         srv_answer(s, req);
         return;
+    }
+    const char *charge = http_request_header(req, "x-charge");
+    if (charge && s->n_charges < MAX_HELD) {
+        http_charge *ch = http_request_charge(req, (size_t)atoi(charge), NULL);
+        if (!ch) {
+            http_response busy = {.status = 507};
+            http_respond(req, &busy);
+            return;
+        }
+        s->charges[s->n_charges++] = ch;
     }
     const char *delay = http_request_header(req, "x-delay-ms");
     if (http_request_header(req, "x-hold") && s->n_held < MAX_HELD) {
@@ -240,10 +258,22 @@ static void do_close(srv *s, void *arg)
     uv_close((uv_handle_t *)&s->async, NULL);
 }
 
+static void do_release_charges(srv *s, void *arg)
+{
+    while (s->n_charges > 0)
+        http_charge_release(s->charges[--s->n_charges]);
+}
+
+static void srv_release_charges(srv *s)
+{
+    srv_call(s, do_release_charges, NULL);
+}
+
 /* Close the transport (cancelling what is outstanding) and free the server;
  * returns how many on_cancel calls were seen in total. */
 static int srv_stop(srv *s)
 {
+    srv_release_charges(s);
     srv_call(s, do_close, NULL);
     pthread_join(s->thread, NULL);
     assert_true(s->closed);
@@ -261,6 +291,8 @@ static int srv_stop(srv *s)
 typedef struct srv_stats {
     int n_requests, n_cancels, n_too_large, n_held;
     size_t conns, active;
+    size_t request_bytes, response_bytes;
+    uint64_t evicted, refused_conns, refused_requests, refused_responses;
 } srv_stats;
 
 static void do_stats(srv *s, void *arg)
@@ -272,6 +304,14 @@ static void do_stats(srv *s, void *arg)
     st->n_held = s->n_held;
     st->conns = transport_connection_count(s->t);
     st->active = transport_active_requests(s->t);
+    transport_stats ts;
+    transport_get_stats(s->t, &ts);
+    st->request_bytes = ts.request_bytes;
+    st->response_bytes = ts.response_bytes;
+    st->evicted = ts.evicted;
+    st->refused_conns = ts.refused_connections;
+    st->refused_requests = ts.refused_requests;
+    st->refused_responses = ts.refused_responses;
 }
 
 static srv_stats srv_get_stats(srv *s)
