@@ -739,6 +739,12 @@ void vm_manager_shutdown(vm_manager *m, void (*done)(void *ud), void *ud)
                 vm_lifecycle_abandon_wait(e->current, "chcp-api is shutting down");
         }
         vm_persist_detach(m);
+        /* A DeleteVm still stopping its VMM (vmm.shutdown, SIGTERM, SIGKILL,
+         * up to 4.5 s) is let go too: its record says DELETING and the next
+         * start finishes the removal; the daemon's own timeout wins. */
+        for (size_t i = 0; i < m->n_vms; i++)
+            if (m->vms[i]->vmm)
+                m->ops->release(steal_pointer(&m->vms[i]->vmm));
         vm_persist_close(m);
         if (done)
             done(ud);
@@ -774,7 +780,7 @@ void vm_manager_free(vm_manager *m)
     for (size_t i = 0; i < m->n_vms; i++) {
         vm_entry *e = m->vms[i];
         if (e->vmm)
-            m->ops->release(e->vmm);
+            m->ops->release(steal_pointer(&e->vmm)); /* completions may look at e->vmm */
         e->removed = true;
         if (e->refs == 0) /* otherwise the last operation's close frees it */
             entry_free(e);

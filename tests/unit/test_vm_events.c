@@ -141,7 +141,7 @@ static void test_grace_ends_while_confirming(void **state)
     t->fb.mode[VMB_POWER_BUTTON] = FAKE_OK;
     t->fb.mode[VMB_INFO] = FAKE_HANG;
     fake_unhang(vmm_of(t)); /* the button answers: grace timer + vm.info (hangs) */
-    tv_spin(&t->loop, 60); /* the grace period passes */
+    tv_spin(&t->loop, 60);  /* the grace period passes */
     assert_false(sd.done);
     assert_int_equal(t->fb.requests[VMB_SHUTDOWN], 0);
     t->fb.mode[VMB_INFO] = FAKE_OK;
@@ -236,6 +236,29 @@ static void test_stop_during_grace_wait(void **state)
     assert_int_equal(late.code, CHCP_UNAVAILABLE);
 }
 
+/* SIGTERM while a DeleteVm waits for a VMM that will not stop: the stop is
+ * let go (the record says DELETING; the next start finishes the removal),
+ * the DeleteVm answered, nothing left on the loop past the shutdown. */
+static void test_stop_during_stuck_delete(void **state)
+{
+    tctx *t = *state;
+    t->durable = true;
+    start_manager(t);
+    reach(t, "a", VM_RUNNING);
+    t->fb.stop_hangs = true;
+    op_result d = {0};
+    vm_op_submit(t->m, VM_OP_DELETE, "a", NULL, op_result_cb, &d, NULL);
+    tv_spin(&t->loop, 20);
+    assert_false(d.done);
+    assert_int_equal(t->fb.stops, 1);
+    vm_manager_shutdown(t->m, NULL, NULL);
+    assert_true(tv_run_until(&t->loop, &d.done, 1000));
+    assert_int_equal(d.code, CHCP_UNAVAILABLE);
+    assert_non_null(strstr(d.msg, "removed at its next start"));
+    assert_int_equal(t->fb.live, 0); /* released, not waited for */
+    assert_int_equal(state_of(t, "a"), VM_DELETING);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -245,6 +268,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_grace_ends_while_confirming, setup, teardown),
         cmocka_unit_test_setup_teardown(test_boot_failure_but_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_during_grace_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_during_stuck_delete, setup, teardown),
     };
     log_set_level(LOG_ERROR);
     return cmocka_run_group_tests(tests, NULL, NULL);

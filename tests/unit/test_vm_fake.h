@@ -58,6 +58,7 @@ struct fake_backend {
     int cancelled; /* pending requests cancelled by release */
     fake_vmm *last;
     bool emit_shutdown_on_power_button; /* guest reacts to ACPI */
+    bool stop_hangs;                    /* stop never ends (until release) */
 };
 
 static void fake_req_closed(uv_handle_t *h)
@@ -290,7 +291,8 @@ static void fake_stop_vmm(void *vmm, vmb_done_fn done, void *ud)
     uv_timer_init(v->b->loop, &s->timer);
     s->timer.data = s;
     v->stopping = s;
-    uv_timer_start(&s->timer, fake_stop_cb, 1, 0);
+    if (!v->b->stop_hangs)
+        uv_timer_start(&s->timer, fake_stop_cb, 1, 0);
 }
 
 /* Release with a start or stop still pending: it completes (cancelled). */
