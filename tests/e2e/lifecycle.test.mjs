@@ -19,6 +19,16 @@ describe("state x operation", () => {
     });
   }
 
+  // The same table when the VMM delivers its events late (CH queues them to a
+  // monitor thread; the stand-in's event_delay_ms): a forced shutdown's
+  // vm/shutdown then arrives after the next boot, which must change nothing.
+  for (const [start, row] of Object.entries(TABLE)) {
+    const from = Number(start);
+    test(`from ${stateName(from)}, VMM events 300 ms late`, async () => {
+      await runRow(ctx.d, from, row, { directives: ["standin.event_delay_ms=300"] });
+    });
+  }
+
   test("unknown VMs are not_found for every call", async () => {
     const d = ctx.d;
     for (const op of OPS) await expectCode(call(d, op, "nope"), Code.NotFound, "nope");

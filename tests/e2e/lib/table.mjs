@@ -43,12 +43,13 @@ export function call(d, op, vmId) {
 /**
  * One row: for every operation, a fresh VM in state `from`, the call, the
  * outcome and state it must give, then DeleteVm (which must work from every
- * state and remove everything).
+ * state and remove everything). `directives` are stand-in faults for every
+ * VM of the row (e.g. late events).
  */
-export async function runRow(d, from, row = TABLE[from]) {
+export async function runRow(d, from, row = TABLE[from], { directives = [] } = {}) {
   for (const op of OPS) {
     const id = `t-${stateName(from).toLowerCase().replace("_", "")}-${op}`;
-    await reach(d, id, from);
+    await reach(d, id, from, { directives });
     const [want, after = from] = row[op];
     const got = await outcome(call(d, op, id));
     if (want === OK) {
