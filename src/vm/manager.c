@@ -6,7 +6,9 @@
  * time; later ones wait in FIFO order, each bounded by its caller's deadline.
  * DeleteVm and GetVmInfo do not queue: a delete must be able to interrupt a
  * stuck boot, and a read must not wait behind a 30-second graceful shutdown.
- * What each operation does to the VMM is in lifecycle.c.
+ * What each operation does to the VMM is in lifecycle.c (DeleteVm in
+ * removal.c, events and refreshes in supervise.c); what the observer sees
+ * is in observed.c.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -798,33 +800,7 @@ void vm_manager_free(vm_manager *m)
     free(m);
 }
 
-/* ---- observation ---------------------------------------------------------- */
-
-void vm_manager_set_observer(vm_manager *m, const vm_observer *obs)
-{
-    if (obs)
-        m->obs = *obs;
-    else
-        memset(&m->obs, 0, sizeof(m->obs));
-}
-
-const char *vm_op_kind_name(vm_op_kind kind)
-{
-    static const char *const names[] = {
-        [VM_OP_CREATE] = "create", [VM_OP_BOOT] = "boot",     [VM_OP_SHUTDOWN] = "shutdown",
-        [VM_OP_PAUSE] = "pause",   [VM_OP_RESUME] = "resume", [VM_OP_REBOOT] = "reboot",
-        [VM_OP_DELETE] = "delete", [VM_OP_INFO] = "info",     [VM_OP_CREATE_JOIN] = "create",
-    };
-    return (unsigned)kind < ARRAY_SIZE(names) && names[kind] ? names[kind] : "unknown";
-}
-
-size_t vm_manager_count_state(const vm_manager *m, vm_state s)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < m->n_vms; i++)
-        n += !m->vms[i]->removed && m->vms[i]->rec.state == s;
-    return n;
-}
+/* ---- lookups for the observation glue ------------------------------------- */
 
 int vm_manager_vmm_counters(vm_manager *m, const char *id, vmb_done_fn done, void *ud,
                             chcp_error **err)
@@ -838,52 +814,4 @@ int vm_manager_vmm_counters(vm_manager *m, const char *id, vmb_done_fn done, voi
 void *vm_manager_op_token(const vm_manager *m, const char *id)
 {
     return vm_current_token(registry_get(m, id));
-}
-
-void *vm_current_token(const vm_entry *e)
-{
-    return e && e->current ? e->current->obs_token : NULL;
-}
-
-struct vm_call_watch {
-    vm_manager *m;
-    void *token;
-    const char *what;
-    uint64_t started_ns;
-    vmb_done_fn fn;
-    void *ud;
-};
-
-vm_call_watch *vm_call_watch_start(vm_entry *e, void *op_token, const char *what, vmb_done_fn fn,
-                                   void *ud)
-{
-    vm_call_watch *w = xcalloc(1, sizeof(*w));
-    w->m = e->m;
-    w->what = what;
-    w->fn = fn;
-    w->ud = ud;
-    w->started_ns = time_mono_ns();
-    if (e->m->obs.call_start)
-        w->token = e->m->obs.call_start(e->m->obs.ud, op_token, e->rec.id, what);
-    return w;
-}
-
-void vm_call_watch_abandon(vm_call_watch *w, const chcp_error *err)
-{
-    if (w->m->obs.call_end)
-        w->m->obs.call_end(w->m->obs.ud, w->token, w->what, 0, 0, err);
-    free(w);
-}
-
-void vm_call_watch_done(void *watch, chcp_error *err, const vmb_reply *reply)
-{
-    vm_call_watch *w = watch;
-    if (w->m->obs.call_end)
-        w->m->obs.call_end(w->m->obs.ud, w->token, w->what,
-                           (double)(time_mono_ns() - w->started_ns) / 1e9,
-                           reply ? reply->status : 0, err);
-    vmb_done_fn fn = w->fn;
-    void *ud = w->ud;
-    free(w);
-    fn(ud, err, reply);
 }
