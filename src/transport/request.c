@@ -254,7 +254,7 @@ void http_request_consume_body(http_request *req)
 {
     treq *r = (treq *)req;
     budget_rx_drop_body(r);
-    buf_free(&r->body);
+    trim_buf(&r->body); /* a small buffer stays for the request's reuse */
     r->pub.body = (const uint8_t *)"";
     r->pub.body_len = 0;
 }
