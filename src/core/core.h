@@ -139,7 +139,16 @@ int code_from_name(const char *name);
 
 typedef enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR } log_level;
 
+/*
+ * Records go to one of two places, chosen once by log_init(): JSON lines on
+ * stdout, or (when JOURNAL_STREAM names stdout or stderr, i.e. systemd
+ * connected them to the journal) native journald entries with PRIORITY per
+ * level and one field per value. Call log_init() first thing in main().
+ */
+void log_init(void);
+bool log_to_journal(void);
 void log_set_level(log_level min);
+bool log_enabled(log_level level);
 int log_level_from_name(const char *name); /* -1 when unknown */
 /* Hook for telemetry: fills the trace/span ids (hex) of the operation a VM
  * is running, so log lines about that VM join its trace. */
@@ -147,18 +156,49 @@ typedef bool (*log_context_fn)(const char *vm_id, char trace_id[33], char span_i
 void log_set_context_fn(log_context_fn fn);
 
 /*
- * One JSON object per line on stdout:
- *   {"time":"...","level":"info","msg":"...","vm_id":"..."}
- * Extra string fields come as NULL-terminated key/value pairs in `kv`.
+ * One record:
+ *   {"time":"...","level":"info","msg":"...","vm_id":"...","trace_id":...}
+ * or MESSAGE=, PRIORITY=, VM_ID=, TRACE_ID=, SPAN_ID=, CODE_FILE=, ... in the
+ * journal. Extra string fields come as NULL-terminated key/value pairs in
+ * `kv` (journal field names are the keys upper-cased).
  */
-void log_write(log_level level, const char *vm_id, const char *const *kv, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+void log_write_at(const char *file, int line, const char *func, log_level level, const char *vm_id,
+                  const char *const *kv, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+#define log_write(level, vm_id, kv, ...)                                                           \
+    log_write_at(__FILE__, __LINE__, __func__, level, vm_id, kv, __VA_ARGS__)
+
+/*
+ * For the operator at start-up (configuration errors and warnings, failure
+ * to start): a plain "chcp-api: ..." line on stderr as well as the record,
+ * except when the output is the journal (the record is enough there).
+ */
+void log_console_at(const char *file, int line, const char *func, log_level level, const char *fmt,
+                    ...) __attribute__((format(printf, 5, 6)));
+#define log_console(level, ...) log_console_at(__FILE__, __LINE__, __func__, level, __VA_ARGS__)
 
 #define log_debug(...) log_write(LOG_DEBUG, NULL, NULL, __VA_ARGS__)
 #define log_info(...) log_write(LOG_INFO, NULL, NULL, __VA_ARGS__)
 #define log_warn(...) log_write(LOG_WARN, NULL, NULL, __VA_ARGS__)
 #define log_error(...) log_write(LOG_ERROR, NULL, NULL, __VA_ARGS__)
 #define log_vm(level, vm_id, ...) log_write(level, vm_id, NULL, __VA_ARGS__)
+
+/* The pieces of log_write, exposed for tests. */
+typedef struct log_record {
+    log_level level;
+    const char *file, *func; /* where it was logged (file NULL: unknown) */
+    int line;
+    const char *vm_id;              /* or NULL */
+    const char *trace_id, *span_id; /* hex, or NULL */
+    const char *const *kv;          /* NULL-terminated pairs, or NULL */
+    const char *msg;
+} log_record;
+/* Whether "dev:ino" (JOURNAL_STREAM) is the file open on fd. */
+bool log_journal_stream_matches(const char *journal_stream, int fd);
+void log_format_json(const log_record *r, chcp_buf *out);
+/* The journal fields ("NAME=value") of a record; free with log_fields_free. */
+size_t log_journal_fields(const log_record *r, char ***fields);
+void log_fields_free(char **fields, size_t n);
 
 /* ---- time -------------------------------------------------------------- */
 
