@@ -1,14 +1,29 @@
 /*
- * main.c - chcp-api's entry point: read the configuration, then hand over to
- * the daemon. Kept thin on purpose; everything testable lives in src/daemon/.
+ * main.c - chcp-api's entry point: read and check the configuration, then
+ * hand over to the daemon. Kept thin on purpose; everything testable lives in
+ * src/daemon/.
  *
- * Exit codes: 0 clean shutdown (or --help/--version), 1 start-up failure,
- * 2 invalid configuration, 128+signal when a second signal cuts shutdown short.
+ * Whatever stops the start is said on stderr in one plain line (and logged),
+ * because that is where a person starting the daemon, or `systemctl status`,
+ * looks. Exit codes (docs/config.md): 0 clean shutdown (or --help/--version),
+ * 1 start-up failure, 2 invalid configuration, 128+signal when a second
+ * signal cuts shutdown short.
  */
 #include <stdio.h>
 
 #include "core/core.h"
 #include "daemon/daemon.h"
+
+extern char **environ;
+
+static void report_unknown(const char *name, const char *suggestion, void *ud)
+{
+    if (suggestion)
+        log_console(LOG_WARN, "unknown variable %s is ignored (did you mean %s?)", name,
+                    suggestion);
+    else
+        log_console(LOG_WARN, "unknown variable %s is ignored (chcp-api --help lists them)", name);
+}
 
 int main(int argc, char **argv)
 {
@@ -16,10 +31,9 @@ int main(int argc, char **argv)
     config_action action;
     chcp_error *err = NULL;
 
+    log_init();
     if (config_load(&cfg, argc, argv, config_process_env, NULL, &action, &err) < 0) {
-        /* Plain text for the person at the terminal, JSON for log pipelines. */
-        fprintf(stderr, "chcp-api: invalid configuration: %s\n", err->message);
-        log_error("invalid configuration: %s", err->message);
+        log_console(LOG_ERROR, "invalid configuration: %s", err->message);
         error_free(err);
         config_free(&cfg);
         return CHCP_EXIT_CONFIG;
@@ -36,9 +50,12 @@ int main(int argc, char **argv)
     }
 
     log_set_level(cfg.log_level);
-    int rc = daemon_run(&cfg, &err);
+    config_unknown_variables(environ, report_unknown, NULL);
+    int rc = CHCP_EXIT_FAILURE;
+    if (config_check_paths(&cfg, &err) == 0)
+        rc = daemon_run(&cfg, &err);
     if (err) {
-        log_error("chcp-api failed: %s", err->message);
+        log_console(LOG_ERROR, "cannot start: %s", err->message);
         error_free(err);
     }
     config_free(&cfg);

@@ -397,6 +397,17 @@ static const setting settings[] = {
 
 enum { N_SETTINGS = ARRAY_SIZE(settings) };
 
+const char *config_variable_name(size_t i)
+{
+    for (size_t k = 0; k < N_SETTINGS; k++) {
+        if (i-- == 0)
+            return settings[k].env;
+        if (settings[k].alias && i-- == 0)
+            return settings[k].alias;
+    }
+    return config_otel_variable_name(i); /* then config_otel.c's */
+}
+
 static void config_defaults(chcp_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));

@@ -90,6 +90,11 @@ static const otel_var otel_vars[] = {
      "OTLP metric push interval, ms (CHCP_OTEL_METRIC_INTERVAL_MS wins). Default 60000."},
 };
 
+const char *config_otel_variable_name(size_t i)
+{
+    return i < ARRAY_SIZE(otel_vars) ? otel_vars[i].name : NULL;
+}
+
 bool config_otel_known_env(const char *name)
 {
     for (size_t i = 0; i < ARRAY_SIZE(otel_vars); i++)

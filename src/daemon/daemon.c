@@ -8,7 +8,9 @@
  * accepting, lets in-flight requests finish for at most
  * CHCP_SHUTDOWN_TIMEOUT_MS, then closes everything and returns 0; a second
  * signal means "now" and exits at once with 128 + signal number. Readiness and
- * stopping are reported to systemd (sd_notify) when NOTIFY_SOCKET is set.
+ * stopping are reported to systemd (sd_notify) when NOTIFY_SOCKET is set, and
+ * when the unit has WatchdogSec= a loop timer pings it at half the interval:
+ * the pings come from the loop itself, so a loop that hangs is restarted.
  */
 #include "daemon/daemon.h"
 
@@ -49,6 +51,7 @@ typedef struct daemon_state {
     transport *tp;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
+    uv_timer_t watchdog_timer; /* WATCHDOG=1 to systemd, when it asks for it */
     uint64_t drain_deadline_ns;
     uint64_t vm_release_ns; /* when the VM manager lets go (before the deadline) */
     bool vms_released;
@@ -322,6 +325,29 @@ static void on_signal(uv_signal_t *h, int signum)
     _exit(128 + signum);
 }
 
+/* ---- systemd watchdog ------------------------------------------------------ */
+
+static void on_watchdog(uv_timer_t *t)
+{
+    sd_notify(0, "WATCHDOG=1");
+}
+
+/* WATCHDOG_USEC (and WATCHDOG_PID naming us) set by systemd: ping at half
+ * the interval, from start-up (recovery included) to exit. */
+static void start_watchdog(daemon_state *st)
+{
+    uint64_t usec = 0;
+    uv_timer_init(&st->loop, &st->watchdog_timer);
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+        return;
+    uint64_t every_ms = usec / 2000 ? usec / 2000 : 1;
+    uv_timer_start(&st->watchdog_timer, on_watchdog, every_ms, every_ms);
+    uv_unref((uv_handle_t *)&st->watchdog_timer);
+    log_debug("systemd watchdog: %llu ms, pinging every %llu ms", (unsigned long long)(usec / 1000),
+              (unsigned long long)every_ms);
+    sd_notify(0, "WATCHDOG=1");
+}
+
 /* ---- start-up ------------------------------------------------------------- */
 
 /* mkdir -p with mode 0700 for the directories we create. */
@@ -400,14 +426,17 @@ static void on_recovered(void *ud)
     daemon_state *st = ud;
     st->recovered = true;
     log_startup(st, &st->lim);
-    sd_notify(0, "READY=1");
+    /* STATUS= is what `systemctl status` shows under the unit's name. */
+    sd_notifyf(0, "READY=1\nSTATUS=serving on %s port %u%s%s", st->cfg->address,
+               transport_tcp_port(st->tp), st->cfg->unix_socket ? " and " : "",
+               st->cfg->unix_socket ? st->cfg->unix_socket : "");
 }
 
 static int start(daemon_state *st, chcp_error **err)
 {
     const chcp_config *c = st->cfg;
     if (ensure_dir(c->state_dir, err) < 0) {
-        error_prefix(*err, "state directory %s", c->state_dir);
+        error_prefix(*err, "state directory (CHCP_STATE_DIR) %s", c->state_dir);
         return -1;
     }
 
@@ -452,6 +481,7 @@ static int start(daemon_state *st, chcp_error **err)
     uv_timer_init(&st->loop, &st->drain_timer);
     st->drain_timer.data = st;
     st->handles_open = true;
+    start_watchdog(st);
 
     st->lim = lim;
     /* Durable state: the listeners are up (GET /_/health shows progress)

@@ -134,6 +134,8 @@ int config_otel_load(chcp_otel_config *oc, config_getenv_fn get, void *ud, chcp_
 void config_otel_free(chcp_otel_config *oc);
 void config_otel_usage(FILE *out);
 bool config_otel_known_env(const char *name);
+/* The variables config_otel_load reads, for i = 0, 1, ... until NULL. */
+const char *config_otel_variable_name(size_t i);
 
 /* getenv() adapter for config_load. */
 const char *config_process_env(const char *name, void *ud);
@@ -142,6 +144,33 @@ const char *config_process_env(const char *name, void *ud);
  * overridden by what the configuration set. */
 void config_transport_limits(const chcp_config *cfg, const transport_limits *defaults,
                              transport_limits *out);
+
+/* The variables config_load reads (each setting's name and alias, then
+ * config_otel.c's), for i = 0, 1, ... until NULL. */
+const char *config_variable_name(size_t i);
+
+/*
+ * Start-up checks beyond each value's syntax (config_env.c).
+ *
+ * config_unknown_variables calls `report` for every variable in `envp` that
+ * looks like chcp's (CHCP_*, UNKEY_CHCP_*, UNKEY_VMCP_*, any case) but is not
+ * one it reads, with the closest known name when one is near enough (a
+ * likely typo) or NULL; returns how many it reported.
+ */
+typedef void (*config_unknown_fn)(const char *name, const char *suggestion, void *ud);
+size_t config_unknown_variables(char *const *envp, config_unknown_fn report, void *ud);
+/* The known variable closest to `name` when it is near enough to be a typo
+ * of it (exposed for tests), else NULL. */
+const char *config_suggest_variable(const char *name);
+
+/*
+ * The directories the daemon needs must be usable before it serves: the
+ * state directory (when it exists already) a writable directory, every image
+ * directory an existing, searchable directory, the Unix socket's directory an
+ * existing one. Returns -1 with an error naming the setting (start-up
+ * failure, exit code 1).
+ */
+int config_check_paths(const chcp_config *cfg, chcp_error **err);
 
 void config_usage(FILE *out, const char *argv0);
 void config_version(FILE *out);
