@@ -8,8 +8,10 @@
 #   make generate     protobuf-c code and the protometa side tables
 #   make bench        benchmarks under bench/ (not tests: they only measure)
 #   make install-tools  Go/npm tools used by tests and benchmarks
+#   make install      daemon, systemd unit, sysusers/tmpfiles (DESTDIR, PREFIX)
+#   make deb          build/chcp_<version>_<arch>.deb
 #
-# Variables: B (build dir), SAN=1 (sanitizers), CC.
+# Variables: B (build dir), SAN=1 (sanitizers), CC, DESTDIR, PREFIX.
 
 B ?= build
 SAN ?= 0
@@ -136,8 +138,44 @@ run: deps build
 dev: deps
 	@bash scripts/dev.sh
 
+# ---- installation and packages (docs/packaging.md) ---------------------------
+# `make install` puts the daemon, its systemd unit, sysusers.d and tmpfiles.d
+# files and documentation under $(DESTDIR)$(PREFIX); /etc/default/chcp-api is
+# installed only when absent (it is the operator's). `make deb` builds the
+# Debian package from the same rule into build/.
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+DOCDIR ?= $(PREFIX)/share/doc/chcp
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+SYSCONFDIR ?= /etc
+INSTALL_DOCS := README.md docs/config.md docs/packaging.md docs/lifecycle.md docs/durability.md \
+	docs/observability.md LICENSE
+
 install: build
-	install -D -m 0755 $(B)/chcp-api $(DESTDIR)$(PREFIX)/bin/chcp-api
+	install -D -m 0755 $(B)/chcp-api $(DESTDIR)$(SBINDIR)/chcp-api
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(DOCDIR)
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+		packaging/systemd/chcp-api.service.in > $(DESTDIR)$(UNITDIR)/chcp-api.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/chcp-api.service
+	install -m 0644 packaging/systemd/chcp.sysusers $(DESTDIR)$(SYSUSERSDIR)/chcp.conf
+	install -m 0644 packaging/systemd/chcp.tmpfiles $(DESTDIR)$(TMPFILESDIR)/chcp.conf
+	install -m 0644 $(INSTALL_DOCS) $(DESTDIR)$(DOCDIR)/
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default/chcp-api ]; then \
+		echo "keeping $(DESTDIR)$(SYSCONFDIR)/default/chcp-api"; \
+	else \
+		install -D -m 0644 packaging/chcp-api.default $(DESTDIR)$(SYSCONFDIR)/default/chcp-api; \
+	fi
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/chcp-api $(DESTDIR)$(UNITDIR)/chcp-api.service \
+		$(DESTDIR)$(SYSUSERSDIR)/chcp.conf $(DESTDIR)$(TMPFILESDIR)/chcp.conf
+	rm -rf $(DESTDIR)$(DOCDIR)
+
+# build/chcp_<version>_<arch>.deb (dpkg-deb; packaging/deb/build.sh).
+deb:
+	@bash packaging/deb/build.sh
 
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
@@ -155,5 +193,5 @@ test:
 clean:
 	rm -rf $(B)
 
-.PHONY: FORCE build generate deps install-tools run dev install format lint clean test bench
+.PHONY: FORCE build generate deps install-tools run dev install uninstall deb format lint clean test bench
 .DEFAULT_GOAL := build

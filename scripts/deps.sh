@@ -31,6 +31,8 @@ TEST_PKGS=(
     # tests/qemu: a real QEMU and the guest tools (tests/guest/build.sh needs
     # lz4 to unpack the kernel; seeds are made with genisoimage or mtools)
     qemu-system-x86 lz4 binutils genisoimage dosfstools mtools iputils-ping
+    # tests/packaging: dpkg-shlibdeps, systemd-analyze and a systemd to boot
+    dpkg-dev file systemd
 )
 
 missing=()
