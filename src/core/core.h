@@ -170,8 +170,10 @@ void log_write_at(const char *file, int line, const char *func, log_level level,
 
 /*
  * For the operator at start-up (configuration errors and warnings, failure
- * to start): a plain "chcp-api: ..." line on stderr as well as the record,
- * except when the output is the journal (the record is enough there).
+ * to start): a plain "chcp-api: ..." line on stderr as well as the record.
+ * When the output is the journal, one "<priority>message" line on the
+ * journal stream instead (journald reads the priority from the prefix, and
+ * a stream entry keeps its unit even when the daemon exits right after).
  */
 void log_console_at(const char *file, int line, const char *func, log_level level, const char *fmt,
                     ...) __attribute__((format(printf, 5, 6)));

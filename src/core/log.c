@@ -262,9 +262,17 @@ static void vlog(const log_record *where, bool console, const char *fmt, va_list
         return;
     char msg[2048];
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    /* In the journal the structured entry says it all (with its priority);
-     * a plain copy on stderr would be a second, unprioritised entry. */
-    if (console && !to_journal) {
+    if (console && to_journal) {
+        /* Through the stream, with its priority as a <N> prefix, not as a
+         * native entry: these messages usually precede exit, and journald
+         * finds the unit of a native entry's sender in /proc, which is gone
+         * by then - the entry would be missing from journalctl -u and
+         * systemctl status. The stream was opened for the unit by systemd. */
+        fprintf(stderr, "<%d>%s\n", level_priorities[where->level], msg);
+        fflush(stderr);
+        return;
+    }
+    if (console) {
         fprintf(stderr, "chcp-api: %s%s\n", where->level == LOG_WARN ? "warning: " : "", msg);
         fflush(stderr);
     }

@@ -407,6 +407,9 @@ def test_install_under_systemd(machine, systemd):
     bad = [x for x in journal(sd, "-p", "err") if "invalid configuration" in x["MESSAGE"]]
     assert bad and bad[-1]["MESSAGE"].startswith("invalid configuration: CHCP_PORT: "), bad
     assert bad[-1]["PRIORITY"] == "3"
+    # ...where an operator looks first.
+    status = sd.run("systemctl", "status", "--no-pager", "-n", "20", "chcp-api", check=False)
+    assert "invalid configuration: CHCP_PORT: " in status.stdout, status.stdout
     sd.run("rm", "/run/systemd/system/chcp-api.service.d/bad.conf")
     sd.run("systemctl", "daemon-reload")
     sd.run("systemctl", "reset-failed", "chcp-api")

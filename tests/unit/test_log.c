@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/core.h"
 
@@ -183,6 +184,71 @@ static void test_init_detects_journal_on_stderr(void **state)
     assert_false(log_to_journal());
 }
 
+/* Run log_console with stderr and stdout on pipes; optionally with
+ * JOURNAL_STREAM naming the stderr pipe. Returns what each received. */
+static void console_capture(bool journal, log_level level, const char *msg, char *err_out,
+                            char *out_out, size_t len)
+{
+    int ep[2], op[2];
+    assert_int_equal(pipe(ep), 0);
+    assert_int_equal(pipe(op), 0);
+    fflush(stdout);
+    fflush(stderr);
+    int saved_err = dup(STDERR_FILENO), saved_out = dup(STDOUT_FILENO);
+    dup2(ep[1], STDERR_FILENO);
+    dup2(op[1], STDOUT_FILENO);
+    close(ep[1]);
+    close(op[1]);
+    if (journal) {
+        struct stat st;
+        assert_int_equal(fstat(STDERR_FILENO, &st), 0);
+        char js[64];
+        snprintf(js, sizeof(js), "%llu:%llu", (unsigned long long)st.st_dev,
+                 (unsigned long long)st.st_ino);
+        setenv("JOURNAL_STREAM", js, 1);
+    }
+    log_init();
+    log_console(level, "%s", msg);
+    unsetenv("JOURNAL_STREAM");
+    log_init();
+    fflush(stdout);
+    fflush(stderr);
+    dup2(saved_err, STDERR_FILENO);
+    dup2(saved_out, STDOUT_FILENO);
+    close(saved_err);
+    close(saved_out);
+    ssize_t n = read(ep[0], err_out, len - 1);
+    err_out[n > 0 ? n : 0] = '\0';
+    n = read(op[0], out_out, len - 1);
+    out_out[n > 0 ? n : 0] = '\0';
+    close(ep[0]);
+    close(op[0]);
+}
+
+static void test_console(void **state)
+{
+    char err[4096], out[4096];
+    /* A terminal or a file: a plain line on stderr, the JSON record on stdout. */
+    console_capture(false, LOG_ERROR, "cannot start: x", err, out, sizeof(err));
+    assert_string_equal(err, "chcp-api: cannot start: x\n");
+    assert_non_null(strstr(out, "\"level\":\"error\",\"msg\":\"cannot start: x\""));
+    console_capture(false, LOG_WARN, "unknown variable", err, out, sizeof(err));
+    assert_string_equal(err, "chcp-api: warning: unknown variable\n");
+    /* The journal: one line on the stream with the priority as a prefix
+     * (the unit stays attached even if the daemon exits at once). */
+    console_capture(true, LOG_ERROR, "cannot start: x", err, out, sizeof(err));
+    assert_string_equal(err, "<3>cannot start: x\n");
+    assert_string_equal(out, "");
+    console_capture(true, LOG_WARN, "unknown variable", err, out, sizeof(err));
+    assert_string_equal(err, "<4>unknown variable\n");
+    /* Below the level: nothing anywhere. */
+    log_set_level(LOG_ERROR);
+    console_capture(true, LOG_WARN, "quiet", err, out, sizeof(err));
+    log_set_level(LOG_INFO);
+    assert_string_equal(err, "");
+    assert_string_equal(out, "");
+}
+
 static void test_levels(void **state)
 {
     log_set_level(LOG_WARN);
@@ -203,6 +269,7 @@ int main(void)
         cmocka_unit_test(test_json_line),
         cmocka_unit_test(test_init_detects_no_journal),
         cmocka_unit_test(test_init_detects_journal_on_stderr),
+        cmocka_unit_test(test_console),
         cmocka_unit_test(test_levels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
