@@ -140,21 +140,33 @@ dev: deps
 
 # ---- installation and packages (docs/packaging.md) ---------------------------
 # `make install` puts the daemon, its systemd unit, sysusers.d and tmpfiles.d
-# files and documentation under $(DESTDIR)$(PREFIX); /etc/default/chcp-api is
-# installed only when absent (it is the operator's). `make deb` builds the
-# Debian package from the same rule into build/.
+# files, chcpctl with its man page and bash/zsh completion, and documentation
+# under $(DESTDIR)$(PREFIX); /etc/default/chcp-api is installed only when
+# absent (it is the operator's). `make deb` builds the Debian package from the
+# same rule into build/.
 BINDIR ?= $(PREFIX)/bin
 SBINDIR ?= $(PREFIX)/sbin
 DOCDIR ?= $(PREFIX)/share/doc/chcp
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+# Debian's zsh searches vendor-completions under /usr, site-functions elsewhere.
+ZSHCOMPDIR ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/share/zsh/vendor-completions,$(PREFIX)/share/zsh/site-functions)
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 SYSCONFDIR ?= /etc
 INSTALL_DOCS := README.md docs/config.md docs/packaging.md docs/lifecycle.md docs/durability.md \
-	docs/observability.md LICENSE
+	docs/observability.md docs/cli.md LICENSE
+INSTALLED := $(SBINDIR)/chcp-api $(BINDIR)/chcpctl $(MANDIR)/man1/chcpctl.1 \
+	$(BASHCOMPDIR)/chcpctl $(ZSHCOMPDIR)/_chcpctl $(UNITDIR)/chcp-api.service \
+	$(SYSUSERSDIR)/chcp.conf $(TMPFILESDIR)/chcp.conf
 
 install: build
 	install -D -m 0755 $(B)/chcp-api $(DESTDIR)$(SBINDIR)/chcp-api
+	install -D -m 0755 $(B)/chcpctl $(DESTDIR)$(BINDIR)/chcpctl
+	install -D -m 0644 docs/man/chcpctl.1 $(DESTDIR)$(MANDIR)/man1/chcpctl.1
+	install -D -m 0644 contrib/completion/chcpctl.bash $(DESTDIR)$(BASHCOMPDIR)/chcpctl
+	install -D -m 0644 contrib/completion/_chcpctl $(DESTDIR)$(ZSHCOMPDIR)/_chcpctl
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(DOCDIR)
 	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
 		packaging/systemd/chcp-api.service.in > $(DESTDIR)$(UNITDIR)/chcp-api.service
@@ -169,8 +181,7 @@ install: build
 	fi
 
 uninstall:
-	rm -f $(DESTDIR)$(SBINDIR)/chcp-api $(DESTDIR)$(UNITDIR)/chcp-api.service \
-		$(DESTDIR)$(SYSUSERSDIR)/chcp.conf $(DESTDIR)$(TMPFILESDIR)/chcp.conf
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 	rm -rf $(DESTDIR)$(DOCDIR)
 
 # build/chcp_<version>_<arch>.deb (dpkg-deb; packaging/deb/build.sh).

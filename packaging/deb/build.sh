@@ -32,7 +32,9 @@ rm -rf "$ROOT"
 make --no-print-directory B=$B SAN=0 build >/dev/null
 make --no-print-directory B=$B SAN=0 install DESTDIR="$PWD/$ROOT" PREFIX=/usr \
     UNITDIR=/lib/systemd/system SYSUSERSDIR=/usr/lib/sysusers.d TMPFILESDIR=/usr/lib/tmpfiles.d \
-    DOCDIR=/usr/share/doc/chcp >/dev/null
+    DOCDIR=/usr/share/doc/chcp MANDIR=/usr/share/man >/dev/null
+# Debian policy: man pages compressed (gzip -9n: no name or time stamp).
+find "$ROOT/usr/share/man" -type f -name '*.[0-9]' -exec gzip -9n {} +
 # Debian wants the licence as /usr/share/doc/<package>/copyright.
 install -m 0644 LICENSE "$ROOT/usr/share/doc/chcp/copyright"
 # Debian ships stripped binaries (the ASan/debug builds are for developers).

@@ -23,7 +23,10 @@ UNIT = "/lib/systemd/system/chcp-api.service"
 CONFFILE = "/etc/default/chcp-api"
 FILES = ["/usr/sbin/chcp-api", UNIT, "/usr/lib/sysusers.d/chcp.conf",
          "/usr/lib/tmpfiles.d/chcp.conf", "/usr/share/doc/chcp/config.md",
-         "/usr/share/doc/chcp/packaging.md", "/usr/share/doc/chcp/copyright", CONFFILE]
+         "/usr/share/doc/chcp/packaging.md", "/usr/share/doc/chcp/copyright", CONFFILE,
+         "/usr/bin/chcpctl", "/usr/share/man/man1/chcpctl.1.gz",
+         "/usr/share/bash-completion/completions/chcpctl",
+         "/usr/share/zsh/vendor-completions/_chcpctl"]
 SOCKET = "/run/chcp/api.sock"
 CAP_NET_ADMIN = 1 << 12
 
@@ -48,7 +51,8 @@ def test_control_fields():
     assert c["Architecture"] == sh("dpkg", "--print-architecture").stdout.strip()
     # dpkg-shlibdeps found the libraries the binary links.
     for lib in ("libc6", "libuv1", "libnghttp2-14", "libsqlite3-0", "libsystemd0",
-                "libprotobuf-c1", "libjansson4", "libhttp-parser2.9"):
+                "libprotobuf-c1", "libjansson4", "libhttp-parser2.9",
+                "libyaml-0-2", "libssl3"):  # the last two: chcpctl
         assert re.search(r"(^|, )%s( \(|,|$)" % re.escape(lib), c["Depends"]), c["Depends"]
     assert "libcurl4" in c["Recommends"]  # dlopen()ed, so not found by shlibdeps
 
@@ -68,9 +72,12 @@ def test_files_and_conffiles(tmp_path):
         assert os.stat(tmp_path / "DEBIAN" / s).st_mode & 0o111
         sh("sh", "-n", str(tmp_path / "DEBIAN" / s))  # parses
     sh("dpkg-deb", "-x", deb_path(), str(tmp_path / "root"))
-    file_out = sh("file", "-b", str(tmp_path / "root/usr/sbin/chcp-api"), check=False).stdout
-    if file_out:
-        assert "stripped" in file_out and "not stripped" not in file_out, file_out
+    for b in ("usr/sbin/chcp-api", "usr/bin/chcpctl"):
+        file_out = sh("file", "-b", str(tmp_path / "root" / b), check=False).stdout
+        if file_out:
+            assert "stripped" in file_out and "not stripped" not in file_out, (b, file_out)
+    man = sh("zcat", str(tmp_path / "root/usr/share/man/man1/chcpctl.1.gz")).stdout
+    assert re.search(r"^\.TH \"?CHCPCTL\"? \"?1", man, re.M | re.I), man[:300]
     unit = (tmp_path / "root" / UNIT.lstrip("/")).read_text()
     assert "ExecStart=/usr/sbin/chcp-api\n" in unit
     assert not re.search(r"@[A-Z]+@", unit)  # every placeholder filled in
@@ -105,6 +112,9 @@ def test_make_install_honours_destdir_and_prefix(tmp_path):
     assert "opt/chcp/lib/systemd/system/chcp-api.service" in files
     assert "opt/chcp/lib/sysusers.d/chcp.conf" in files
     assert "opt/chcp/lib/tmpfiles.d/chcp.conf" in files
+    assert "opt/chcp/bin/chcpctl" in files and "opt/chcp/share/man/man1/chcpctl.1" in files
+    assert "opt/chcp/share/bash-completion/completions/chcpctl" in files
+    assert "opt/chcp/share/zsh/site-functions/_chcpctl" in files
     assert "etc/default/chcp-api" in files
     assert all(f.startswith("opt/chcp/") or f == "etc/default/chcp-api" for f in files), files
     assert os.access(dest / "opt/chcp/sbin/chcp-api", os.X_OK)
@@ -275,6 +285,9 @@ def test_install_run_by_hand_remove(machine, tmp_path):
             assert status == 503 and b"cloud-hypervisor" in body, (status, body)
         status, body = http_unix(SOCKET, "POST", "/cloudhypervisor.v1.VmService/ListVms", "{}")
         assert status == 200, body
+        # The packaged CLI, on the packaged socket.
+        r = sh("chcpctl", "--endpoint", "unix://" + SOCKET, "list")
+        assert r.stdout.split()[:2] == ["VM", "STATE"], r.stdout
         st = os.stat("/proc/%d" % p.pid)
         assert st.st_uid == chcp.pw_uid
         capeff = int(re.search(r"CapEff:\s+([0-9a-f]+)",
@@ -380,6 +393,11 @@ def test_install_under_systemd(machine, systemd):
     assert int(re.search(r"CapEff:\s+([0-9a-f]+)", status).group(1), 16) == CAP_NET_ADMIN
     assert re.search(r"NoNewPrivs:\s+1", status) and re.search(r"Seccomp:\s+2", status), status
     assert any(x.get("VM_ID") == "web-1" for x in journal(sd)), "no VM_ID field"
+    # The packaged CLI with its defaults reaches the packaged daemon (TCP
+    # 127.0.0.1:8080), and over the socket.
+    assert sd.run("chcpctl", "get", "web-1").stdout.startswith("VM:          web-1\n")
+    r = sd.run("chcpctl", "-e", "unix://" + SOCKET, "-o", "json", "get", "web-1")
+    assert json.loads(r.stdout)["state"] == "VM_STATE_RUNNING"
 
     # The watchdog is fed (1 s here): pings keep coming, nothing restarts.
     first = int(sd.show("chcp-api", "WatchdogTimestampMonotonic")["WatchdogTimestampMonotonic"])
