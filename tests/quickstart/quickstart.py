@@ -34,9 +34,12 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 WORK = os.path.join(REPO, "build", "quickstart")
 MARK = re.compile(r"^<!-- quickstart: (build|daemon|client) -->\s*$")
 
-# What the client block prints, in order (the README's comments say so).
+# What the client blocks print, in order (the README's comments say so):
+# the curl calls, then chcpctl's.
 EXPECTED = [r"^ok$", r'"state":\s*"VM_STATE_CREATED"', r'"state":\s*"VM_STATE_RUNNING"',
-            r'"vms":\s*\[', r'^\{"vmId":\s*"web-1"\}$']
+            r'"vms":\s*\[', r'^\{"vmId":\s*"web-1"\}$',
+            r"^web-1: running$", r"^web-1 +running +2 +1 GiB ", r'^\{"vmId":"web-1".*"state":"VM_STATE_RUNNING"',
+            r"^web-1: shutdown$", r"^web-1: deleted$"]
 
 DRIVER = r"""
 set -euo pipefail
