@@ -3,7 +3,7 @@ for real, so: root only, one run at a time per machine (a lock file), and only
 where no chcp package, user or state exists already (they would not be the
 test's to remove). Everything the tests create is removed afterwards: the
 package (purged), the chcp user and group, the kvm group when the test made
-it, /var/lib/chcp, /var/lib/chcp-images and /run/chcp."""
+it, /var/lib/chcp and /run/chcp."""
 
 import fcntl
 import glob
@@ -15,7 +15,7 @@ import pytest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 LOCK = "/run/lock/chcp-packaging-test.lock"
-STATE_PATHS = ("/var/lib/chcp", "/var/lib/chcp-images", "/run/chcp")
+STATE_PATHS = ("/var/lib/chcp", "/run/chcp")
 
 
 def deb_path():

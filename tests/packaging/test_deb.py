@@ -233,7 +233,7 @@ def test_install_run_by_hand_remove(machine, tmp_path):
     groups = sh("id", "-nG", "chcp").stdout.split()
     assert "chcp" in groups and "kvm" in groups, groups
     assert chcp.pw_dir == "/var/lib/chcp"
-    for d, mode in (("/var/lib/chcp", 0o700), ("/var/lib/chcp-images", 0o700),
+    for d, mode in (("/var/lib/chcp", 0o700), ("/var/lib/chcp/images", 0o700),
                     ("/run/chcp", 0o750)):
         st = os.stat(d)
         assert (st.st_uid, st.st_mode & 0o777) == (chcp.pw_uid, mode), d
@@ -373,16 +373,28 @@ def test_install_under_systemd(machine, systemd):
 
     # A VM, with the stand-in as VMM, under the full sandbox.
     sd.run("install", "-D", "-m", "0755", standin_path(), "/run/chcp-test/cloud-hypervisor")
-    sd.run("sh", "-c", "printf 'kernel' > /var/lib/chcp-images/vmlinux && "
-                       "chown chcp:chcp /var/lib/chcp-images/vmlinux")
+    sd.run("sh", "-c", "printf 'kernel' > /var/lib/chcp/images/vmlinux && "
+                       "chown chcp:chcp /var/lib/chcp/images/vmlinux")
     sd.write("/run/systemd/system/chcp-api.service.d/test.conf",
              "[Service]\nEnvironment=CHCP_CH_BINARY=/run/chcp-test/cloud-hypervisor\n"
              "WatchdogSec=1s\n")
     sd.run("systemctl", "daemon-reload")
     sd.run("systemctl", "restart", "chcp-api")
     assert sd.run("curl", "-fsS", "--unix-socket", SOCKET, "http://chcp/readyz").stdout == "ok"
+    # An image chcp does not own cannot be staged (fs.protected_hardlinks):
+    # refused with the reason, as docs/packaging.md tells operators.
+    if open("/proc/sys/fs/protected_hardlinks").read().strip() == "1":
+        sd.run("sh", "-c", "printf 'kernel' > /var/lib/chcp/images/root-owned && "
+                           "chmod 0644 /var/lib/chcp/images/root-owned")
+        refused = call(sd, "CreateVm", json.dumps({
+            "vmId": "web-0", "config": {"payload": {"kernel": "/var/lib/chcp/images/root-owned"},
+                                        "cpus": {"bootVcpus": 1},
+                                        "memory": {"size": "268435456"}}}))
+        assert refused["code"] == "failed_precondition", refused
+        assert "protected_hardlinks" in refused["message"], refused
+        sd.run("rm", "/var/lib/chcp/images/root-owned")
     created = call(sd, "CreateVm", json.dumps({
-        "vmId": "web-1", "config": {"payload": {"kernel": "/var/lib/chcp-images/vmlinux"},
+        "vmId": "web-1", "config": {"payload": {"kernel": "/var/lib/chcp/images/vmlinux"},
                                     "cpus": {"bootVcpus": 1}, "memory": {"size": "268435456"}}}))
     assert created["vm"]["state"] == "VM_STATE_CREATED", created
     booted = call(sd, "BootVm", '{"vmId":"web-1"}')
