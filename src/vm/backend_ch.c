@@ -333,6 +333,7 @@ static void chb_free(void *backend)
 }
 
 static const vm_backend_ops chb_ops = {
+    .name = "cloud-hypervisor",
     .start = chb_start,
     .request = chb_request,
     .stop = chb_stop,

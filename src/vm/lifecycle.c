@@ -236,6 +236,13 @@ static void run_create(vm_op *op)
         error_free(err);
         return;
     }
+    /* Durable mode: vm.json says `creating` before anything else is in the
+     * directory, and before any VMM exists. */
+    if (vm_persist_creating(e, &err) < 0) {
+        create_fail(op, err);
+        error_free(err);
+        return;
+    }
     if (vm_images_stage(&e->m->limits, vm_record_config(&e->rec), e->rec.dir, &err) < 0) {
         create_fail(op, err);
         error_free(err);
@@ -602,6 +609,9 @@ void vm_lifecycle_run(vm_op *op)
     e->epoch++; /* answers to vm.info sent before this op are not about after it */
     if (e->rec.has_exit && op->kind != VM_OP_CREATE_JOIN)
         return fail_precondition(op, "only DeleteVm is accepted");
+    if (e->unadopted && op->kind != VM_OP_CREATE_JOIN) /* recovery.c */
+        return vm_op_complete_now(op, CHCP_UNAVAILABLE, "VM %s: %s", e->rec.id,
+                                  e->rec.state_reason);
     switch (op->kind) {
     case VM_OP_CREATE:
         return run_create(op);

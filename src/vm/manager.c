@@ -503,6 +503,9 @@ vm_op *vm_op_create(vm_manager *m, const char *id, const Cloudhypervisor__V1__Vm
                   m->n_vms);
         goto out;
     }
+    /* Refused cleanly before a VMM could be left without a descriptor. */
+    if (vm_fd_budget_check(m->n_vms + 1, err) < 0)
+        goto out;
     if (!id || !id[0]) {
         generate_id(m, gen);
         id = gen;
@@ -790,6 +793,7 @@ void vm_manager_free(vm_manager *m)
     free(m->vms);
     vm_persist_close(m);
     free(m->vms_real);
+    free(m->last_state_problem);
     if (m->backend && m->ops && m->ops->free)
         m->ops->free(m->backend);
     for (size_t i = 0; i < m->limits.n_image_dirs; i++)

@@ -12,10 +12,16 @@
  *     restart must finish);
  *   - DeleteVm is acknowledged once the record's deletion is durable;
  *   - at shutdown every record is written (with its event-file offset) and
- *     the VMMs are let go, still running.
+ *     the VMMs are let go, still running;
+ *   - each VM directory carries vm.json (vmfile.c): `creating` before the
+ *     VMM is spawned, then rewritten (durably, before the row) whenever the
+ *     phase, state, VMM identity or exit change; its directory is removed by
+ *     the writer thread too, so no record write can land after it.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "vm/vm_internal.h"
 
@@ -73,6 +79,40 @@ typedef struct write_ctx {
     void *ud;
 } write_ctx;
 
+static const char *backend_of(const vm_entry *e)
+{
+    if (e->backend[0])
+        return e->backend;
+    return e->m->ops && e->m->ops->name ? e->m->ops->name : VM_STORE_DEFAULT_BACKEND;
+}
+
+/* vm.json for the entry as it is now (borrowing from it). */
+static char *render_record(vm_entry *e, vm_record_phase phase, const char *labels,
+                           size_t labels_len, uint64_t *hash)
+{
+    const vm_record *r = &e->rec;
+    vm_record_file f = {
+        .id = r->id,
+        .backend = backend_of(e),
+        .phase = phase,
+        .config = r->config_pb,
+        .config_len = r->config_pb_len,
+        .labels = (const uint8_t *)labels,
+        .labels_len = labels_len,
+        .state = r->state,
+        .vmm_pid = r->vmm_pid,
+        .vmm_start_time = r->vmm_start_time,
+        .has_exit = r->has_exit,
+        .exit_code = r->exit_code,
+        .exit_signal = r->exit_signal,
+        .exited_at_ns = r->has_exit ? r->exited_at_ns : 0,
+        .created_at_ns = r->created_at_ns,
+        .state_changed_at_ns = r->state_changed_at_ns,
+        .generation = r->generation,
+    };
+    return vm_record_render(&f, hash);
+}
+
 static void put_row(vm_entry *e, vm_store_done_fn done, void *ud)
 {
     vm_manager *m = e->m;
@@ -83,13 +123,20 @@ static void put_row(vm_entry *e, vm_store_done_fn done, void *ud)
     cleanup_free char *labels = vm_labels_encode(r, &labels_len);
     cleanup_free char *sock = xasprintf("%s/api.sock", r->dir);
     cleanup_free char *events = xasprintf("%s/events.json", r->dir);
+    uint64_t hash;
+    bool deleting = e->deleting || e->deleting_on_recovery;
+    cleanup_free char *record =
+        render_record(e, deleting ? VM_PHASE_DELETING : VM_PHASE_ACTIVE, labels, labels_len, &hash);
+    bool write_record = hash != e->record_hash;
+    e->record_hash = hash;
     vm_store_row row = {
         .id = r->id,
+        .backend = backend_of(e),
         .config = r->config_pb,
         .config_len = r->config_pb_len,
         .labels = (const uint8_t *)labels,
         .labels_len = labels_len,
-        .desired_state = e->deleting ? VM_DELETING : r->state,
+        .desired_state = deleting ? VM_DELETING : r->state,
         .state = r->state,
         .state_reason = r->state_reason,
         .vmm_pid = r->vmm_pid,
@@ -106,7 +153,28 @@ static void put_row(vm_entry *e, vm_store_done_fn done, void *ud)
         .generation = r->generation,
     };
     e->dirty = false;
-    vm_store_put(m->store, &row, done, ud);
+    vm_store_put(m->store, &row, write_record ? r->dir : NULL, record, done, ud);
+}
+
+uint64_t vm_persist_record_hash(vm_entry *e)
+{
+    size_t labels_len;
+    cleanup_free char *labels = vm_labels_encode(&e->rec, &labels_len);
+    uint64_t hash;
+    bool deleting = e->deleting || e->deleting_on_recovery;
+    free(render_record(e, deleting ? VM_PHASE_DELETING : VM_PHASE_ACTIVE, labels, labels_len,
+                       &hash));
+    return hash;
+}
+
+int vm_persist_creating(vm_entry *e, chcp_error **err)
+{
+    if (!e->m->store)
+        return 0;
+    size_t labels_len;
+    cleanup_free char *labels = vm_labels_encode(&e->rec, &labels_len);
+    cleanup_free char *record = render_record(e, VM_PHASE_CREATING, labels, labels_len, NULL);
+    return vm_record_write(e->rec.dir, record, false, err);
 }
 
 static void schedule(vm_manager *m, uint64_t delay_ms);
@@ -116,6 +184,7 @@ static void write_done(const chcp_error *err, void *ud)
     write_ctx *c = ud;
     vm_entry *e = c->e;
     if (err && !e->removed) {
+        e->record_hash = 0; /* vm.json may not have been written either */
         log_vm(LOG_ERROR, e->rec.id, "store write failed (retrying in %d ms): %s", RETRY_MS,
                err->message);
         if (e->persisted && !e->m->detached) {
@@ -161,7 +230,16 @@ static void delete_done(const chcp_error *err, void *ud)
 
 void vm_persist_delete(vm_entry *e, vm_persist_fn cb, void *ud)
 {
-    if (!e->m->store || !e->persisted || e->m->detached) {
+    if (e->m->detached) { /* shut down: the next start finishes the removal */
+        cb(e, NULL, ud);
+        return;
+    }
+    if (!e->m->store) {
+        chcp_error *err = NULL;
+        if (vm_dir_remove(e->rec.dir, &err) < 0) {
+            log_vm(LOG_WARN, e->rec.id, "%s", err->message);
+            error_free(err);
+        }
         cb(e, NULL, ud);
         return;
     }
@@ -170,8 +248,25 @@ void vm_persist_delete(vm_entry *e, vm_persist_fn cb, void *ud)
     c->cb = cb;
     c->ud = ud;
     e->refs++;
+    bool had_row = e->persisted;
     e->persisted = false;
-    vm_store_delete(e->m->store, e->rec.id, delete_done, c);
+    vm_store_delete(e->m->store, e->rec.id, e->rec.dir, had_row, delete_done, c);
+}
+
+void vm_persist_rewrite_all(vm_manager *m)
+{
+    if (!m->store || m->detached)
+        return;
+    for (size_t i = 0; i < m->n_vms; i++) {
+        vm_entry *e = m->vms[i];
+        if (!e->persisted || e->store_removing)
+            continue;
+        e->record_hash = 0;
+        if (!transient(e->rec.state))
+            queue_write(e, NULL, NULL);
+        else
+            e->dirty = true; /* written once the operation settles */
+    }
 }
 
 /* ---- coalesced writes ---------------------------------------------------------- */
@@ -213,9 +308,16 @@ void vm_persist_mark(vm_entry *e)
 
 int vm_persist_open(vm_manager *m, chcp_error **err)
 {
-    m->store = vm_store_open(m->loop, m->state_dir, err);
+    vm_store_info info;
+    m->store = vm_store_open(m->loop, m->state_dir, &info, err);
     if (!m->store)
         return -1;
+    m->recovery.store_created = info.created;
+    if (info.fixed_modes)
+        log_warn("%s/chcp.db: its files were readable by others: now mode 0600", m->state_dir);
+    if (info.found_version && info.found_version < VM_STORE_SCHEMA_VERSION)
+        log_info("%s/chcp.db: migrated from schema %d to %d", m->state_dir, info.found_version,
+                 VM_STORE_SCHEMA_VERSION);
     uv_timer_init(m->loop, &m->persist_timer);
     m->persist_timer.data = m;
     m->persist_timer_open = true;
@@ -235,6 +337,7 @@ void vm_persist_detach(vm_manager *m)
             queue_write(e, NULL, NULL);
     }
     vm_store_flush(m->store);
+    vm_statewatch_stop(m);
     m->detached = true;
     size_t n = 0;
     for (size_t i = 0; i < m->n_vms; i++) {
@@ -274,6 +377,7 @@ void vm_persist_detach(vm_manager *m)
 
 void vm_persist_close(vm_manager *m)
 {
+    vm_statewatch_stop(m);
     if (m->persist_timer_open) {
         uv_timer_stop(&m->persist_timer);
         uv_close((uv_handle_t *)&m->persist_timer, NULL);

@@ -60,7 +60,12 @@ void vm_removal_start(vm_entry *e)
         return;
     e->removing_started = true;
     end_grace_wait(e);
-    if (!e->vmm || (e->m->cfg.attach_mode && (!e->vmm_created || e->rec.has_exit))) {
+    if (e->unadopted && !e->rec.has_exit) {
+        /* A VMM recovery could not take over (recovery.c): stopped by a
+         * signal through a pidfd, its start time re-checked. */
+        e->inflight++;
+        vm_proc_kill_async(e->m->loop, e->rec.vmm_pid, e->rec.vmm_start_time, removal_done, e);
+    } else if (!e->vmm || (e->m->cfg.attach_mode && (!e->vmm_created || e->rec.has_exit))) {
         /* No VMM, or (attach mode) nothing of ours is in it or it is gone:
          * just let go. */
         e->stop_done = true;
@@ -95,12 +100,9 @@ bool vm_lifecycle_try_remove(vm_entry *e)
     }
     if (e->vmm)
         e->m->ops->release(steal_pointer(&e->vmm));
-    chcp_error *err = NULL;
-    if (vm_dir_remove(e->rec.dir, &err) < 0) {
-        log_vm(LOG_WARN, e->rec.id, "%s", err->message);
-        error_free(err);
-    }
-    /* Durable mode: DeleteVm is answered once the record's deletion is. */
+    /* The directory, then the record (durable mode: through the store's
+     * writer, after any write of this VM still queued; DeleteVm is answered
+     * once the record's deletion is durable). */
     e->store_removing = true;
     vm_persist_delete(e, removal_finish, NULL);
     return true;

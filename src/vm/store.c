@@ -12,6 +12,15 @@
  * and those take every VM down with them anyway; the next start then
  * reclaims the VMM directories no record owns. synchronous=FULL would add an
  * fsync (3-4 ms measured here) to every CreateVm, BootVm, ... for that case.
+ *
+ * Files: chcp.db and its -wal and -shm are 0600. SQLite creates -wal and
+ * -shm with the mode of chcp.db, so chcp.db is created 0600 before SQLite
+ * opens it (and older installations' files are chmod'ed at open).
+ *
+ * The same thread writes the per-VM record files (vm.json, vmfile.c) and
+ * removes VM directories, in queue order: a record file is durable before
+ * the row of the same write is committed, and no record file write can land
+ * in a VM directory after its removal.
  */
 #include "vm/store.h"
 
@@ -25,22 +34,39 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vm/vm_internal.h"
+
 #define LOCK_WAIT_MS 2000 /* start-up only */
 
 typedef struct store_op {
     struct store_op *next;
     bool is_delete;
+    bool delete_row;  /* is_delete: the row goes too */
     vm_store_row row; /* owned copies */
+    char *record_dir; /* put: write record into this directory first */
+    char *record;     /* put: vm.json text */
+    char *remove_dir; /* delete: remove this directory first */
+    bool skip;        /* the writer failed it before the transaction */
     char *error;      /* set by the writer on failure */
+    char *warning;    /* delete: the directory could not be removed */
     vm_store_done_fn done;
     void *ud;
 } store_op;
 
+/* Which file a path named when we opened it. */
+typedef struct file_id {
+    dev_t dev;
+    ino_t ino;
+} file_id;
+
 struct vm_store {
     uv_loop_t *loop;
     sqlite3 *db;
+    char *dir;
     char *path;
+    char *lock_path;
     int lock_fd;
+    file_id db_id, lock_id;
     pthread_t writer;
     pthread_mutex_t mu;
     pthread_cond_t cv; /* writer waits for work; flush waits for idle */
@@ -75,8 +101,13 @@ static const char *const schema_v1[] = {
     NULL,
 };
 
+static const char *const schema_v2[] = {
+    "ALTER TABLE vms ADD COLUMN backend TEXT NOT NULL DEFAULT '" VM_STORE_DEFAULT_BACKEND "'",
+    NULL,
+};
+
 /* Migration i brings the schema from version i to i+1. */
-static const char *const *const migrations[] = {schema_v1};
+static const char *const *const migrations[] = {schema_v1, schema_v2};
 
 static char *dup_or_null(const char *s)
 {
@@ -95,6 +126,10 @@ static void *dup_bytes(const void *p, size_t n)
 static void op_free(store_op *op)
 {
     free((char *)op->row.id);
+    free((char *)op->row.backend);
+    free(op->record_dir);
+    free(op->record);
+    free(op->remove_dir);
     free((void *)op->row.config);
     free((void *)op->row.labels);
     free((char *)op->row.state_reason);
@@ -132,15 +167,32 @@ static int user_version(vm_store *s, int *out, chcp_error **err)
     return -1;
 }
 
+static bool has_vms_table(vm_store *s)
+{
+    sqlite3_stmt *st = NULL;
+    bool found = sqlite3_prepare_v2(s->db,
+                                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                    "name = 'vms'",
+                                    -1, &st, NULL) == SQLITE_OK &&
+                 sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return found;
+}
+
 static int migrate(vm_store *s, chcp_error **err)
 {
     int version;
     if (user_version(s, &version, err) < 0)
         return -1;
+    /* A dropped table is a database that lost every row: make it again
+     * (recovery rebuilds the rows from the record files). */
+    if (version > 0 && version <= VM_STORE_SCHEMA_VERSION && !has_vms_table(s))
+        version = 0;
     if (version > VM_STORE_SCHEMA_VERSION)
         return error_set(err, CHCP_FAILED_PRECONDITION,
                          "%s: schema version %d is newer than this chcp-api supports (%d); "
-                         "refusing to touch it",
+                         "refusing to touch it. Nothing was changed and no VM was touched: run "
+                         "the chcp-api that wrote it (docs/durability.md)",
                          s->path, version, VM_STORE_SCHEMA_VERSION);
     for (; version < VM_STORE_SCHEMA_VERSION; version++) {
         if (exec_sql(s, "BEGIN IMMEDIATE", err) < 0)
@@ -166,16 +218,14 @@ static int check_integrity(vm_store *s, chcp_error **err)
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db, "PRAGMA quick_check", -1, &st, NULL) != SQLITE_OK ||
         sqlite3_step(st) != SQLITE_ROW) {
-        error_set(err, CHCP_DATA_LOSS, "%s: cannot check the database: %s", s->path,
-                  sqlite3_errmsg(s->db));
+        error_set(err, CHCP_DATA_LOSS, "cannot check it: %s", sqlite3_errmsg(s->db));
         sqlite3_finalize(st);
         return -1;
     }
     const char *res = (const char *)sqlite3_column_text(st, 0);
     int rc = 0;
     if (!res || strcmp(res, "ok") != 0)
-        rc =
-            error_set(err, CHCP_DATA_LOSS, "%s: database is corrupt: %s", s->path, res ? res : "?");
+        rc = error_set(err, CHCP_DATA_LOSS, "quick_check says %s", res ? res : "?");
     sqlite3_finalize(st);
     return rc;
 }
@@ -187,8 +237,8 @@ static int write_op(sqlite3 *db, store_op *op)
     static const char put_sql[] =
         "INSERT OR REPLACE INTO vms (id, config, labels, desired_state, state, state_reason,"
         " vmm_pid, vmm_start_time, api_socket, event_file, event_offset, exit_code, exit_signal,"
-        " exited_at_ns, created_at_ns, updated_at_ns, state_changed_at_ns, generation)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        " exited_at_ns, created_at_ns, updated_at_ns, state_changed_at_ns, generation, backend)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     sqlite3_stmt *st = NULL;
     const vm_store_row *r = &op->row;
     int rc = sqlite3_prepare_v2(db, op->is_delete ? "DELETE FROM vms WHERE id = ?" : put_sql, -1,
@@ -215,26 +265,48 @@ static int write_op(sqlite3 *db, store_op *op)
         sqlite3_bind_int64(st, 16, (sqlite3_int64)r->updated_at_ns);
         sqlite3_bind_int64(st, 17, (sqlite3_int64)r->state_changed_at_ns);
         sqlite3_bind_int64(st, 18, (sqlite3_int64)r->generation);
+        sqlite3_bind_text(st, 19, r->backend ? r->backend : VM_STORE_DEFAULT_BACKEND, -1,
+                          SQLITE_STATIC);
     }
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* Before the transaction: record files (durable before their rows) and
+ * directory removals, in queue order. A put whose record file cannot be
+ * written is failed and left out of the transaction. */
+static void write_files(store_op *batch)
+{
+    for (store_op *op = batch; op; op = op->next) {
+        chcp_error *err = NULL;
+        if (!op->is_delete && op->record_dir &&
+            vm_record_write(op->record_dir, op->record, true, &err) < 0) {
+            op->skip = true;
+            op->error = xasprintf("writing the record of VM %s: %s", op->row.id, err->message);
+        } else if (op->is_delete && op->remove_dir && vm_dir_remove(op->remove_dir, &err) < 0) {
+            op->warning = xstrdup(err->message);
+        }
+        error_free(err);
+    }
+}
+
 /* Commit a batch in one transaction. On failure every op of the batch fails:
  * the transaction was rolled back, so none of them is durable. */
 static void write_batch(vm_store *s, store_op *batch)
 {
-    const char *failure = NULL;
+    write_files(batch);
     int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     for (store_op *op = batch; rc == SQLITE_OK && op; op = op->next)
-        rc = write_op(s->db, op);
+        if (!op->skip && (!op->is_delete || op->delete_row))
+            rc = write_op(s->db, op);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
-        failure = sqlite3_errmsg(s->db);
+        const char *failure = sqlite3_errmsg(s->db);
         for (store_op *op = batch; op; op = op->next)
-            op->error = xasprintf("%s: writing VM %s: %s", s->path, op->row.id, failure);
+            if (!op->error)
+                op->error = xasprintf("%s: writing VM %s: %s", s->path, op->row.id, failure);
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     }
 }
@@ -281,6 +353,8 @@ static void on_writes_done(uv_async_t *async)
     while (op) {
         store_op *next = op->next;
         chcp_error e = {.code = CHCP_UNAVAILABLE, .message = op->error};
+        if (op->warning)
+            log_vm(LOG_WARN, op->row.id, "%s", op->warning);
         if (op->done)
             op->done(op->error ? &e : NULL, op->ud);
         pthread_mutex_lock(&s->mu);
@@ -305,26 +379,35 @@ static void enqueue(vm_store *s, store_op *op)
     pthread_mutex_unlock(&s->mu);
 }
 
-void vm_store_put(vm_store *s, const vm_store_row *row, vm_store_done_fn done, void *ud)
+void vm_store_put(vm_store *s, const vm_store_row *row, const char *record_dir, const char *record,
+                  vm_store_done_fn done, void *ud)
 {
     store_op *op = xcalloc(1, sizeof(*op));
     op->row = *row;
     op->row.id = xstrdup(row->id);
+    op->row.backend = dup_or_null(row->backend);
     op->row.config = dup_bytes(row->config, row->config_len);
     op->row.labels = dup_bytes(row->labels, row->labels_len);
     op->row.state_reason = dup_or_null(row->state_reason);
     op->row.api_socket = dup_or_null(row->api_socket);
     op->row.event_file = dup_or_null(row->event_file);
+    if (record_dir && record) {
+        op->record_dir = xstrdup(record_dir);
+        op->record = xstrdup(record);
+    }
     op->done = done;
     op->ud = ud;
     enqueue(s, op);
 }
 
-void vm_store_delete(vm_store *s, const char *id, vm_store_done_fn done, void *ud)
+void vm_store_delete(vm_store *s, const char *id, const char *dir, bool delete_row,
+                     vm_store_done_fn done, void *ud)
 {
     store_op *op = xcalloc(1, sizeof(*op));
     op->is_delete = true;
+    op->delete_row = delete_row;
     op->row.id = xstrdup(id);
+    op->remove_dir = dup_or_null(dir);
     op->done = done;
     op->ud = ud;
     enqueue(s, op);
@@ -352,31 +435,128 @@ size_t vm_store_pending(const vm_store *s)
 
 /* ---- open / load / close -------------------------------------------------- */
 
-static int lock_dir(vm_store *s, const char *dir, chcp_error **err)
+static void identify_stat(int rc, const struct stat *sb, file_id *out)
 {
-    cleanup_free char *lock = xasprintf("%s/chcp.lock", dir);
-    s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    *out = rc == 0 ? (file_id){.dev = sb->st_dev, .ino = sb->st_ino} : (file_id){0};
+}
+
+static void identify_fd(int fd, file_id *out)
+{
+    struct stat sb;
+    identify_stat(fstat(fd, &sb), &sb, out);
+}
+
+static void identify_path(const char *path, file_id *out)
+{
+    struct stat sb;
+    identify_stat(stat(path, &sb), &sb, out);
+}
+
+static int lock_dir(vm_store *s, chcp_error **err)
+{
+    s->lock_fd = open(s->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (s->lock_fd < 0)
-        return error_set_errno(err, CHCP_PERMISSION_DENIED, errno, "cannot open %s", lock);
+        return error_set_errno(err, CHCP_PERMISSION_DENIED, errno, "cannot open %s", s->lock_path);
+    struct stat sb;
+    if (fstat(s->lock_fd, &sb) == 0 && (sb.st_mode & 07777) != 0600)
+        fchmod(s->lock_fd, 0600); /* an older installation's */
     /* A daemon killed mid-spawn leaves a forked child that holds the lock
      * until its exec closes it (O_CLOEXEC): give such a child a moment
      * before concluding that another chcp-api runs. */
     for (int i = 0; flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0; i++) {
-        if (errno != EWOULDBLOCK || i >= LOCK_WAIT_MS / 10)
-            return error_set(err, CHCP_FAILED_PRECONDITION,
-                             "%s is locked: another chcp-api is using state directory %s", lock,
-                             dir);
+        if (errno != EWOULDBLOCK || i >= LOCK_WAIT_MS / 10) {
+            close(s->lock_fd);
+            s->lock_fd = -1;
+            return error_set(err, CHCP_UNAVAILABLE,
+                             "%s is locked: another chcp-api is using state directory %s",
+                             s->lock_path, s->dir);
+        }
         usleep(10000);
+    }
+    identify_fd(s->lock_fd, &s->lock_id);
+    return 0;
+}
+
+/* chcp.db and its companions are 0600; SQLite gives -wal and -shm the mode
+ * of chcp.db, so chcp.db is made 0600 before SQLite touches it. */
+static int private_files(vm_store *s, vm_store_info *info, chcp_error **err)
+{
+    int fd = open(s->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return error_set_errno(err, CHCP_PERMISSION_DENIED, errno, "%s: cannot open", s->path);
+    struct stat sb;
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return error_set(err, CHCP_FAILED_PRECONDITION, "%s is not a regular file", s->path);
+    }
+    info->created = sb.st_size == 0;
+    if ((sb.st_mode & 07777) != 0600) {
+        info->fixed_modes = true;
+        fchmod(fd, 0600);
+    }
+    close(fd);
+    static const char *const companions[] = {"-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < ARRAY_SIZE(companions); i++) {
+        cleanup_free char *p = xasprintf("%s%s", s->path, companions[i]);
+        if (lstat(p, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & 07777) != 0600) {
+            info->fixed_modes = true;
+            chmod(p, 0600);
+        }
     }
     return 0;
 }
 
-vm_store *vm_store_open(uv_loop_t *loop, const char *dir, chcp_error **err)
+/* A database SQLite cannot read at all is as corrupt as one failing
+ * quick_check: say so, and how to recover. */
+static int refuse_corrupt(vm_store *s, const char *detail, chcp_error **err)
+{
+    return error_set(err, CHCP_DATA_LOSS,
+                     "%s: database is corrupt: %s. Nothing was changed and no VM was touched. "
+                     "To recover, move chcp.db (and chcp.db-wal, chcp.db-shm) aside and start "
+                     "chcp-api again: it rebuilds the records from %s/vms/*/" VM_RECORD_FILE
+                     " and re-adopts the running VMMs (docs/durability.md)",
+                     s->path, detail, s->dir);
+}
+
+/* Open, check and migrate <dir>/chcp.db into s->db (the lock is held). */
+static int open_db(vm_store *s, vm_store_info *info, chcp_error **err)
+{
+    if (private_files(s, info, err) < 0)
+        return -1;
+    int rc = sqlite3_open_v2(s->path, &s->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX |
+                                 SQLITE_OPEN_NOFOLLOW,
+                             NULL);
+    if (rc != SQLITE_OK)
+        return error_set(err, CHCP_UNAVAILABLE, "%s: cannot open: %s", s->path,
+                         s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+    sqlite3_busy_timeout(s->db, 2000);
+    rc = sqlite3_exec(s->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+    if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT)
+        return refuse_corrupt(s, sqlite3_errmsg(s->db), err);
+    if (rc != SQLITE_OK || exec_sql(s, "PRAGMA synchronous=NORMAL", err) < 0)
+        return error_set(err, CHCP_UNAVAILABLE, "%s: %s", s->path, sqlite3_errmsg(s->db));
+    chcp_error *e = NULL;
+    if (check_integrity(s, &e) < 0) {
+        refuse_corrupt(s, e->message, err);
+        error_free(e);
+        return -1;
+    }
+    if (user_version(s, &info->found_version, err) < 0 || migrate(s, err) < 0)
+        return -1;
+    identify_path(s->path, &s->db_id);
+    return 0;
+}
+
+vm_store *vm_store_open(uv_loop_t *loop, const char *dir, vm_store_info *info_out, chcp_error **err)
 {
     vm_store *s = xcalloc(1, sizeof(*s));
+    vm_store_info info = {0};
     s->loop = loop;
     s->lock_fd = -1;
+    s->dir = xstrdup(dir);
     s->path = xasprintf("%s/chcp.db", dir);
+    s->lock_path = xasprintf("%s/chcp.lock", dir);
     /* The directory holds VMM sockets and the registry: anyone who can
      * write to it can redirect chcp to their own "VMM". */
     struct stat sb;
@@ -391,26 +571,15 @@ vm_store *vm_store_open(uv_loop_t *loop, const char *dir, chcp_error **err)
                   dir, (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 07777), (unsigned)geteuid());
         goto fail;
     }
-    if (lock_dir(s, dir, err) < 0)
+    if (lock_dir(s, err) < 0)
         goto fail;
     if (access(dir, W_OK) < 0) {
         error_set_errno(err, CHCP_PERMISSION_DENIED, errno, "state directory %s is not writable",
                         dir);
         goto fail;
     }
-    int rc = sqlite3_open_v2(
-        s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        error_set(err, CHCP_UNAVAILABLE, "%s: cannot open: %s", s->path,
-                  s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+    if (open_db(s, &info, err) < 0)
         goto fail;
-    }
-    sqlite3_busy_timeout(s->db, 2000);
-    if (exec_sql(s, "PRAGMA journal_mode=WAL", err) < 0 ||
-        exec_sql(s, "PRAGMA synchronous=NORMAL", err) < 0 || check_integrity(s, err) < 0 ||
-        migrate(s, err) < 0)
-        goto fail;
-    chmod(s->path, 0600);
 
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -421,6 +590,8 @@ vm_store *vm_store_open(uv_loop_t *loop, const char *dir, chcp_error **err)
         uv_close((uv_handle_t *)&s->async, NULL);
         goto fail;
     }
+    if (info_out)
+        *info_out = info;
     return s;
 
 fail:
@@ -428,9 +599,57 @@ fail:
         sqlite3_close(s->db);
     if (s->lock_fd >= 0)
         close(s->lock_fd);
+    free(s->lock_path);
     free(s->path);
+    free(s->dir);
     free(s);
     return NULL;
+}
+
+static bool same_file(const char *path, const file_id *id, bool *missing)
+{
+    struct stat sb;
+    *missing = stat(path, &sb) < 0 && errno == ENOENT;
+    return !*missing && sb.st_dev == id->dev && sb.st_ino == id->ino;
+}
+
+char *vm_store_check(vm_store *s)
+{
+    bool missing;
+    if (!same_file(s->path, &s->db_id, &missing))
+        return xasprintf("%s was %s under the running chcp-api", s->path,
+                         missing ? "deleted" : "replaced");
+    if (!same_file(s->lock_path, &s->lock_id, &missing))
+        return xasprintf("%s was %s under the running chcp-api", s->lock_path,
+                         missing ? "deleted" : "replaced");
+    return NULL;
+}
+
+int vm_store_reopen(vm_store *s, chcp_error **err)
+{
+    /* The writer is idle once the queue is empty, and only the loop (this
+     * thread) queues: the database handle can be swapped. */
+    vm_store_flush(s);
+    bool missing;
+    if (!same_file(s->lock_path, &s->lock_id, &missing)) {
+        int old = s->lock_fd;
+        if (lock_dir(s, err) < 0) {
+            s->lock_fd = old;
+            return -1;
+        }
+        close(old);
+    }
+    sqlite3 *old_db = s->db;
+    s->db = NULL;
+    vm_store_info info = {0};
+    if (open_db(s, &info, err) < 0) {
+        if (s->db)
+            sqlite3_close(s->db);
+        s->db = old_db;
+        return -1;
+    }
+    sqlite3_close(old_db);
+    return 0;
 }
 
 static const char *col_text(sqlite3_stmt *st, int i)
@@ -446,7 +665,8 @@ int vm_store_load(vm_store *s, vm_store_row_fn fn, void *ud, chcp_error **err)
             "SELECT id, config, labels, desired_state, state, state_reason, vmm_pid, "
             "vmm_start_time,"
             " api_socket, event_file, event_offset, exit_code, exit_signal, exited_at_ns,"
-            " created_at_ns, updated_at_ns, state_changed_at_ns, generation FROM vms ORDER BY id",
+            " created_at_ns, updated_at_ns, state_changed_at_ns, generation, backend FROM vms"
+            " ORDER BY id",
             -1, &st, NULL) != SQLITE_OK)
         return error_set(err, CHCP_INTERNAL, "%s: %s", s->path, sqlite3_errmsg(s->db));
     int rc;
@@ -472,6 +692,7 @@ int vm_store_load(vm_store *s, vm_store_row_fn fn, void *ud, chcp_error **err)
             .updated_at_ns = (uint64_t)sqlite3_column_int64(st, 15),
             .state_changed_at_ns = (uint64_t)sqlite3_column_int64(st, 16),
             .generation = (uint64_t)sqlite3_column_int64(st, 17),
+            .backend = col_text(st, 18),
         };
         fn(&r, ud);
     }
@@ -521,6 +742,8 @@ void vm_store_close(vm_store *s)
     sqlite3_close(s->db);
     close(s->lock_fd);
     free(s->path);
+    free(s->lock_path);
+    free(s->dir);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     /* The async handle lives inside s: free s when libuv has let go of it. */

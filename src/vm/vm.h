@@ -142,6 +142,8 @@ typedef struct vmb_adopt_params {
 } vmb_adopt_params;
 
 typedef struct vm_backend_ops {
+    /* Stored with every VM ("cloud-hypervisor"); NULL means that. */
+    const char *name;
     /* Start the VMM of one VM (spawn, or connect in attach mode) and wait for
      * it to answer a ping; `done` fires once. Returns the VMM handle, or NULL
      * with *err when nothing could be started (then `done` never fires). */
@@ -216,8 +218,13 @@ typedef struct vm_recovery_status {
     size_t settled;     /* of them, reconciled so far */
     size_t adopted;     /* VMMs taken over */
     size_t crashed;     /* VMMs found dead (marked CRASHED) */
-    size_t orphans;     /* unowned VMM processes found (reaped unless keep) */
-    size_t orphan_dirs; /* unowned VM directories found (removed unless keep) */
+    size_t orphans;     /* VMM processes no VM owns (reaped only with proof, see reaped) */
+    size_t orphan_dirs; /* VM directories no VM owns (removed only with proof) */
+    size_t reaped;      /* of the orphans: killed (CreateVm never acknowledged) */
+    size_t rebuilt;     /* VMs the store had no row for, rebuilt from their vm.json */
+    size_t unaccounted; /* VMs found with neither row nor vm.json (a live VMM or files) */
+    size_t unadopted;   /* live VMMs that could not be adopted (only DeleteVm works) */
+    bool store_created; /* chcp.db was missing or empty at start */
     uint64_t elapsed_ms;
 } vm_recovery_status;
 
@@ -230,6 +237,29 @@ typedef struct vm_recovery_status {
  */
 int vm_manager_recover(vm_manager *m, void (*done)(void *ud), void *ud, chcp_error **err);
 void vm_manager_recovery_status(const vm_manager *m, vm_recovery_status *out);
+
+/*
+ * The state directory under a running daemon (src/vm/statewatch.c): checked
+ * every second; deleted or replaced (the directory, vms/, chcp.db or its
+ * lock) is logged loudly, repaired from memory where possible, and reported.
+ */
+typedef struct vm_state_status {
+    bool healthy;        /* false: serve 503 with `problem` */
+    const char *problem; /* what happened and what was done ("" when none) */
+    uint64_t since_ns;   /* wall clock of the first detection, 0 = never */
+    size_t detections;   /* how many times something was found */
+} vm_state_status;
+void vm_manager_state_status(const vm_manager *m, vm_state_status *out);
+
+/* File descriptors a supervised VMM costs the daemon (pidfd, event file,
+ * API connection, one to spare while spawning) and those kept for
+ * everything else (listeners, clients, the store, telemetry). CreateVm is
+ * refused with resource_exhausted, and start-up with a message, before
+ * RLIMIT_NOFILE would be exceeded. */
+#define VM_FDS_PER_VM 4
+#define VM_FDS_RESERVE 256
+/* -1 with CHCP_RESOURCE_EXHAUSTED when `n_vms` VMs do not fit. */
+int vm_fd_budget_check(size_t n_vms, chcp_error **err);
 /* Free after vm_manager_shutdown() completed (or with no VMs). */
 void vm_manager_free(vm_manager *m);
 

@@ -41,7 +41,8 @@ int vm_images_stage(const vm_limits *lim, const Cloudhypervisor__V1__VmConfig *c
                     const char *vm_dir, chcp_error **err);
 
 /* Recursively remove a VM directory (only what chcp puts there: files,
- * sockets, at most one level of subdirectories). */
+ * sockets, a few levels of subdirectories); the record file vm.json goes
+ * last, so an interrupted removal still says what the directory is. */
 int vm_dir_remove(const char *dir, chcp_error **err);
 
 /* ---- manager internals (manager.c: registry and queue; lifecycle.c: what
@@ -112,6 +113,12 @@ struct vm_entry {
     bool store_removing;       /* the record's deletion is being written */
     bool recovering;           /* adopted, waiting for vm.info: events are replays */
     bool deleting_on_recovery; /* stored as DELETING: finish the removal */
+    uint64_t record_hash;      /* of the vm.json last queued; 0 = (re)write it */
+    char backend[32];          /* the backend that owns the VMM ("cloud-hypervisor") */
+    /* Recovery (recovery.c): */
+    bool api_lost;      /* adopted after its directory was deleted: no API socket */
+    bool reconcile_any; /* adopted a VMM the record did not name: vm.info decides the state */
+    bool unadopted;     /* the VMM lives but could not be adopted: only DeleteVm works */
 };
 
 struct vm_manager {
@@ -136,6 +143,9 @@ struct vm_manager {
     bool detached;  /* shut down in durable mode: VMMs let go, nothing written */
     char *vms_real; /* realpath of vms_dir (what /proc fd links show) */
     vm_recovery_status recovery;
+    struct vm_statewatch *watch;  /* statewatch.c, NULL when not watching */
+    vm_state_status state_status; /* its last report once stopped */
+    char *last_state_problem;
     uint64_t recovery_start_ns;
     void (*recovery_done)(void *ud);
     void *recovery_ud;
@@ -218,19 +228,66 @@ typedef enum vm_recover_verdict {
 } vm_recover_verdict;
 vm_recover_verdict vm_recovery_check(int pid, uint64_t start_time, const char *events_path);
 int vm_proc_start_time(int pid, uint64_t *out); /* /proc/<pid>/stat field 22 */
-bool vm_proc_holds(int pid, const char *path);  /* an fd of pid names path */
-void vm_cleanup_leftovers(const vm_record *r);  /* a dead VMM's socket */
+/* An fd of pid names path (" (deleted)" too) and is open for writing. */
+bool vm_proc_holds(int pid, const char *path);
+void vm_cleanup_leftovers(const vm_record *r); /* a dead VMM's socket */
+
+/* procscan.c: VMM processes of the state directory, found in /proc. */
+typedef struct vm_vmm_proc {
+    int pid;
+    uint64_t start_time;
+    char id[VM_ID_MAX + 1];
+    /* Its event file, or its whole VM directory (then its API socket is
+     * gone too), was deleted while it ran: /proc shows "<path> (deleted)". */
+    bool events_deleted;
+    bool dir_deleted;
+    /* Every mark of a VMM chcp spawned for that directory: the event file
+     * open for writing, the VM directory as working directory, and a
+     * session of its own. Needed before anything acts on a process no
+     * record names. */
+    bool vmm_marks;
+    bool owned; /* adopted for a VM */
+} vm_vmm_proc;
+typedef struct vm_proc_scan {
+    vm_vmm_proc *v;
+    size_t n, cap;
+} vm_proc_scan;
+/* Every process (but us) holding an event file of <vms_real>/<id>/ open for
+ * writing. Processes that only read one (tail -f) are not VMMs. */
+void vm_proc_scan_run(vm_proc_scan *s, const char *vms_real);
+vm_vmm_proc *vm_proc_scan_find(vm_proc_scan *s, const char *id, int pid);
+void vm_proc_scan_free(vm_proc_scan *s);
+/* SIGKILL through a pidfd, only while the pid is still the scanned process;
+ * waits (up to 2 s) for it to go. */
+bool vm_proc_reap(const vm_vmm_proc *p);
+/* Stop a VMM that could not be adopted (pid + start time re-checked through
+ * a pidfd): SIGKILL, `done` once it is gone (on the loop, never inside). */
+void vm_proc_kill_async(uv_loop_t *loop, int pid, uint64_t start_time, vmb_done_fn done, void *ud);
+
+/* statewatch.c: the state directory deleted or replaced under us. */
+int vm_statewatch_start(vm_manager *m, chcp_error **err);
+void vm_statewatch_stop(vm_manager *m);
 
 /* persist.c (durable mode; every function is a no-op without a store) */
 int vm_persist_open(vm_manager *m, chcp_error **err);
 /* The record changed: queue its write (coalesced, written off the loop). */
 void vm_persist_mark(vm_entry *e);
+/* CreateVm, before the VMM is spawned: vm.json says `creating` (not
+ * fsync'ed: it only proves that a VMM found next to it was never
+ * acknowledged, and a power loss takes that VMM down too). */
+int vm_persist_creating(vm_entry *e, chcp_error **err);
 /* Write the record now; `cb` runs on the loop once it is durable (err NULL)
  * or failed. Without a store `cb` runs at once. */
 typedef void (*vm_persist_fn)(vm_entry *e, const chcp_error *err, void *ud);
 void vm_persist_now(vm_entry *e, vm_persist_fn cb, void *ud);
-/* Delete the record; same callback rules. */
+/* Remove the VM directory, then the record (through the writer thread, after
+ * any write of this VM still queued); same callback rules. */
 void vm_persist_delete(vm_entry *e, vm_persist_fn cb, void *ud);
+/* The hash of the vm.json the entry would write now (vm_record_render). */
+uint64_t vm_persist_record_hash(vm_entry *e);
+/* Queue a write of every record and every vm.json (after the state
+ * directory was restored, statewatch.c). */
+void vm_persist_rewrite_all(vm_manager *m);
 /* Shutdown: write every record, wait until durable, release every VMM. */
 void vm_persist_detach(vm_manager *m);
 void vm_persist_close(vm_manager *m);
