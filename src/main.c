@@ -6,8 +6,9 @@
  * Whatever stops the start is said on stderr in one plain line (and logged),
  * because that is where a person starting the daemon, or `systemctl status`,
  * looks. Exit codes (docs/config.md): 0 clean shutdown (or --help/--version),
- * 1 start-up failure, 2 invalid configuration, 128+signal when a second
- * signal cuts shutdown short.
+ * 1 start-up failure, 2 invalid configuration, 3 the durable state needs an
+ * operator (nothing was touched), 128+signal when a second signal cuts
+ * shutdown short.
  */
 #include <stdio.h>
 
@@ -55,7 +56,9 @@ int main(int argc, char **argv)
     if (config_check_paths(&cfg, &err) == 0)
         rc = daemon_run(&cfg, &err);
     if (err) {
-        log_console(LOG_ERROR, "cannot start: %s", err->message);
+        /* Exit 3: the state needs an operator; the message says how. */
+        log_console(LOG_ERROR, "%s: %s",
+                    rc == CHCP_EXIT_STATE ? "refusing to start" : "cannot start", err->message);
         error_free(err);
     }
     config_free(&cfg);

@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
@@ -90,8 +91,10 @@ static int register_services(daemon_state *st, chcp_error **err)
                             .durable = c->ch_endpoint_path == NULL,
                             .orphan_keep = c->orphan_keep};
     st->vms = vm_manager_new(&st->loop, &vc, ops, backend, err);
-    if (!st->vms)
+    if (!st->vms) {
+        ops->free(backend); /* the manager takes it only when it exists */
         return -1;
+    }
     return api_register(st->rpc, st->vms, err);
 }
 
@@ -350,6 +353,49 @@ static void start_watchdog(daemon_state *st)
 
 /* ---- start-up ------------------------------------------------------------- */
 
+static uint64_t fd_limit_at_start;
+
+/* Each supervised VMM costs the daemon a few descriptors (VM_FDS_PER_VM):
+ * the common soft limit of 1024 would stop it at a few hundred VMs. The
+ * hard limit is what the operator allows; take it. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    fd_limit_at_start = rl.rlim_cur;
+    if (rl.rlim_cur == rl.rlim_max)
+        return;
+    rlim_t want = rl.rlim_max;
+    if (want == RLIM_INFINITY) {
+        /* The kernel caps descriptors at fs.nr_open whatever the rlimit says. */
+        char line[32] = "";
+        FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+        if (f && !fgets(line, sizeof(line), f))
+            line[0] = '\0';
+        if (f)
+            fclose(f);
+        unsigned long long nr = strtoull(line, NULL, 10);
+        want = (rlim_t)(nr ? nr : 1048576);
+    }
+    struct rlimit raised = {.rlim_cur = want, .rlim_max = rl.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &raised) < 0)
+        log_warn("RLIMIT_NOFILE: cannot raise the soft limit %llu to %llu: %s",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)want, strerror(errno));
+    else
+        log_info("RLIMIT_NOFILE: soft limit raised from %llu to %llu (the hard limit)",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)want);
+}
+
+void daemon_fd_limits_get(daemon_fd_limits *out)
+{
+    struct rlimit rl = {0};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    out->at_start = fd_limit_at_start;
+    out->soft = rl.rlim_cur == RLIM_INFINITY ? 0 : rl.rlim_cur;
+    out->hard = rl.rlim_max == RLIM_INFINITY ? 0 : rl.rlim_max;
+}
+
 /* mkdir -p with mode 0700 for the directories we create. */
 static int ensure_dir(const char *path, chcp_error **err)
 {
@@ -557,6 +603,7 @@ int daemon_run(const chcp_config *cfg, chcp_error **err)
     signal(SIGPIPE, SIG_IGN);
     protometa_register(&chcp_protometa);
 
+    raise_fd_limit();
     daemon_state st = {.cfg = cfg};
     int rc = uv_loop_init(&st.loop);
     if (rc < 0)
@@ -564,6 +611,9 @@ int daemon_run(const chcp_config *cfg, chcp_error **err)
                CHCP_EXIT_FAILURE;
     if (start(&st, err) < 0) {
         teardown(&st);
+        /* The state needs an operator (docs/durability.md): its own code. */
+        if (*err && ((*err)->code == CHCP_DATA_LOSS || (*err)->code == CHCP_FAILED_PRECONDITION))
+            return CHCP_EXIT_STATE;
         return CHCP_EXIT_FAILURE;
     }
     uv_run(&st.loop, UV_RUN_DEFAULT);

@@ -25,6 +25,11 @@ enum {
     CHCP_EXIT_OK = 0,
     CHCP_EXIT_FAILURE = 1, /* could not start: listen failed, state dir unusable */
     CHCP_EXIT_CONFIG = 2,  /* invalid configuration (variable or flag named) */
+    /* The durable state needs an operator before chcp-api can use it: a
+     * corrupt chcp.db, one from a newer chcp-api, RLIMIT_NOFILE too low for
+     * the VMs there. Nothing was changed and every VMM keeps running; the
+     * message says how to recover (docs/durability.md). */
+    CHCP_EXIT_STATE = 3,
     /* A second SIGINT/SIGTERM during graceful shutdown exits at once with
      * 128 + signal number: 130 (SIGINT) or 143 (SIGTERM). */
 };
@@ -181,5 +186,15 @@ void config_version(FILE *out);
  * with *err describing why).
  */
 int daemon_run(const chcp_config *cfg, chcp_error **err);
+
+/* RLIMIT_NOFILE: daemon_run() raises the soft limit to the hard limit
+ * (each VM costs a few descriptors, docs/durability.md). `at_start` is the
+ * soft limit found at start (0 before daemon_run). */
+typedef struct daemon_fd_limits {
+    uint64_t at_start;
+    uint64_t soft;
+    uint64_t hard;
+} daemon_fd_limits;
+void daemon_fd_limits_get(daemon_fd_limits *out);
 
 #endif

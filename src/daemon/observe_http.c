@@ -9,7 +9,8 @@
  *   GET /readyz    200 "ok" when VmService can do its job: stored VMs
  *                  re-adopted (recovery done), the VMM backend usable (spawn
  *                  mode: the VMM binary is an executable file, checked on
- *                  every probe; attach mode: the VMM's API socket exists) and
+ *                  every probe; attach mode: the VMM's API socket exists),
+ *                  the state directory intact (src/vm/statewatch.c) and
  *                  not shutting down. Otherwise 503 with the reason.
  *   GET /health    the same as /readyz (its historical name: 200 "ok", 503
  *                  "shutting down" while draining).
@@ -66,6 +67,7 @@ static void serve_metrics(observe *o, http_request *req)
 typedef struct readiness {
     bool ready;
     bool backend_ok;
+    bool state_ok; /* the state directory is what the daemon opened */
     bool recovering;
     char reason[512]; /* "" when ready */
 } readiness;
@@ -97,12 +99,18 @@ static void check_readiness(observe *o, bool stopping, readiness *r)
         vm_manager_recovery_status(o->vms, &rs);
     r->recovering = !o->cfg->ch_endpoint_path && !rs.complete;
     r->backend_ok = backend_usable(o->cfg, r->reason, sizeof(r->reason));
+    vm_state_status ss = {.healthy = true};
+    if (o->vms && !o->cfg->ch_endpoint_path)
+        vm_manager_state_status(o->vms, &ss);
+    r->state_ok = ss.healthy;
+    if (!r->state_ok)
+        snprintf(r->reason, sizeof(r->reason), "unhealthy: %s", ss.problem);
     if (stopping)
         snprintf(r->reason, sizeof(r->reason), "shutting down");
     else if (r->recovering)
         snprintf(r->reason, sizeof(r->reason), "recovering stored VMs (%zu of %zu settled)",
                  rs.settled, rs.total);
-    r->ready = !stopping && !r->recovering && r->backend_ok;
+    r->ready = !stopping && !r->recovering && r->backend_ok && r->state_ok;
     if (r->ready)
         r->reason[0] = '\0';
 }
@@ -129,11 +137,28 @@ static json_t *recovery_json(observe *o)
     vm_recovery_status rs = {0};
     if (o->vms)
         vm_manager_recovery_status(o->vms, &rs);
-    return json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "running", rs.running,
-                     "complete", rs.complete, "total", (json_int_t)rs.total, "settled",
-                     (json_int_t)rs.settled, "adopted", (json_int_t)rs.adopted, "crashed",
-                     (json_int_t)rs.crashed, "orphans", (json_int_t)rs.orphans, "orphan_dirs",
-                     (json_int_t)rs.orphan_dirs, "elapsed_ms", (json_int_t)rs.elapsed_ms);
+    json_t *j = json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "running", rs.running,
+                          "complete", rs.complete, "total", (json_int_t)rs.total, "settled",
+                          (json_int_t)rs.settled, "adopted", (json_int_t)rs.adopted, "crashed",
+                          (json_int_t)rs.crashed, "orphans", (json_int_t)rs.orphans, "orphan_dirs",
+                          (json_int_t)rs.orphan_dirs, "elapsed_ms", (json_int_t)rs.elapsed_ms);
+    /* What recovery did about a damaged or lost store (docs/durability.md). */
+    json_object_update_new(
+        j, json_pack("{s:I, s:I, s:I, s:I, s:b}", "reaped", (json_int_t)rs.reaped, "rebuilt",
+                     (json_int_t)rs.rebuilt, "unaccounted", (json_int_t)rs.unaccounted, "unadopted",
+                     (json_int_t)rs.unadopted, "store_created", rs.store_created));
+    return j;
+}
+
+/* The state directory watch (src/vm/statewatch.c). */
+static json_t *state_dir_json(observe *o)
+{
+    vm_state_status ss = {.healthy = true, .problem = ""};
+    if (o->vms && !o->cfg->ch_endpoint_path)
+        vm_manager_state_status(o->vms, &ss);
+    return json_pack("{s:b, s:s, s:I, s:I}", "healthy", ss.healthy, "problem", ss.problem,
+                     "detections", (json_int_t)ss.detections, "since_unix_ns",
+                     (json_int_t)ss.since_ns);
 }
 
 static json_t *vms_json(observe *o)
@@ -161,29 +186,33 @@ static json_t *health_json(observe *o, bool stopping, int *status)
     check_readiness(o, stopping, &r);
     tm_status ts;
     tm_telemetry_status(o->tm, &ts);
-    const char *verdict = stopping        ? "stopping"
-                          : r.recovering  ? "recovering"
-                          : !r.backend_ok ? "unhealthy"
-                          : !ts.healthy   ? "degraded"
-                                          : "ok";
+    const char *verdict = stopping                       ? "stopping"
+                          : r.recovering                 ? "recovering"
+                          : !r.backend_ok || !r.state_ok ? "unhealthy"
+                          : !ts.healthy                  ? "degraded"
+                                                         : "ok";
     *status = r.ready ? 200 : 503;
-    return json_pack("{s:s, s:b, s:b, s:s, s:s, s:s, s:f, s:{s:f, s:f, s:I, s:I, s:i}, s:[f,f,f],"
-                     " s:{s:s, s:s, s:s, s:b}, s:o, s:o,"
-                     " s:{s:b, s:b, s:I, s:I, s:I, s:I, s:s}}",
-                     "status", verdict, "ready", r.ready, "live", true, "reason", r.reason,
-                     "version", CHCP_VERSION, "git_rev", CHCP_GIT_REV, "uptime_seconds",
-                     (double)(time_mono_ns() - o->started_ns) / 1e9, "process", "cpu_user_seconds",
-                     ps.cpu_user_seconds, "cpu_system_seconds", ps.cpu_system_seconds, "rss_bytes",
-                     (json_int_t)ps.rss_bytes, "virtual_bytes", (json_int_t)ps.virtual_bytes,
-                     "open_fds", (int)ps.open_fds, "load", ps.load1, ps.load5, ps.load15, "vmm",
-                     "mode", c->ch_endpoint_path ? "attach" : "spawn", "binary",
-                     c->ch_endpoint_path ? c->ch_endpoint : (c->ch_binary ? c->ch_binary : ""),
-                     "version", o->vmm_version, "available", r.backend_ok, "vms", vms_json(o),
-                     "recovery", recovery_json(o), "telemetry", "enabled", ts.enabled, "healthy",
-                     ts.healthy, "spans_exported", (json_int_t)ts.spans_exported, "spans_dropped",
-                     (json_int_t)ts.spans_dropped, "exports_failed", (json_int_t)ts.exports_failed,
-                     "queue", (json_int_t)ts.queue_len, "last_error",
-                     ts.last_error ? ts.last_error : "");
+    daemon_fd_limits fl;
+    daemon_fd_limits_get(&fl);
+    return json_pack(
+        "{s:s, s:b, s:b, s:s, s:s, s:s, s:f,"
+        " s:{s:f, s:f, s:I, s:I, s:i, s:I, s:I, s:I}, s:[f,f,f],"
+        " s:{s:s, s:s, s:s, s:b}, s:o, s:o, s:o,"
+        " s:{s:b, s:b, s:I, s:I, s:I, s:I, s:s}}",
+        "status", verdict, "ready", r.ready, "live", true, "reason", r.reason, "version",
+        CHCP_VERSION, "git_rev", CHCP_GIT_REV, "uptime_seconds",
+        (double)(time_mono_ns() - o->started_ns) / 1e9, "process", "cpu_user_seconds",
+        ps.cpu_user_seconds, "cpu_system_seconds", ps.cpu_system_seconds, "rss_bytes",
+        (json_int_t)ps.rss_bytes, "virtual_bytes", (json_int_t)ps.virtual_bytes, "open_fds",
+        (int)ps.open_fds, "max_fds", (json_int_t)fl.soft, "max_fds_hard", (json_int_t)fl.hard,
+        "max_fds_at_start", (json_int_t)fl.at_start, "load", ps.load1, ps.load5, ps.load15, "vmm",
+        "mode", c->ch_endpoint_path ? "attach" : "spawn", "binary",
+        c->ch_endpoint_path ? c->ch_endpoint : (c->ch_binary ? c->ch_binary : ""), "version",
+        o->vmm_version, "available", r.backend_ok, "vms", vms_json(o), "recovery", recovery_json(o),
+        "state_dir", state_dir_json(o), "telemetry", "enabled", ts.enabled, "healthy", ts.healthy,
+        "spans_exported", (json_int_t)ts.spans_exported, "spans_dropped",
+        (json_int_t)ts.spans_dropped, "exports_failed", (json_int_t)ts.exports_failed, "queue",
+        (json_int_t)ts.queue_len, "last_error", ts.last_error ? ts.last_error : "");
 }
 
 static void serve_health_json(observe *o, http_request *req, bool stopping)
