@@ -27,6 +27,10 @@ every restart (once GET /_/health says recovery is complete) it checks:
   * no leaked directories (each VM directory has a record) or sockets (a VM
     without a live VMM has no api.sock).
 
+In every fourth kill round (2, 6, 10, 14) the store is lost as well while
+the daemon is down (chcp.db truncated to zero, its WAL gone): the same
+invariants must hold, every VM coming back from its directory's vm.json.
+
 Then, once (on the last seed's daemon), the faults: a VMM that never answers vm.info
 (recovery waits for it while /_/health says "recovering" and VmService answers
 unavailable; the VM keeps its VMM with a reason), SIGTERM during a DeleteVm
@@ -458,6 +462,16 @@ def interrupted_delete(d, kernel, state_dir):
           % (out[0] if isinstance(out[0], Exception) else "ok"), flush=True)
 
 
+def lose_store(state_dir):
+    """chcp.db truncated to zero and its WAL gone, as a bad disk or an
+    operator's mistake would leave it."""
+    db = os.path.join(state_dir, "chcp.db")
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(db + suffix):
+            os.unlink(db + suffix)
+    os.truncate(db, 0)
+
+
 def refused(d, what, needle):
     try:
         d.start(timeout=20)
@@ -489,6 +503,8 @@ def start_faults(d, state_dir):
     with open(db, "wb") as f:
         f.write(b"this is not a database " * 512)
     refused(d, "corrupt database", db)
+    if d.proc.returncode != 3:
+        raise Failure("corrupt database: exit code %d, not 3" % d.proc.returncode)
 
 
 # Seeds every run goes through (CI); one random seed is added and printed.
@@ -593,15 +609,20 @@ class Run:
             wl.pause()
             if wl.errors:
                 raise Failure("round %d: %s" % (n, "; ".join(wl.errors[:5])))
+            lost = n % 4 == 2
+            if lost:
+                lose_store(state_dir)
             d.start()
             h = d.wait_recovered()
             vms = check(d, wl, state_dir, n)
             live = sum(1 for v in vms.values() if v.get("vmmPid"))
+            r = h["recovery"]
             print("round %2d: ops %4d acked %4d, %2d VMs (%2d with a VMM), recovery %d ms "
-                  "(adopted %d, crashed %d, orphans %d)"
-                  % (n, wl.ops, wl.acked, len(vms), live, h["recovery"]["elapsed_ms"],
-                     h["recovery"]["adopted"], h["recovery"]["crashed"],
-                     h["recovery"]["orphans"]), flush=True)
+                  "(adopted %d, crashed %d, orphans %d, reaped %d)%s"
+                  % (n, wl.ops, wl.acked, len(vms), live, r["elapsed_ms"], r["adopted"],
+                     r["crashed"], r["orphans"], r["reaped"],
+                     ", store lost: %d rebuilt from vm.json" % r["rebuilt"] if lost else ""),
+                  flush=True)
             wl.resume()
         wl.pause()
         wl.finish()
