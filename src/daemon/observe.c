@@ -31,13 +31,6 @@ const char *const observe_state_names[10] = {"CREATING", "CREATED",       "BOOTI
 
 /* ---- RPC: one server span and RED metrics per call ------------------------ */
 
-static const char *rpc_system(rpc_protocol p)
-{
-    return p == RPC_PROTOCOL_GRPC       ? "grpc"
-           : p == RPC_PROTOCOL_GRPC_WEB ? "grpc_web"
-                                        : "connect_rpc";
-}
-
 #define CAPTURE_SERVER_CODES                                                                       \
     ((1u << CHCP_UNKNOWN) | (1u << CHCP_DEADLINE_EXCEEDED) | (1u << CHCP_UNIMPLEMENTED) |          \
      (1u << CHCP_INTERNAL) | (1u << CHCP_UNAVAILABLE) | (1u << CHCP_DATA_LOSS))
@@ -47,94 +40,116 @@ static const char *rpc_system(rpc_protocol p)
  * what otelconnect does). */
 static bool server_fault(chcp_code code)
 {
-    return code == CHCP_UNKNOWN || code == CHCP_DEADLINE_EXCEEDED || code == CHCP_UNIMPLEMENTED ||
-           code == CHCP_INTERNAL || code == CHCP_UNAVAILABLE || code == CHCP_DATA_LOSS;
+    return (unsigned)code < 32 && (CAPTURE_SERVER_CODES & (1u << code));
+}
+
+/* A port number ("5555"): 1..65535, or 0 for anything else. */
+static int parse_port(const char *p, size_t n)
+{
+    int v = 0;
+    if (n == 0 || n > 5)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return 0;
+        v = v * 10 + (p[i] - '0');
+    }
+    return v <= 65535 ? v : 0;
 }
 
 /*
  * network.peer.* from the transport's peer ("127.0.0.1:5555", "[::1]:5555",
  * "unix"): the address without its port, the port on its own.
  */
-static void set_peer_attributes(tm_span *span, const char *peer)
+static void add_peer_attributes(tm_span *span, const char *peer)
 {
-    if (!peer || strcmp(peer, "unix") == 0) {
-        tm_span_set_static_str(span, "network.transport", "unix");
+    /* network.transport and network.type are in the route's block. */
+    if (!peer || strcmp(peer, "unix") == 0)
         return;
-    }
-    tm_span_set_static_str(span, "network.transport", "tcp");
     const char *colon = strrchr(peer, ':');
     if (!colon)
         return;
     bool v6 = peer[0] == '[';
     const char *addr = peer + v6;
     size_t len = (size_t)(colon - addr) - (v6 ? 1 : 0);
-    char ip[64];
-    if (len >= sizeof(ip))
-        return;
-    memcpy(ip, addr, len);
-    ip[len] = '\0';
-    tm_span_set_str(span, "network.peer.address", ip);
-    tm_span_set_int(span, "network.peer.port", strtol(colon + 1, NULL, 10));
-    tm_span_set_static_str(span, "network.type", v6 ? "ipv6" : "ipv4");
+    tm_span_add_str(span, "network.peer.address", addr, len);
+    int port = parse_port(colon + 1, strlen(colon + 1));
+    if (port)
+        tm_span_add_int(span, "network.peer.port", port);
 }
 
 /* server.* from the Host header (or HTTP/2 :authority): the name the client
  * addressed, and its port when it named one. */
-static void set_server_attributes(tm_span *span, const char *host)
+static void add_server_attributes(tm_span *span, const char *host, size_t n)
 {
-    if (!host || !*host)
+    if (!host || n == 0)
         return;
-    const char *end = host + strlen(host), *port = NULL;
-    const char *name = host;
+    const char *end = host + n, *name = host, *port = NULL;
     if (host[0] == '[') {
-        const char *close = strchr(host, ']');
+        const char *close = memchr(host, ']', n);
         if (!close)
             return;
         name = host + 1;
-        port = close[1] == ':' ? close + 2 : NULL;
+        port = close + 1 < end && close[1] == ':' ? close + 2 : NULL;
         end = close;
-    } else if ((port = strrchr(host, ':'))) {
-        end = port++;
+    } else {
+        const char *colon = memrchr(host, ':', n);
+        if (colon) {
+            port = colon + 1;
+            end = colon;
+        }
     }
-    char buf[256];
-    size_t len = (size_t)(end - name);
-    if (len == 0 || len >= sizeof(buf))
+    if (end == name)
         return;
-    memcpy(buf, name, len);
-    buf[len] = '\0';
-    tm_span_set_str(span, "server.address", buf);
-    char *stop;
-    long p = port ? strtol(port, &stop, 10) : 0;
-    if (port && *port && !*stop && p > 0 && p < 65536)
-        tm_span_set_int(span, "server.port", p);
+    tm_span_add_str(span, "server.address", name, (size_t)(end - name));
+    int p = port ? parse_port(port, (size_t)(host + n - port)) : 0;
+    if (p)
+        tm_span_add_int(span, "server.port", p);
+}
+
+/* The headers the server span wants, in one pass (names are lower case). */
+typedef struct span_headers {
+    const http_header *traceparent, *tracestate, *host;
+} span_headers;
+
+static void find_headers(const http_request *req, span_headers *h)
+{
+    memset(h, 0, sizeof(*h));
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const http_header *x = &req->headers[i];
+        if (x->name_len == 4 && memcmp(x->name, "host", 4) == 0 && !h->host)
+            h->host = x;
+        else if (x->name_len == 11 && memcmp(x->name, "traceparent", 11) == 0 && !h->traceparent)
+            h->traceparent = x;
+        else if (x->name_len == 10 && memcmp(x->name, "tracestate", 10) == 0 && !h->tracestate)
+            h->tracestate = x;
+    }
 }
 
 static void rpc_started(rpc_call *call, void *ud)
 {
     observe *o = ud;
-    rpc_protocol proto = rpc_call_protocol(call);
-    const char *service = rpc_call_service(call), *method = rpc_call_method(call);
-    const char *labels[] = {rpc_system(proto), service, method, NULL};
-    tm_add(o->rpc_active, labels, 1);
+    observe_route *route = observe_route_of(o, call);
+    tm_series_add(route->active, 1);
     if (!o->tracer)
         return;
     const http_request *req = rpc_call_http(call);
+    span_headers h = {0};
+    if (req)
+        find_headers(req, &h);
     tm_span_context parent;
-    bool has_parent = req && tm_traceparent_parse(http_request_header(req, "traceparent"),
-                                                  http_request_header(req, "tracestate"), &parent);
-    char name[256];
-    snprintf(name, sizeof(name), "%s/%s", service, method);
-    tm_span *span = tm_span_start(o->tracer, name, TM_SPAN_SERVER, has_parent ? &parent : NULL);
-    /* Literals and the service descriptor's names live as long as the span. */
-    tm_span_set_static_str(span, "rpc.system", rpc_system(proto));
-    tm_span_set_static_str(span, "rpc.service", service);
-    tm_span_set_static_str(span, "rpc.method", method);
+    bool has_parent =
+        h.traceparent && tm_traceparent_parse(h.traceparent->value,
+                                              h.tracestate ? h.tracestate->value : NULL, &parent);
+    /* The span starts when the request arrived (headers complete). */
+    uint64_t start = tm_unix_ns_from_mono(req ? req->received_ns : time_mono_ns());
+    tm_span *span = tm_span_start_at(o->tracer, route->span_name, TM_SPAN_SERVER,
+                                     has_parent ? &parent : NULL, start);
+    tm_span_add_block(span, route->attrs); /* rpc.*, network.transport/type/protocol.* */
     if (req) {
-        tm_span_set_static_str(span, "network.protocol.name", "http");
-        tm_span_set_static_str(span, "network.protocol.version",
-                               req->http_major == 2 ? "2" : "1.1");
-        set_server_attributes(span, http_request_header(req, "host"));
-        set_peer_attributes(span, req->peer);
+        if (h.host)
+            add_server_attributes(span, h.host->value, h.host->value_len);
+        add_peer_attributes(span, req->peer);
     }
     rpc_call_set_trace(call, span);
 }
@@ -142,41 +157,36 @@ static void rpc_started(rpc_call *call, void *ud)
 static void rpc_finished(rpc_call *call, chcp_code code, void *ud)
 {
     observe *o = ud;
-    rpc_protocol proto = rpc_call_protocol(call);
-    const char *service = rpc_call_service(call), *method = rpc_call_method(call);
-    const char *active_labels[] = {rpc_system(proto), service, method, NULL};
-    const char *labels[] = {rpc_system(proto), service, method, code_name(code), NULL};
-    tm_add(o->rpc_active, active_labels, -1);
-    tm_add(o->rpc_requests, labels, 1);
+    observe_route *route = observe_route_of(o, call);
+    tm_series_add(route->active, -1);
     const http_request *req = rpc_call_http(call);
-    if (req)
-        tm_observe(o->rpc_duration, labels, (double)(time_mono_ns() - req->received_ns) / 1e9);
+    uint64_t now = time_mono_ns();
+    observe_route_count(o, route, call, code, req ? (double)(now - req->received_ns) / 1e9 : -1);
 
     tm_span *span = rpc_call_trace(call);
     if (!span)
         return;
     rpc_call_set_trace(call, NULL);
-    if (proto != RPC_PROTOCOL_CONNECT)
-        tm_span_set_int(span, "rpc.grpc.status_code", (int64_t)code);
+    if (route->proto != RPC_PROTOCOL_CONNECT)
+        tm_span_add_int(span, "rpc.grpc.status_code", (int64_t)code);
     else if (code != CHCP_OK)
-        tm_span_set_static_str(span, "rpc.connect_rpc.error_code", code_name(code));
-    if (code != CHCP_OK)
-        tm_span_set_static_str(span, "error.type", code_name(code));
-    if (server_fault(code))
-        tm_span_set_status(span, TM_STATUS_ERROR, code_name(code));
-    if (code != CHCP_OK && (o->capture_codes & (1u << code)))
-        tm_span_capture(span);
-    tm_span_end(span);
+        tm_span_add_static_str(span, "rpc.connect_rpc.error_code", code_name(code));
+    if (code != CHCP_OK) {
+        tm_span_add_static_str(span, "error.type", code_name(code));
+        if (server_fault(code))
+            tm_span_set_status(span, TM_STATUS_ERROR, code_name(code));
+        if (o->capture_codes & (1u << code))
+            tm_span_capture(span);
+    }
+    tm_span_end_at(span, tm_unix_ns_from_mono(now));
 }
 
 /* ---- VM manager: operation and VMM call spans, VM metrics ----------------- */
 
 static void *vm_op_started(void *ud, void *trace_ctx, const char *vm_id, vm_op_kind kind)
 {
-    (void)ud;
-    char name[32];
-    snprintf(name, sizeof(name), "vm.%s", vm_op_kind_name(kind));
-    tm_span *span = tm_span_start_child(trace_ctx, name, TM_SPAN_INTERNAL);
+    observe *o = ud;
+    tm_span *span = tm_span_start_child(trace_ctx, observe_op_name(o, kind), TM_SPAN_INTERNAL);
     if (vm_id && vm_id[0])
         tm_span_set_str(span, "chcp.vm_id", vm_id);
     return span;
@@ -198,29 +208,16 @@ static void vm_op_ended(void *ud, void *token, vm_op_kind kind, double seconds,
     tm_span_end(span);
 }
 
-static bool is_get(const char *what)
-{
-    return strcmp(what, "vm.info") == 0 || strcmp(what, "vmm.ping") == 0 ||
-           strcmp(what, "vm.counters") == 0;
-}
-
 static void *vmm_call_started(void *ud, void *op_token, const char *vm_id, const char *what)
 {
-    (void)ud;
-    bool spawn = strcmp(what, "spawn") == 0;
-    char name[64];
-    snprintf(name, sizeof(name), spawn ? "vm.spawn" : "cloud-hypervisor %s", what);
-    tm_span *span = tm_span_start_child(op_token, name, spawn ? TM_SPAN_INTERNAL : TM_SPAN_CLIENT);
-    if (!span)
-        return NULL;
+    observe *o = ud;
+    if (!op_token)
+        return NULL; /* no operation, no trace (the metric is still kept) */
+    const observe_call *c = observe_call_of(o, what);
+    tm_span *span =
+        tm_span_start_child(op_token, c->span_name, c->spawn ? TM_SPAN_INTERNAL : TM_SPAN_CLIENT);
     tm_span_set_str(span, "chcp.vm_id", vm_id);
-    if (!spawn) {
-        char path[64];
-        snprintf(path, sizeof(path), "/api/v1/%s", what);
-        tm_span_set_static_str(span, "http.request.method", is_get(what) ? "GET" : "PUT");
-        tm_span_set_str(span, "url.path", path);
-        tm_span_set_static_str(span, "network.transport", "unix");
-    }
+    tm_span_add_block(span, c->attrs); /* http.request.method, url.path, ... */
     return span;
 }
 
@@ -392,6 +389,7 @@ observe *observe_start(uv_loop_t *loop, const chcp_config *cfg, rpc_server *rpc,
     o->started_ns = time_mono_ns();
     const chcp_otel_config *oc = &cfg->otel;
     o->capture_codes = oc->capture_codes;
+    observe_caches_init(o);
     o->tm = start_telemetry(loop, oc);
     o->tracer = tm_telemetry_tracer(o->tm);
     o->reg = tm_telemetry_registry(o->tm);
@@ -460,6 +458,7 @@ void observe_free(observe *o)
         return;
     observe_vm_metrics_free(o->vm_metrics);
     buf_free(&o->probe_buf);
-    tm_telemetry_free(o->tm);
+    tm_telemetry_free(o->tm); /* spans borrow the caches' names and blocks: first */
+    observe_caches_free(o);
     free(o);
 }

@@ -212,7 +212,7 @@ static json_t *health_json(observe *o, bool stopping, int *status)
         "state_dir", state_dir_json(o), "telemetry", "enabled", ts.enabled, "healthy", ts.healthy,
         "spans_exported", (json_int_t)ts.spans_exported, "spans_dropped",
         (json_int_t)ts.spans_dropped, "exports_failed", (json_int_t)ts.exports_failed, "queue",
-        (json_int_t)ts.queue_len, "last_error", ts.last_error ? ts.last_error : "");
+        (json_int_t)ts.queue_len, "last_error", ts.last_error);
 }
 
 static void serve_health_json(observe *o, http_request *req, bool stopping)

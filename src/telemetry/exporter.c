@@ -94,6 +94,7 @@ struct tm_exporter {
     struct export_job *jobs;
     size_t in_flight;
     bool closing;
+    bool cleaning; /* inside curl_multi_cleanup */
     void (*closed)(void *ud);
     void *closed_ud;
     unsigned open_handles; /* uv handles still to close */
@@ -156,7 +157,8 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         if (sc) {
             uv_poll_stop(&sc->poll);
             uv_close((uv_handle_t *)&sc->poll, on_poll_closed);
-            cu.multi_assign(ex->multi, fd, NULL);
+            if (!ex->cleaning)
+                cu.multi_assign(ex->multi, fd, NULL);
         }
         return 0;
     }
@@ -461,7 +463,7 @@ void tm_exporter_post(tm_exporter *ex, const tm_export_target *to, chcp_buf *bod
         ex->jobs->prev = job;
     ex->jobs = job;
     if (ex->closing || !ex->multi) {
-        job_finish(job, false, ex->multi ? "exporter is closing" : curl_load_error);
+        job_finish(job, false, ex->closing ? "exporter is closing" : curl_load_error);
         return;
     }
     job_start(job);
@@ -496,6 +498,13 @@ void tm_exporter_close(tm_exporter *ex, void (*closed)(void *ud), void *ud)
         }
         uv_timer_stop(&job->retry_timer);
         job_finish(job, false, "exporter closed");
+    }
+    /* Kept-alive connections go now, on the loop that polls them (their
+     * uv_poll handles close on it). */
+    if (ex->multi) {
+        ex->cleaning = true;
+        cu.multi_cleanup(ex->multi);
+        ex->multi = NULL;
     }
     uv_close((uv_handle_t *)&ex->timer, exporter_timer_closed);
 }

@@ -202,6 +202,7 @@ static tm_series *series_get(tm_metric *m, const char *const *label_values)
     if (s)
         return s;
     s = xcalloc(1, sizeof(*s));
+    s->metric = m;
     s->hash = h;
     s->label_values = xcalloc(m->n_labels + 1, sizeof(char *));
     for (size_t i = 0; i < m->n_labels; i++)
@@ -221,11 +222,22 @@ static tm_series *series_get(tm_metric *m, const char *const *label_values)
     return s;
 }
 
+tm_series *tm_series_get(tm_metric *m, const char *const *label_values)
+{
+    return m ? series_get(m, label_values) : NULL;
+}
+
+void tm_series_add(tm_series *s, double delta)
+{
+    if (!s || (s->metric->kind == TM_COUNTER && !(delta >= 0)))
+        return; /* a counter never goes down; NaN is refused too */
+    s->value += delta;
+}
+
 void tm_add(tm_metric *m, const char *const *label_values, double delta)
 {
-    if (!m || (m->kind == TM_COUNTER && !(delta >= 0)))
-        return; /* a counter never goes down; NaN is refused too */
-    series_get(m, label_values)->value += delta;
+    if (m)
+        tm_series_add(series_get(m, label_values), delta);
 }
 
 void tm_set(tm_metric *m, const char *const *label_values, double value)
@@ -244,11 +256,11 @@ void tm_set_since(tm_metric *m, const char *const *label_values, double value, u
     s->start_ns = start_ns;
 }
 
-void tm_observe(tm_metric *m, const char *const *label_values, double value)
+void tm_series_observe(tm_series *s, double value)
 {
+    const tm_metric *m = s ? s->metric : NULL;
     if (!m || m->kind != TM_HISTOGRAM || isnan(value))
         return;
-    tm_series *s = series_get(m, label_values);
     size_t i = 0;
     while (i < m->n_bounds && value > m->bounds[i])
         i++;
@@ -259,6 +271,12 @@ void tm_observe(tm_metric *m, const char *const *label_values, double value)
         s->min = value;
     if (value > s->max)
         s->max = value;
+}
+
+void tm_observe(tm_metric *m, const char *const *label_values, double value)
+{
+    if (m && m->kind == TM_HISTOGRAM && !isnan(value))
+        tm_series_observe(series_get(m, label_values), value);
 }
 
 bool tm_read(const tm_metric *m, const char *const *label_values, double *out)

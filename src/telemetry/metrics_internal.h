@@ -11,7 +11,8 @@
 #define TM_SERIES_BUCKETS 64
 #define TM_MAX_LABELS 16
 
-typedef struct tm_series {
+struct tm_series {
+    struct tm_metric *metric;
     struct tm_series *hash_next; /* chain in the metric's table */
     struct tm_series *next;      /* insertion order */
     uint64_t hash;
@@ -21,7 +22,7 @@ typedef struct tm_series {
     uint64_t *buckets; /* histogram: n_bounds + 1 non-cumulative counts */
     double min, max;   /* histogram */
     uint64_t start_ns; /* when its count started; 0 = the metric's start */
-} tm_series;
+};
 
 struct tm_metric {
     struct tm_metric *next;

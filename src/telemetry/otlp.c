@@ -1,6 +1,7 @@
 /*
- * otlp.c - OTLP/protobuf encoding of spans and metrics
- * (ExportTraceServiceRequest, ExportMetricsServiceRequest).
+ * otlp.c - OTLP/protobuf encoding of metrics (ExportMetricsServiceRequest), the
+ * resource and scope, and single KeyValues; spans are encoded by
+ * otlp_spans.c, which sizes everything first to write in one pass.
  *
  * OTLP only needs encoding, so instead of compiling the upstream .proto files
  * (which protobuf-c 1.4 rejects for their proto3 `optional` fields) this is a
@@ -10,7 +11,7 @@
  * and their length prefix is inserted afterwards.
  */
 #include "telemetry/metrics_internal.h"
-#include "telemetry/span_internal.h"
+#include "telemetry/otlp_internal.h"
 
 #include <string.h>
 
@@ -41,15 +42,6 @@ static void pb_fixed64(chcp_buf *b, unsigned field, uint64_t v)
     for (int i = 0; i < 8; i++)
         le[i] = (uint8_t)(v >> (8 * i));
     buf_append(b, le, 8);
-}
-
-static void pb_fixed32(chcp_buf *b, unsigned field, uint32_t v)
-{
-    pb_tag(b, field, WIRE_I32);
-    uint8_t le[4];
-    for (int i = 0; i < 4; i++)
-        le[i] = (uint8_t)(v >> (8 * i));
-    buf_append(b, le, 4);
 }
 
 static void pb_double(chcp_buf *b, unsigned field, double d)
@@ -115,7 +107,7 @@ static void encode_kv(chcp_buf *b, unsigned field, const tm_kv *kv)
     size_t value = pb_begin(b, 2);
     switch (kv->type) {
     case TM_STR:
-        pb_bytes(b, 1, kv->v.s, strlen(kv->v.s));
+        pb_bytes(b, 1, kv->v.s, kv->len);
         break;
     case TM_BOOL:
         pb_tag(b, 2, WIRE_VARINT);
@@ -135,7 +127,7 @@ static void encode_kv(chcp_buf *b, unsigned field, const tm_kv *kv)
 
 static void encode_str_kv(chcp_buf *b, unsigned field, const char *key, const char *value)
 {
-    tm_kv kv = {.key = (char *)key, .type = TM_STR, .v.s = (char *)value};
+    tm_kv kv = {.key = key, .type = TM_STR, .len = (uint32_t)strlen(value), .v.s = value};
     encode_kv(b, field, &kv);
 }
 
@@ -156,64 +148,15 @@ static void encode_scope(chcp_buf *b, unsigned field, const tm_resource *res)
     pb_end(b, at);
 }
 
-/* ---- trace.proto ------------------------------------------------------------
- * ExportTraceServiceRequest{resource_spans 1}
- * ResourceSpans{resource 1, scope_spans 2}   ScopeSpans{scope 1, spans 2}
- * Span{trace_id 1, span_id 2, trace_state 3, parent_span_id 4, name 5, kind 6,
- *      start 7 (fixed64), end 8 (fixed64), attributes 9, dropped_attributes 10,
- *      events 11, dropped_events 12, status 15, flags 16 (fixed32)}
- * Span.Event{time 1 (fixed64), name 2, attributes 3}
- * Status{message 2, code 3}
- * Span.flags: bits 0-7 W3C trace flags, bit 8 HAS_IS_REMOTE, bit 9 IS_REMOTE. */
-
-static void encode_span(chcp_buf *b, const tm_span *s)
+void tm_otlp_resource_scope(const tm_resource *res, chcp_buf *resource, chcp_buf *scope)
 {
-    size_t at = pb_begin(b, 2);
-    pb_bytes(b, 1, s->ctx.trace_id, 16);
-    pb_bytes(b, 2, s->ctx.span_id, 8);
-    pb_string(b, 3, s->ctx.tracestate);
-    if (s->has_parent)
-        pb_bytes(b, 4, s->parent_span_id, 8);
-    pb_string(b, 5, s->name);
-    pb_uint(b, 6, (uint64_t)s->kind);
-    pb_fixed64(b, 7, s->start_ns);
-    pb_fixed64(b, 8, s->end_ns);
-    for (size_t i = 0; i < s->n_attrs; i++)
-        encode_kv(b, 9, &s->attrs[i]);
-    pb_uint(b, 10, s->dropped_attrs);
-    for (size_t i = 0; i < s->n_events; i++) {
-        const tm_event *e = &s->events[i];
-        size_t ev = pb_begin(b, 11);
-        pb_fixed64(b, 1, e->time_ns);
-        pb_string(b, 2, e->name);
-        for (size_t k = 0; k < e->n_attrs; k++)
-            encode_kv(b, 3, &e->attrs[k]);
-        pb_end(b, ev);
-    }
-    pb_uint(b, 12, s->dropped_events);
-    if (s->status != TM_STATUS_UNSET) {
-        size_t st = pb_begin(b, 15);
-        pb_string(b, 2, s->status_message);
-        pb_uint(b, 3, (uint64_t)s->status);
-        pb_end(b, st);
-    }
-    uint32_t flags = s->ctx.flags | 0x100u; /* HAS_IS_REMOTE */
-    if (s->parent_remote)
-        flags |= 0x200u;
-    pb_fixed32(b, 16, flags);
-    pb_end(b, at);
+    encode_resource(resource, 1, res);
+    encode_scope(scope, 1, res);
 }
 
-void tm_otlp_encode_spans(const tm_resource *res, tm_span *const *spans, size_t n, chcp_buf *out)
+void tm_otlp_encode_kv(chcp_buf *b, unsigned field, const tm_kv *kv)
 {
-    size_t rs = pb_begin(out, 1);
-    encode_resource(out, 1, res);
-    size_t ss = pb_begin(out, 2);
-    encode_scope(out, 1, res);
-    for (size_t i = 0; i < n; i++)
-        encode_span(out, spans[i]);
-    pb_end(out, ss);
-    pb_end(out, rs);
+    encode_kv(b, field, kv);
 }
 
 /* ---- metrics.proto ----------------------------------------------------------

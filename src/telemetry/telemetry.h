@@ -30,6 +30,7 @@ typedef enum tm_kind {
 
 typedef struct tm_registry tm_registry;
 typedef struct tm_metric tm_metric;
+typedef struct tm_series tm_series;
 
 /* Default bucket boundaries for durations in seconds: 50 µs to 60 s. */
 extern const double tm_seconds_buckets[];
@@ -56,6 +57,16 @@ tm_metric *tm_metric_new(tm_registry *r, tm_kind kind, const char *name, const c
 void tm_add(tm_metric *m, const char *const *label_values, double delta);     /* counter, updown */
 void tm_set(tm_metric *m, const char *const *label_values, double value);     /* gauge, updown */
 void tm_observe(tm_metric *m, const char *const *label_values, double value); /* histogram */
+
+/*
+ * The hot path: a series looked up once and kept. Updating it is a few
+ * instructions, no hashing, no allocation (and, like everything here, no
+ * lock: the loop is the only writer). A handle stays valid as long as its
+ * metric, unless tm_metric_clear() is called on it.
+ */
+tm_series *tm_series_get(tm_metric *m, const char *const *label_values);
+void tm_series_add(tm_series *s, double delta);     /* counter, updown */
+void tm_series_observe(tm_series *s, double value); /* histogram */
 
 /* Set a cumulative value read from elsewhere (a VMM's counters) and the time
  * its count started (unix ns; 0 = the registry's start), for OTLP. */
@@ -122,12 +133,13 @@ typedef struct tm_span_context {
     uint8_t span_id[8];
     uint8_t flags; /* bit 0: sampled */
     bool remote;
-    char tracestate[TM_TRACESTATE_MAX]; /* "" when none */
+    const char *tracestate; /* NULL when none */
 } tm_span_context;
 
 /* Parse a `traceparent` (and optional `tracestate`) header. Returns false for
  * anything malformed (the caller then starts a new root trace, as the spec
- * requires). */
+ * requires). out->tracestate borrows `tracestate` (tm_span_start copies it);
+ * one of TM_TRACESTATE_MAX bytes or more is dropped. */
 bool tm_traceparent_parse(const char *traceparent, const char *tracestate, tm_span_context *out);
 /* "00-<32 hex>-<16 hex>-<2 hex>" plus NUL. */
 void tm_traceparent_format(const tm_span_context *ctx, char out[56]);
@@ -135,6 +147,8 @@ void tm_hex(const uint8_t *bytes, size_t n, char *out); /* 2n chars + NUL */
 
 typedef struct tm_span tm_span;
 typedef struct tm_tracer tm_tracer;
+/* Constant attributes encoded once (OTLP KeyValues), shared by many spans. */
+typedef struct tm_attr_block tm_attr_block;
 
 /* Where ended spans that must be exported go (the batch processor). Takes
  * ownership of the span: it must call tm_span_release() when done. */
@@ -155,20 +169,43 @@ void tm_tracer_set_capture_errors(tm_tracer *t, bool on);
 void tm_tracer_free(tm_tracer *t);
 bool tm_tracer_should_sample(double ratio, const uint8_t trace_id[16]);
 
-/* parent: remote context (from traceparent) or NULL for a new trace. */
+/*
+ * parent: remote context (from traceparent) or NULL for a new trace. The
+ * name is not copied: it must outlive the span until it is exported (a
+ * literal, or a string the caller keeps as long as the telemetry runs).
+ * tm_span_start_child returns NULL when the parent already ended.
+ */
 tm_span *tm_span_start(tm_tracer *t, const char *name, tm_span_kind kind,
                        const tm_span_context *parent);
 tm_span *tm_span_start_child(tm_span *parent, const char *name, tm_span_kind kind);
+/* The same with the start time given (unix ns), and tm_span_end_at: for a
+ * caller that has the time already (tm_unix_ns_from_mono of a reading it
+ * took anyway), one clock read fewer each. */
+tm_span *tm_span_start_at(tm_tracer *t, const char *name, tm_span_kind kind,
+                          const tm_span_context *parent, uint64_t start_unix_ns);
+void tm_span_end_at(tm_span *s, uint64_t end_unix_ns);
+uint64_t tm_unix_ns_from_mono(uint64_t mono_ns);
 /* Attribute and event keys must be string literals (or otherwise outlive the
- * span): they are not copied. Values are copied. */
+ * span): they are not copied. Values are copied (into the span's arena). */
 void tm_span_set_str(tm_span *s, const char *key, const char *value);
 /* A value that outlives the span (a literal, a descriptor's name): not copied. */
 void tm_span_set_static_str(tm_span *s, const char *key, const char *value);
 void tm_span_set_int(tm_span *s, const char *key, int64_t value);
 void tm_span_set_double(tm_span *s, const char *key, double value);
 void tm_span_set_bool(tm_span *s, const char *key, bool value);
+/* The same for a key the span does not have yet (not looked for: cheaper on
+ * the hot path). The string is `len` bytes, copied. */
+void tm_span_add_str(tm_span *s, const char *key, const char *value, size_t len);
+void tm_span_add_static_str(tm_span *s, const char *key, const char *value);
+void tm_span_add_int(tm_span *s, const char *key, int64_t value);
 /* kv: NULL-terminated key/value string pairs (may be NULL). */
 void tm_span_add_event(tm_span *s, const char *name, const char *const *kv);
+/* kv: NULL-terminated key/value string pairs, encoded once. A block must
+ * outlive every span it is added to until the span is exported; a span takes
+ * at most two, and its other attributes must not repeat their keys. */
+tm_attr_block *tm_attr_block_new(const char *const *kv);
+void tm_attr_block_free(tm_attr_block *b);
+void tm_span_add_block(tm_span *s, const tm_attr_block *b);
 void tm_span_set_status(tm_span *s, tm_status_code code, const char *message);
 /* Export this span's whole local trace whatever the sampler decided (a call
  * that did not end OK). Does not change the sampled flag propagated on. */
@@ -176,8 +213,10 @@ void tm_span_capture(tm_span *s);
 /* End the span. After this the caller must not touch it. */
 void tm_span_end(tm_span *s);
 const tm_span_context *tm_span_context_get(const tm_span *s);
-/* Sinks release exported spans with this. */
+/* Sinks release exported spans with this (from any thread); a batch of spans
+ * of one tracer in one go (one atomic operation). */
 void tm_span_release(tm_span *s);
+void tm_span_release_batch(tm_span *const *spans, size_t n);
 
 /* ---- OTLP encoding (protobuf, ExportTraceServiceRequest/ExportMetrics...) */
 
@@ -185,6 +224,9 @@ typedef struct tm_resource {
     const tm_registry *registry; /* its resource attributes are used */
     const char *scope_name;
     const char *scope_version;
+    /* Optional: the Resource and the scope, encoded once with their tags
+     * (NULL: encoded on every call). */
+    const chcp_buf *resource_pb, *scope_pb;
 } tm_resource;
 
 void tm_otlp_encode_spans(const tm_resource *res, tm_span *const *spans, size_t n, chcp_buf *out);
@@ -214,7 +256,7 @@ typedef struct tm_config {
      * service.name/version (above) nor telemetry.sdk.*. */
     const char *const *resource;
     uint64_t metric_interval_ms; /* OTLP metric push (default 60000; 0 = default) */
-    size_t max_queue;            /* spans (default 2048) */
+    size_t max_queue;            /* spans; 0 = 2048, elastic up to 16x while exports succeed */
     size_t max_batch;            /* spans per export (default 512) */
     uint64_t batch_delay_ms;     /* default 5000 */
     uint64_t export_timeout_ms;  /* default 30000 */
@@ -230,7 +272,7 @@ typedef struct tm_status {
     uint64_t exports_failed;
     uint64_t metric_exports;
     size_t queue_len;
-    const char *last_error; /* "" when none */
+    char last_error[256]; /* "" when none */
 } tm_status;
 
 /* Always returns a pipeline: with enabled=false it only holds the registry

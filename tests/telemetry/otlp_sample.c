@@ -60,9 +60,39 @@ int main(int argc, char **argv)
     tm_span_set_status(child, TM_STATUS_ERROR, "boot failed");
     tm_span_end(child);
     tm_span_end(root);
+    /* Spans go back to the pool and come out again: nothing of the first
+     * life may show in the second. */
+    for (size_t i = 0; i < k.n; i++)
+        tm_span_release(k.spans[i]);
+    k.n = 0;
+    root = tm_span_start(t, "cloudhypervisor.v1.VmService/CreateVm", TM_SPAN_SERVER, &parent);
+    tm_attr_block *block = tm_attr_block_new((const char *const[]){
+        "rpc.service", "cloudhypervisor.v1.VmService", "rpc.method", "CreateVm", NULL});
+    tm_span_add_block(root, block);
+    tm_span_set_str(root, "rpc.system", "connect_rpc");
+    tm_span_set_int(root, "rpc.grpc.status_code", 5);
+    tm_span_set_double(root, "ratio", 0.25);
+    tm_span_set_bool(root, "retry", true);
+    tm_span_add_str(root, "network.peer.address", "127.0.0.1:9", 9); /* the first 9 bytes */
+    tm_span_add_int(root, "network.peer.port", 41000);
+    char big[3000]; /* larger than the span's inline arena: overflow chunks */
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    tm_span_set_str(root, "big", big);
+    static char many[20][16]; /* more than the inline attribute slots */
+    for (int i = 0; i < 20; i++) {
+        snprintf(many[i], sizeof(many[i]), "n%d", i);
+        tm_span_set_int(root, many[i], i);
+    }
+    tm_span_add_event(root, "vm.state", (const char *const[]){"state", "RUNNING", NULL});
+    child = tm_span_start_child(root, "vmm PUT vm.boot", TM_SPAN_CLIENT);
+    tm_span_set_status(child, TM_STATUS_ERROR, "boot failed");
+    tm_span_end(child);
+    tm_span_end(root);
 
     chcp_buf spans = CHCP_BUF_INIT;
     tm_otlp_encode_spans(&res, k.spans, k.n, &spans);
+    tm_attr_block_free(block);
 
     const char *keys[] = {"rpc.method", NULL};
     const char *create[] = {"CreateVm", NULL};

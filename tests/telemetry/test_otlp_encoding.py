@@ -44,8 +44,16 @@ def test_spans(payloads):
     assert child.trace_id == root.trace_id and child.parent_span_id == root.span_id
     assert len(root.span_id) == 8 and root.span_id != child.span_id
     assert root.end_time_unix_nano >= root.start_time_unix_nano > 1_600_000_000 * 10**9
-    assert attrs(root.attributes) == {
-        "rpc.system": "connect_rpc", "rpc.grpc.status_code": 5, "ratio": 0.25, "retry": True}
+    a = attrs(root.attributes)
+    assert {k: a[k] for k in ("rpc.service", "rpc.method", "rpc.system", "rpc.grpc.status_code", "ratio", "retry",
+                              "network.peer.address", "network.peer.port")} == {
+        "rpc.service": "cloudhypervisor.v1.VmService", "rpc.method": "CreateVm",  # the pre-encoded block
+        "rpc.system": "connect_rpc", "rpc.grpc.status_code": 5, "ratio": 0.25, "retry": True,
+        "network.peer.address": "127.0.0.1", "network.peer.port": 41000}
+    assert a["big"] == "x" * 2999  # spilled out of the inline arena
+    assert {k: a[k] for k in a if k.startswith("n") and k[1:].isdigit()} == {"n%d" % i: i for i in range(20)}
+    assert len(root.attributes) == 8 + 1 + 20 and root.dropped_attributes_count == 0
+    assert len(root.events) == 1, "a span from the pool carries nothing of its last life"
     assert root.events[0].name == "vm.state"
     assert attrs(root.events[0].attributes) == {"state": "RUNNING"}
     assert root.status.code == 0

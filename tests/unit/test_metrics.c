@@ -172,6 +172,39 @@ static void test_clear_and_set_since(void **state)
     tm_registry_free(r);
 }
 
+/* Handles: looked up once, updated without hashing; the same series as the
+ * label-value calls see. */
+static void test_series_handles(void **state)
+{
+    (void)state;
+    tm_registry *r = tm_registry_new();
+    const char *keys[] = {"m", NULL};
+    tm_metric *c = tm_metric_new(r, TM_COUNTER, "calls", "", "d", keys, NULL, 0);
+    const double bounds[] = {1, 2};
+    tm_metric *h = tm_metric_new(r, TM_HISTOGRAM, "lat", "s", "d", keys, bounds, 2);
+    const char *x[] = {"x", NULL};
+    tm_series *cs = tm_series_get(c, x), *hs = tm_series_get(h, x);
+    assert_ptr_equal(cs, tm_series_get(c, x));
+    for (int i = 0; i < 5; i++)
+        tm_series_add(cs, 1);
+    tm_series_add(cs, -1); /* a counter never goes down */
+    tm_add(c, x, 2);       /* the same series */
+    tm_series_observe(hs, 1.5);
+    tm_series_observe(hs, 0.5);
+    double v = 0;
+    assert_true(tm_read(c, x, &v));
+    assert_true(v == 7);
+    assert_true(tm_read(h, x, &v));
+    assert_true(v == 2);
+    char *text = render(r);
+    assert_non_null(strstr(text, "lat_seconds_bucket{m=\"x\",le=\"1\"} 1\n"));
+    free(text);
+    tm_series_add(NULL, 1); /* telemetry off: no-ops */
+    tm_series_observe(NULL, 1);
+    assert_null(tm_series_get(NULL, x));
+    tm_registry_free(r);
+}
+
 static void test_process_metrics(void **state)
 {
     (void)state;
@@ -200,6 +233,7 @@ int main(void)
         cmocka_unit_test(test_process_metrics),
         cmocka_unit_test(test_default_buckets),
         cmocka_unit_test(test_clear_and_set_since),
+        cmocka_unit_test(test_series_handles),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

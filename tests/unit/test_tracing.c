@@ -223,6 +223,79 @@ static void test_limits(void **state)
     tm_tracer_free(t);
 }
 
+/* Spans come from a pool: a released span comes back, with nothing of its
+ * last life (attributes, events, status, parent, arena contents). */
+static void test_pool_reuse_is_clean(void **state)
+{
+    (void)state;
+    sink k = {0};
+    tm_tracer *t = tm_tracer_new(1, record, &k);
+    tm_span_context parent;
+    assert_true(tm_traceparent_parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                                     "k=v", &parent));
+    tm_span *a = tm_span_start(t, "first", TM_SPAN_SERVER, &parent);
+    char big[2000];
+    memset(big, 'y', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    tm_span_set_str(a, "big", big);
+    tm_span_add_event(a, "ev", (const char *const[]){"x", "1", NULL});
+    tm_span_set_status(a, TM_STATUS_ERROR, "bad");
+    tm_span *c = tm_span_start_child(a, "child", TM_SPAN_CLIENT);
+    assert_string_equal(tm_span_context_get(c)->tracestate, "k=v"); /* inherited */
+    tm_span_end(c);
+    tm_span_end(a);
+    assert_int_equal(k.n, 2);
+    const tm_span *old = k.spans[0];
+    sink_clear(&k); /* back to the pool */
+
+    tm_span *b = tm_span_start(t, "second", TM_SPAN_INTERNAL, NULL);
+    tm_span_add_static_str(b, "only", "one");
+    tm_span_end(b);
+    assert_int_equal(k.n, 1);
+    assert_true(k.spans[0] == old || k.spans[0] != NULL); /* (the pool may hand either) */
+    chcp_buf out = CHCP_BUF_INIT;
+    tm_registry *r = tm_registry_new();
+    tm_resource res = {.registry = r, .scope_name = "t", .scope_version = "1"};
+    tm_otlp_encode_spans(&res, k.spans, k.n, &out);
+    /* Nothing of the first life in the bytes of the second. */
+    assert_null(memmem(out.data, out.len, "yyyy", 4));
+    assert_null(memmem(out.data, out.len, "bad", 3));
+    assert_null(memmem(out.data, out.len, "k=v", 3));
+    assert_null(memmem(out.data, out.len, "ev", 2));
+    assert_non_null(memmem(out.data, out.len, "only", 4));
+    buf_free(&out);
+    tm_registry_free(r);
+    assert_null(tm_span_context_get(k.spans[0])->tracestate);
+    sink_clear(&k);
+    tm_tracer_free(t);
+}
+
+/* A child of a span that already ended is not started (its trace is gone);
+ * tm_span_add_* appends without looking, tm_span_set_* replaces. */
+static void test_children_and_attribute_calls(void **state)
+{
+    (void)state;
+    sink k = {0};
+    tm_tracer *t = tm_tracer_new(1, record, &k);
+    tm_span *p = tm_span_start(t, "p", TM_SPAN_SERVER, NULL);
+    tm_span_set_int(p, "n", 1);
+    tm_span_set_int(p, "n", 2); /* replaced */
+    tm_span_add_int(p, "m", 3);
+    tm_span_add_str(p, "s", "abcdef", 3);
+    tm_span_end(p);
+    assert_null(tm_span_start_child(p, "late", TM_SPAN_INTERNAL));
+    chcp_buf out = CHCP_BUF_INIT;
+    tm_registry *r = tm_registry_new();
+    tm_resource res = {.registry = r, .scope_name = "t", .scope_version = "1"};
+    tm_otlp_encode_spans(&res, k.spans, k.n, &out);
+    assert_non_null(memmem(out.data, out.len, "abc", 3));
+    assert_null(memmem(out.data, out.len, "abcd", 4));
+    buf_free(&out);
+    tm_registry_free(r);
+    sink_clear(&k);
+    tm_tracer_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -230,6 +303,8 @@ int main(void)
         cmocka_unit_test(test_ratio_sampler),
         cmocka_unit_test(test_rate_zero_exports_only_errors),
         cmocka_unit_test(test_capture),
+        cmocka_unit_test(test_pool_reuse_is_clean),
+        cmocka_unit_test(test_children_and_attribute_calls),
         cmocka_unit_test(test_parent_based),
         cmocka_unit_test(test_disabled_is_noop),
         cmocka_unit_test(test_limits),
