@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# deps.sh - install what `make bench` needs, idempotently: load generators and
+# deps.sh - install what `make bench` needs, idempotently: load generators,
+# valgrind (callgrind instruction counts of bench-telemetry) and
 # protoc from Debian, the Go code generators of the connect-go peer (pinned,
 # `go install`ed into .tools/bench/bin, which is gitignored). When everything is
 # present it only checks and returns at once. Nothing is downloaded any other
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 PROTOC_GEN_GO_VERSION=v1.36.10
 PROTOC_GEN_CONNECT_GO_VERSION=v1.19.1
 
-PKGS=(nghttp2-client wrk protobuf-compiler libprotobuf-dev procps python3)
+PKGS=(nghttp2-client wrk protobuf-compiler libprotobuf-dev procps python3 valgrind)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
