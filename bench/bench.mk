@@ -2,7 +2,8 @@
 # in one run (included by the top Makefile). Benchmarks only measure and report;
 # nothing here asserts timing. Method and latest figures: docs/benchmarks.md.
 #
-#   make bench                      everything (~8 minutes)
+#   make bench                      everything (~10 minutes)
+#   make bench-callgrind            instructions per RPC only (~1 minute)
 #   make bench BENCH_ARGS='--rounds 3 --duration 3'
 #   make bench-tools                only build the peer and the Go helpers
 #
@@ -42,7 +43,13 @@ $(BENCH_B)/benchctl: $(BENCH_GO_SRC) $(BENCH_GEN_STAMP)
 	@mkdir -p $(dir $@)
 	cd bench/connect-go && $(BENCH_GO) build -trimpath -o $@ ./cmd/benchctl
 
-bench-tools: $(BENCH_B)/peer $(BENCH_B)/benchctl
+# The preload that lets the daemon spawn VMMs under valgrind 3.19 (see the
+# file); a benchmark tool, never linked into chcp.
+$(BENCH_B)/vgshim.so: bench/vgshim.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu17 -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $<
+
+bench-tools: $(BENCH_B)/peer $(BENCH_B)/benchctl $(BENCH_B)/vgshim.so
 
 # Dependencies first (h2load, protoc), then the release daemon, the stand-in
 # and the Go programs; then the driver, which prints the table and writes
@@ -51,6 +58,7 @@ bench:
 	@bash bench/deps.sh
 	@$(MAKE) --no-print-directory B=$(B) SAN=0 build bench-tools $(BENCH_STANDIN)
 	python3 bench/run.py --build-dir $(B) $(if $(BENCH_STANDIN),--standin $(BENCH_STANDIN)) $(BENCH_ARGS)
+	$(if $(BENCH_STANDIN),@$(MAKE) --no-print-directory B=$(B) bench-callgrind)
 	$(if $(BENCH_STANDIN),@$(MAKE) --no-print-directory B=$(B) bench-recovery)
 	$(if $(BENCH_STANDIN),@$(MAKE) --no-print-directory B=$(B) bench-telemetry)
 
@@ -72,6 +80,16 @@ bench-telemetry:
 	python3 bench/telemetry_bench.py --bin $(B)/chcp-api --callgrind \
 		--json bench/results/telemetry-callgrind-empty.json
 
+# Instructions per RPC under callgrind (load-independent): ListVms of 10 VMs on
+# each protocol, GetVmInfo, CreateVm, BootVm, ShutdownVm, DeleteVm, each with
+# everything it causes, per thread. bench/results/callgrind.json.
+CALLGRIND_BENCH_ARGS ?=
+bench-callgrind:
+	@bash bench/deps.sh
+	@$(MAKE) --no-print-directory B=$(B) SAN=0 build bench-tools $(B)/ch-standin/cloud-hypervisor
+	python3 bench/callgrind_bench.py --bin $(B)/chcp-api --standin $(B)/ch-standin/cloud-hypervisor \
+		--benchctl $(BENCH_B)/benchctl --shim $(BENCH_B)/vgshim.so $(CALLGRIND_BENCH_ARGS)
+
 # Start-up with 1,000 running VMs to re-adopt (docs/durability.md).
 bench-recovery:
 	@$(MAKE) --no-print-directory B=$(B) SAN=0 build $(B)/ch-standin/cloud-hypervisor
@@ -79,4 +97,4 @@ bench-recovery:
 	python3 bench/recovery_bench.py --bin $(B)/chcp-api --standin $(B)/ch-standin/cloud-hypervisor \
 		--vms 1000 --json $(BENCH_B)/recovery.json
 
-.PHONY: bench-telemetry bench bench-tools bench-recovery
+.PHONY: bench-telemetry bench bench-tools bench-recovery bench-callgrind

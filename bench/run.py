@@ -10,7 +10,8 @@ Phases (docs/benchmarks.md explains the method):
   2. peak     h2load at full speed, rounds alternating chcp / peer.
   3. latency  h2load --rps at half of each server's median peak; p50/p99.
   4. lifecycle create/boot/shutdown/delete through chcp vs. the same REST
-              calls straight to a stand-in; cycles/s under concurrency.
+              calls straight to a stand-in, in alternating rounds; time
+              added per operation; cycles/s and client retries at 1/4/16.
   5. memory   RSS delta of chcp with 1,000 more VMs defined.
 Parts that cannot run yet (no chcp API, no stand-in) are skipped with the
 reason in the output. Output: a table on stdout, bench/results/latest.json.
@@ -48,7 +49,11 @@ def parse_args():
     ap.add_argument("--streams", type=int, default=16, help="h2load streams per h2c connection")
     ap.add_argument("--baseline-rounds", type=int, default=3, help="rounds of the one-connection latency run")
     ap.add_argument("--baseline-rate", type=int, default=500, help="req/s of the one-connection latency run")
-    ap.add_argument("--lifecycle-seconds", type=float, default=5)
+    ap.add_argument("--lifecycle-seconds", type=float, default=3, help="seconds per lifecycle run")
+    ap.add_argument("--lifecycle-rounds", type=int, default=5,
+                    help="alternating rounds (chcp, stand-in alone) at concurrency 1")
+    ap.add_argument("--sweep-rounds", type=int, default=3,
+                    help="alternating rounds at each level of the cycles/s sweep")
     ap.add_argument(
         "--lifecycle-concurrency", type=int, action="append", default=None,
         help="concurrency levels of the cycles/s sweep (default 4 and 16; 1 always runs)",
@@ -190,49 +195,52 @@ def rpc_phase(args, work, targets, res):
 
 
 def lifecycle_phase(args, ctl, work, chcp, standin, res):
-    """Concurrency 1 for per-operation latency, then a sweep for cycles/s;
-    each chcp run next to the stand-in driven directly at the same level."""
+    """Per-operation latency at concurrency 1, then cycles/s at each level of
+    the sweep; every measurement is a round of chcp next to the stand-in
+    driven directly at the same concurrency, the order alternating between
+    rounds (chcp first in odd rounds), so that drift in the machine's load
+    hits both. Reported: medians over the rounds."""
 
     def run_json(*a):
         return json.loads(ctl(*a, timeout=args.lifecycle_seconds + 120))
 
     secs = "%gs" % args.lifecycle_seconds
-    runs = {}
-    for c in sorted(set([1] + args.lifecycle_concurrency)):
-        d = run_json(
-            "direct", "-standin", standin, "-image-dir", ctl.image_dir,
-            "-work-dir", os.path.join(work, "direct-%d" % c), "-concurrency", c, "-duration", secs,
-        )
-        h = run_json(
-            "lifecycle", "-url", chcp.url, "-image-dir", ctl.image_dir, "-prefix", "lc%d" % c,
+    seq = [0]
+
+    def one(target, c):
+        seq[0] += 1
+        if target == "direct":
+            return run_json(
+                "direct", "-standin", standin, "-image-dir", ctl.image_dir,
+                "-work-dir", os.path.join(work, "direct-%d" % seq[0]), "-concurrency", c, "-duration", secs,
+            )
+        return run_json(
+            "lifecycle", "-url", chcp.url, "-image-dir", ctl.image_dir, "-prefix", "lc%d" % seq[0],
             "-concurrency", c, "-duration", secs,
         )
-        runs[c] = {"chcp": h, "direct": d}
-        print(
-            "  lifecycle concurrency %2d: chcp %6.1f cycles/s (%d errors, %d busy retries), stand-in alone %6.1f cycles/s"
-            % (c, h["cycles_per_s"], h["errors"], h.get("busy_retries", 0), d["cycles_per_s"]),
-            flush=True,
-        )
-    added = {}
-    for op in ("create", "boot", "shutdown", "delete"):
-        c = runs[1]["chcp"]["ops"].get(op, {}).get("p50_us")
-        d = runs[1]["direct"]["ops"].get(op, {}).get("p50_us")
-        added[op] = (c - d) if c is not None and d is not None else None
-    best = max(runs, key=lambda c: runs[c]["chcp"]["cycles_per_s"])
-    res["lifecycle"] = {
-        "chcp_c1": runs[1]["chcp"],
-        "direct_c1": runs[1]["direct"],
-        "sweep": {str(c): {"chcp_cycles_per_s": r["chcp"]["cycles_per_s"],
-                           "direct_cycles_per_s": r["direct"]["cycles_per_s"],
-                           "chcp_errors": r["chcp"]["errors"],
-                           "chcp_busy_retries": r["chcp"].get("busy_retries", 0),
-                           "chcp_first_error": r["chcp"].get("first_error"),
-                           "chcp_ops": r["chcp"]["ops"]} for c, r in runs.items()},
-        "added_p50_us": added,
-        "concurrency": best,
-        "cycles_per_s": runs[best]["chcp"]["cycles_per_s"],
-        "direct_cycles_per_s": runs[best]["direct"]["cycles_per_s"],
-    }
+
+    levels = sorted(set([1] + args.lifecycle_concurrency))
+    runs = {}
+    for c in levels:
+        rounds = args.lifecycle_rounds if c == 1 else args.sweep_rounds
+        runs[c] = []
+        for r in range(rounds):
+            order = ("chcp", "direct") if r % 2 == 0 else ("direct", "chcp")
+            rnd = {}
+            for t in order:
+                rnd[t] = one(t, c)
+            runs[c].append(rnd)
+            h, d = rnd["chcp"], rnd["direct"]
+            line = "  lifecycle c=%-2d round %d: chcp %6.1f cycles/s (%d errors, %d busy retries), stand-in alone %6.1f" % (
+                c, r + 1, h["cycles_per_s"], h["errors"], h.get("busy_retries", 0), d["cycles_per_s"])
+            if c == 1:
+                line += "; p50 chcp/direct: " + ", ".join(
+                    "%s %s/%s" % (op, report.fmt(h["ops"].get(op, {}).get("p50_us"), "us"),
+                                  report.fmt(d["ops"].get(op, {}).get("p50_us"), "us"))
+                    for op in report.LIFECYCLE_OPS)
+            print(line + "  (load %.1f)" % os.getloadavg()[0], flush=True)
+    res["lifecycle"] = report.summarize_lifecycle(runs)
+    res["lifecycle"]["rounds"] = {str(c): rr for c, rr in runs.items()}
 
 
 def memory_phase(args, ctl, work, chcp_bin, standin, res):

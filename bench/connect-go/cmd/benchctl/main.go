@@ -10,6 +10,7 @@
 //	benchctl delete-all delete every VM a server lists
 //	benchctl lifecycle  create/boot/shutdown/delete cycles, latencies as JSON
 //	benchctl direct     the same REST calls straight to a CH stand-in
+//	benchctl steps      one operation on n VMs, one call at a time (callgrind mix)
 //
 // Each subcommand has its own flags (`benchctl <cmd> -h`).
 package main
@@ -33,6 +34,7 @@ var commands = map[string]command{
 	"delete-all": {cmdDeleteAll, "delete every listed VM"},
 	"lifecycle":  {cmdLifecycle, "run create/boot/shutdown/delete cycles"},
 	"direct":     {cmdDirect, "time the same REST calls directly on a CH stand-in"},
+	"steps":      {cmdSteps, "one operation on n VMs, one call at a time"},
 }
 
 func main() {
