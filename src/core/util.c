@@ -41,7 +41,7 @@ bool str_to_u64(const char *s, uint64_t max, uint64_t *out)
         if (*s < '0' || *s > '9')
             return false;
         unsigned d = (unsigned)(*s - '0');
-        if (v > (max - d) / 10)
+        if (d > max || v > (max - d) / 10) /* v * 10 + d > max, without overflow */
             return false;
         v = v * 10 + d;
     }

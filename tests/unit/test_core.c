@@ -58,6 +58,13 @@ static void test_numbers(void **state)
     assert_false(str_to_u64("-1", 10, &v));
     assert_true(str_to_u64("18446744073709551615", UINT64_MAX, &v));
     assert_false(str_to_u64("18446744073709551616", UINT64_MAX, &v));
+    /* A digit above a small maximum (max - d must not wrap around). */
+    assert_false(str_to_u64("9", 7, &v));
+    assert_false(str_to_u64("19", 7, &v));
+    assert_true(str_to_u64("7", 7, &v));
+    assert_int_equal(v, 7);
+    assert_false(str_to_u64("1", 0, &v));
+    assert_true(str_to_u64("0", 0, &v));
 }
 
 static void roundtrip(const char *raw, const char *std_padded, const char *url_raw)
