@@ -23,6 +23,9 @@ BUILD_PKGS=(
     libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev
     libjansson-dev zlib1g-dev libsqlite3-dev libsystemd-dev libcurl4-openssl-dev libunistring-dev
     libyaml-dev libssl-dev
+    # src/net: netlink and nftables; the tools it runs (NoCloud seed images,
+    # qcow2 layers)
+    libmnl-dev libnftables-dev genisoimage qemu-utils
 )
 TEST_PKGS=(
     libcmocka-dev clang clang-tidy clang-format cppcheck libclang-rt-14-dev
@@ -33,6 +36,8 @@ TEST_PKGS=(
     qemu-system-x86 lz4 binutils genisoimage dosfstools mtools iputils-ping
     # tests/packaging: dpkg-shlibdeps, systemd-analyze and a systemd to boot
     dpkg-dev file systemd
+    # tests/net: the nft command to read chcp's table back
+    nftables
 )
 
 missing=()
