@@ -405,7 +405,10 @@ const char *config_variable_name(size_t i)
         if (settings[k].alias && i-- == 0)
             return settings[k].alias;
     }
-    return config_otel_variable_name(i); /* then config_otel.c's */
+    for (size_t k = 0; config_otel_variable_name(k); k++) /* then config_otel.c's */
+        if (i-- == 0)
+            return config_otel_variable_name(k);
+    return net_config_variable_name(i); /* then src/net's */
 }
 
 static void config_defaults(chcp_config *cfg)
@@ -443,6 +446,7 @@ void config_free(chcp_config *cfg)
     free(cfg->otel.service_name);
     free(cfg->otel.service_version);
     config_otel_free(&cfg->otel);
+    net_config_free(&cfg->net);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -513,10 +517,11 @@ static const setting *find_flag(const char *name, size_t len)
     return NULL;
 }
 
-/* Collect flag values by setting index. Accepts --flag=value and
- * --flag value; no positional arguments exist. */
+/* Collect flag values by setting index (--net-* ones by src/net's index).
+ * Accepts --flag=value and --flag value; no positional arguments exist. */
 static int parse_argv(int argc, char *const *argv, const char *flag_values[N_SETTINGS],
-                      config_action *action, chcp_error **err)
+                      const char *net_flags[NET_CONFIG_N_SETTINGS], config_action *action,
+                      chcp_error **err)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -535,16 +540,21 @@ static int parse_argv(int argc, char *const *argv, const char *flag_values[N_SET
         const char *eq = strchr(a, '=');
         size_t name_len = eq ? (size_t)(eq - a) : strlen(a);
         const setting *s = find_flag(a, name_len);
-        if (!s)
+        int net = s ? -1 : net_config_flag_index(a, name_len);
+        if (!s && net < 0)
             return error_set(err, CHCP_INVALID_ARGUMENT, "unknown flag '%.*s' (see --help)",
                              (int)name_len, a);
         const char *value = eq ? eq + 1 : NULL;
         if (!value) {
             if (i + 1 >= argc)
-                return error_set(err, CHCP_INVALID_ARGUMENT, "%s: missing value", s->flag);
+                return error_set(err, CHCP_INVALID_ARGUMENT, "%.*s: missing value", (int)name_len,
+                                 a);
             value = argv[++i];
         }
-        flag_values[s - settings] = value;
+        if (s)
+            flag_values[s - settings] = value;
+        else
+            net_flags[net] = value;
     }
     return 0;
 }
@@ -553,9 +563,10 @@ int config_load(chcp_config *cfg, int argc, char *const *argv, config_getenv_fn 
                 config_action *action, chcp_error **err)
 {
     const char *flag_values[N_SETTINGS] = {0};
+    const char *net_flags[NET_CONFIG_N_SETTINGS] = {0};
     config_defaults(cfg);
     *action = CONFIG_RUN;
-    if (parse_argv(argc, argv, flag_values, action, err) < 0)
+    if (parse_argv(argc, argv, flag_values, net_flags, action, err) < 0)
         return -1;
     if (*action != CONFIG_RUN)
         return 0;
@@ -588,7 +599,8 @@ int config_load(chcp_config *cfg, int argc, char *const *argv, config_getenv_fn 
     const char *prom = get("UNKEY_CHCP_OTEL_PROMETHEUS_ENABLED", ud);
     if (!prom || !*prom)
         cfg->otel.prometheus_enabled = cfg->otel.enabled;
-    if (config_otel_load(&cfg->otel, get, ud, err) < 0)
+    if (config_otel_load(&cfg->otel, get, ud, err) < 0 ||
+        net_config_load(&cfg->net, get, ud, net_flags, err) < 0)
         return -1;
     return resolve_ch_binary(cfg, ch_binary_src, ch_binary_value, get("PATH", ud), err);
 }
@@ -617,6 +629,7 @@ void config_usage(FILE *out, const char *argv0)
         fprintf(out, "  %s%s\n      %s\n", names, s->alias ? ")" : "", s->help);
     }
     config_otel_usage(out);
+    net_config_usage(out);
     fprintf(out, "\nExit codes: 0 clean shutdown, 1 start-up failure, 2 invalid configuration,\n"
                  "130/143 second SIGINT/SIGTERM during shutdown. See docs/config.md.\n");
 }

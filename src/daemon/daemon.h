@@ -18,6 +18,7 @@
 #include <stdio.h>
 
 #include "core/core.h"
+#include "net/net.h"
 #include "transport/transport.h"
 
 /* Exit codes of chcp-api (documented in docs/config.md). */
@@ -110,6 +111,7 @@ typedef struct chcp_config {
     bool test_hooks;              /* CHCP_TEST_HOOKS: test-only endpoints */
 
     chcp_otel_config otel;
+    net_config net; /* CHCP_NET_* / --net-* (src/net/config.c, docs/networking.md) */
 } chcp_config;
 
 typedef enum config_action {

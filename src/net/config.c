@@ -357,6 +357,11 @@ int net_config_load(net_config *nc, net_config_get_fn get, void *ud, const char 
     return check_combination(nc, err);
 }
 
+const char *net_config_variable_name(size_t i)
+{
+    return i < ARRAY_SIZE(net_settings) ? net_settings[i].env : NULL;
+}
+
 void net_config_usage(FILE *out)
 {
     fprintf(out, "\n  Networking (docs/networking.md):\n");

@@ -112,6 +112,9 @@ int net_config_load(net_config *nc, net_config_get_fn get, void *ud, const char 
                     chcp_error **err);
 void net_config_free(net_config *nc);
 void net_config_usage(FILE *out);
+/* The i-th CHCP_NET_* variable name, NULL past the last (for the daemon's
+ * check of misspelt variables). */
+const char *net_config_variable_name(size_t i);
 const char *net_mode_name(net_mode m);
 
 /* ---- per-VM networking -------------------------------------------------------- */

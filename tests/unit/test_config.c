@@ -434,6 +434,62 @@ static void test_help_version(void **state)
     free(text);
 }
 
+/* The CHCP_NET_* settings and --net-* flags are src/net's, handed over here. */
+static void report_unknown(const char *name, const char *suggestion, void *ud)
+{
+    char *out = ud;
+    snprintf(out, 128, "%s->%s", name, suggestion ? suggestion : "?");
+}
+
+static void test_networking_settings(void **state)
+{
+    chcp_config cfg;
+    config_action action;
+    chcp_error *err = NULL;
+    const char *env[] = {"CHCP_NET_MODE", "bridge", "CHCP_NET_MTU", "1400", NULL};
+    const char *args[] = {"--net-mtu=9000", "--net-nat", "true"};
+    assert_int_equal(load(&cfg, env, 3, args, &action, &err), 0);
+    assert_int_equal(cfg.net.mode, NET_MODE_BRIDGE);
+    assert_int_equal(cfg.net.mtu, 9000);
+    assert_true(cfg.net.nat);
+    assert_string_equal(cfg.net.bridge, "chcpbr0");
+    config_free(&cfg);
+
+    static const struct {
+        const char *env[3];
+        int argc;
+        const char *args[2];
+        const char *prefix;
+    } bad[] = {
+        {{NULL}, 1, {"--net-mode=sideways"}, "--net-mode: 'sideways'"},
+        {{NULL}, 1, {"--net-mtu"}, "--net-mtu: missing value"},
+        {{"CHCP_NET_IPV4_CIDR", "10.0.0.1/8", NULL}, 0, {NULL}, "CHCP_NET_IPV4_CIDR: "},
+        {{NULL}, 1, {"--net-nonsense=1"}, "unknown flag '--net-nonsense'"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        err = NULL;
+        assert_int_equal(load(&cfg, bad[i].env, bad[i].argc, bad[i].args, &action, &err), -1);
+        if (!str_has_prefix(err->message, bad[i].prefix))
+            fail_msg("case %zu: '%s' does not start with '%s'", i, err->message, bad[i].prefix);
+        error_free(err);
+        config_free(&cfg);
+    }
+
+    /* Known to the misspelt-variable check, and listed by --help. */
+    char reported[128] = "";
+    char *envp[] = {"CHCP_NET_MODE=bridge", "CHCP_NET_TAP_USR=kvm", NULL};
+    assert_int_equal(config_unknown_variables(envp, report_unknown, reported), 1);
+    assert_string_equal(reported, "CHCP_NET_TAP_USR->CHCP_NET_TAP_USER");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    config_usage(f, "chcp-api");
+    fclose(f);
+    assert_non_null(strstr(text, "--net-mode, CHCP_NET_MODE"));
+    assert_non_null(strstr(text, "--net-seed, CHCP_NET_SEED"));
+    free(text);
+}
+
 /* Prometheus is on with telemetry unless set explicitly (either way). */
 static void test_prometheus_follows_telemetry(void **state)
 {
@@ -580,6 +636,7 @@ int main(void)
         cmocka_unit_test(test_ch_binary_on_path),
         cmocka_unit_test(test_prometheus_follows_telemetry),
         cmocka_unit_test(test_budget_and_fairness_knobs),
+        cmocka_unit_test(test_networking_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
