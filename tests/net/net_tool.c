@@ -16,7 +16,8 @@
  *     reconcile [LIVE_VM]...
  *     tap-open TAP                   opens a queue, reports, closes it
  *     layer BASE LAYER qcow2|copy    net_disk_layer_create
- *     alloc-bench VM_PREFIX COUNT    allocations per second (bench/, not tests)
+ *     alloc-bench COUNT              allocations per second, database only
+ *     setup-bench COUNT [DIR]        one VM's setup/release times (both: make bench-net)
  * The CHCP_NET_* variables are read from the environment. Errors:
  * {"error": {"code", "message"}} and exit status 1 (2 for configuration).
  */
@@ -24,7 +25,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "net/net.h"
+#include "net/net_internal.h"
 
 static int fail(const chcp_error *e, int status)
 {
@@ -160,25 +161,93 @@ static int cmd_setup(net_ctx *n, int argc, char **argv)
     return 0;
 }
 
-static int alloc_bench(net_ctx *n, const char *prefix, int count)
+/* Allocations per second straight from the database (no host objects): COUNT
+ * VMs with one IPv4 address each from a /16, then their release. */
+static int alloc_bench(const char *state, int count)
 {
-    net_nic_request nic = {0};
     chcp_error *err = NULL;
+    net_db *db = net_db_open(state, &err);
+    net_prefix pre;
+    net_pool pool;
+    net_prefix_parse("10.96.0.0/16", &pre, NULL);
+    net_pool_init(&pool, NET_MODE_BRIDGE, &pre, NULL);
+    if (!db)
+        return fail(err, 1);
+    net_nic_request nic = {0};
+    net_db_nic out[NET_MAX_NICS];
     uint64_t t0 = time_mono_ns();
     for (int i = 0; i < count; i++) {
-        char id[64];
-        snprintf(id, sizeof(id), "%s-%d", prefix, i);
-        net_vm_request r = {.vm_id = id, .nics = &nic, .n_nics = 1};
-        net_vm v;
-        if (net_vm_setup(n, &r, &v, &err) < 0) {
-            int rc = fail(err, 1);
-            error_free(err);
-            return rc;
+        char id[32];
+        snprintf(id, sizeof(id), "bench-%d", i);
+        net_db_alloc_request r = {
+            .vm_id = id, .tap_prefix = "chcp", .nics = &nic, .n_nics = 1, .pool4 = &pool};
+        if (net_db_allocate(db, &r, out, &err) < 0) {
+            net_db_close(db);
+            return fail(err, 1);
         }
-        net_vm_clear(&v);
     }
-    double secs = (double)(time_mono_ns() - t0) / 1e9;
-    emit(json_pack("{s:i, s:f, s:f}", "count", count, "seconds", secs, "per_second", count / secs));
+    uint64_t t1 = time_mono_ns();
+    for (int i = 0; i < count; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "bench-%d", i);
+        net_db_release(db, id, NULL);
+    }
+    uint64_t t2 = time_mono_ns();
+    net_db_close(db);
+    emit(json_pack("{s:i, s:f, s:f}", "count", count, "alloc_per_second",
+                   count / ((double)(t1 - t0) / 1e9), "release_per_second",
+                   count / ((double)(t2 - t1) / 1e9)));
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static json_t *stats_ms(uint64_t *ns, int n)
+{
+    qsort(ns, (size_t)n, sizeof(*ns), cmp_u64);
+    return json_pack("{s:f, s:f, s:f}", "median", (double)ns[n / 2] / 1e6, "p90",
+                     (double)ns[(n * 9) / 10] / 1e6, "min", (double)ns[0] / 1e6);
+}
+
+/* One VM's networking set up and torn down COUNT times: one NIC, a port
+ * forward, and a seed in DIR when given. */
+static int setup_bench(net_ctx *n, int count, const char *dir)
+{
+    net_nic_request nic = {0};
+    net_port_forward fwd = {NET_PROTO_TCP, 18080, 80};
+    uint64_t *up = xcalloc((size_t)count, sizeof(*up)), *down = xcalloc((size_t)count, 8);
+    chcp_error *err = NULL;
+    for (int i = 0; i < count; i++) {
+        net_vm_request r = {.vm_id = "bench",
+                            .nics = &nic,
+                            .n_nics = 1,
+                            .forwards = &fwd,
+                            .n_forwards = 1,
+                            .dir = dir};
+        net_vm v;
+        uint64_t t0 = time_mono_ns();
+        int rc = net_vm_setup(n, &r, &v, &err);
+        uint64_t t1 = time_mono_ns();
+        net_vm_clear(&v);
+        if (rc == 0)
+            rc = net_vm_release(n, "bench", dir, &err);
+        uint64_t t2 = time_mono_ns();
+        if (rc < 0) {
+            free(up);
+            free(down);
+            return fail(err, 1);
+        }
+        up[i] = t1 - t0;
+        down[i] = t2 - t1;
+    }
+    emit(json_pack("{s:i, s:b, s:o, s:o}", "runs", count, "seed", dir != NULL, "setup_ms",
+                   stats_ms(up, count), "release_ms", stats_ms(down, count)));
+    free(up);
+    free(down);
     return 0;
 }
 
@@ -213,8 +282,8 @@ static int run(net_ctx *n, int argc, char **argv)
             close(fd);
         }
         rc = fd < 0 ? -1 : 0;
-    } else if (strcmp(cmd, "alloc-bench") == 0 && argc == 3) {
-        return alloc_bench(n, argv[1], atoi(argv[2]));
+    } else if (strcmp(cmd, "setup-bench") == 0 && (argc == 2 || argc == 3)) {
+        return setup_bench(n, atoi(argv[1]), argc == 3 ? argv[2] : NULL);
     } else {
         fprintf(stderr, "net-tool: unknown command %s (see tests/net/net_tool.c)\n", cmd);
         return 64;
@@ -261,6 +330,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[i], "layer") == 0)
         return layer(argc - i, argv + i);
+    if (strcmp(argv[i], "alloc-bench") == 0 && i + 1 < argc)
+        return alloc_bench(state, atoi(argv[i + 1]));
     net_config cfg;
     chcp_error *err = NULL;
     if (net_config_load(&cfg, env_get, NULL, flags, &err) < 0) {
