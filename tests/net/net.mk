@@ -8,6 +8,8 @@
 
 NET_B := $(B)/net
 NET_PYTEST ?= -q
+# The whole pytest run is cut off after this (about 1 minute is normal).
+NET_TEST_TIMEOUT ?= 900
 
 NET_UNIT_BIN := $(patsubst tests/net/%.c,$(NET_B)/%,$(sort $(wildcard tests/net/test_net_*.c)))
 
@@ -30,7 +32,7 @@ net-test: net-build
 	@rc=0; for t in $(NET_UNIT_BIN); do $$t || rc=1; done; \
 	bt=$$(mktemp -d /tmp/chnet.XXXXXX) && \
 	NET_TOOL=$(abspath $(NET_B)/net-tool) NET_VM=$(abspath $(NET_B)/net-vm) \
-	GUEST_DIR=$(abspath $(GUEST_DIR)) python3 -m pytest $(NET_PYTEST) \
+	GUEST_DIR=$(abspath $(GUEST_DIR)) timeout $(NET_TEST_TIMEOUT) python3 -m pytest $(NET_PYTEST) \
 		-p no:cacheprovider --basetemp=$$bt tests/net || rc=1; \
 	rm -rf $$bt; exit $$rc
 
