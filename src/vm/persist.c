@@ -14,8 +14,8 @@
  *   - at shutdown every record is written (with its event-file offset) and
  *     the VMMs are let go, still running;
  *   - each VM directory carries vm.json (vmfile.c): `creating` before the
- *     VMM is spawned, then rewritten (durably, before the row) whenever the
- *     phase, state, VMM identity or exit change; its directory is removed by
+ *     VMM is spawned, then rewritten (before the row, in the writer thread)
+ *     whenever the phase, state, VMM identity or exit change; its directory is removed by
  *     the writer thread too, so no record write can land after it.
  */
 #include <errno.h>
@@ -174,7 +174,7 @@ int vm_persist_creating(vm_entry *e, chcp_error **err)
     size_t labels_len;
     cleanup_free char *labels = vm_labels_encode(&e->rec, &labels_len);
     cleanup_free char *record = render_record(e, VM_PHASE_CREATING, labels, labels_len, NULL);
-    return vm_record_write(e->rec.dir, record, false, err);
+    return vm_record_write(e->rec.dir, record, err);
 }
 
 static void schedule(vm_manager *m, uint64_t delay_ms);

@@ -18,7 +18,7 @@
  * opens it (and older installations' files are chmod'ed at open).
  *
  * The same thread writes the per-VM record files (vm.json, vmfile.c) and
- * removes VM directories, in queue order: a record file is durable before
+ * removes VM directories, in queue order: a record file is in place before
  * the row of the same write is committed, and no record file write can land
  * in a VM directory after its removal.
  */
@@ -281,7 +281,7 @@ static void write_files(store_op *batch)
     for (store_op *op = batch; op; op = op->next) {
         chcp_error *err = NULL;
         if (!op->is_delete && op->record_dir &&
-            vm_record_write(op->record_dir, op->record, true, &err) < 0) {
+            vm_record_write(op->record_dir, op->record, &err) < 0) {
             op->skip = true;
             op->error = xasprintf("writing the record of VM %s: %s", op->row.id, err->message);
         } else if (op->is_delete && op->remove_dir && vm_dir_remove(op->remove_dir, &err) < 0) {

@@ -9,8 +9,8 @@
  * with synchronous=NORMAL, so an acknowledged write survives any crash of the
  * daemon - see store.c) and reports each write's outcome back on the loop.
  * Record files and VM directory removals go through the same thread, in the
- * same order: a record file is written (tmp + fsync + rename) before the row
- * of the same write is committed, and nothing can write a VM's record file
+ * same order: a record file is written (tmp + rename) before the row of the
+ * same write is committed, and nothing can write a VM's record file
  * after its directory was removed. Reads happen once, at start, before the
  * API is served.
  */
@@ -161,9 +161,11 @@ int vm_record_parse(const char *text, size_t len, vm_record_file *out, chcp_erro
  * CHCP_DATA_LOSS when it cannot be read or parsed. */
 int vm_record_read(const char *dir, vm_record_file *out, chcp_error **err);
 void vm_record_file_clear(vm_record_file *f);
-/* Write <dir>/vm.json atomically: <dir>/vm.json.tmp, fsync when `durable`,
- * rename. Mode 0600, never following a symlink. */
-int vm_record_write(const char *dir, const char *text, bool durable, chcp_error **err);
+/* Write <dir>/vm.json atomically: <dir>/vm.json.tmp, then rename. Mode 0600,
+ * never following a symlink. Not fsync'ed, like the store's rows
+ * (synchronous=NORMAL): it survives any crash of the daemon; see
+ * docs/durability.md for a power loss. */
+int vm_record_write(const char *dir, const char *text, chcp_error **err);
 const char *vm_record_phase_name(vm_record_phase p);
 
 #endif

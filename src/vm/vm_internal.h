@@ -272,9 +272,8 @@ void vm_statewatch_stop(vm_manager *m);
 int vm_persist_open(vm_manager *m, chcp_error **err);
 /* The record changed: queue its write (coalesced, written off the loop). */
 void vm_persist_mark(vm_entry *e);
-/* CreateVm, before the VMM is spawned: vm.json says `creating` (not
- * fsync'ed: it only proves that a VMM found next to it was never
- * acknowledged, and a power loss takes that VMM down too). */
+/* CreateVm, before the VMM is spawned: vm.json says `creating` (it proves
+ * that a VMM found next to it was never acknowledged). */
 int vm_persist_creating(vm_entry *e, chcp_error **err);
 /* Write the record now; `cb` runs on the loop once it is durable (err NULL)
  * or failed. Without a store `cb` runs at once. */

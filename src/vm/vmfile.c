@@ -12,8 +12,11 @@
  * wins when vm.json and the store disagree.
  *
  * It is written only when one of those facts changes (the render hash leaves
- * out the row's generation), atomically (vm.json.tmp, fsync, rename), by the
- * store's writer thread before the row of the same write is committed.
+ * out the row's generation), atomically (vm.json.tmp, rename), by the store's
+ * writer thread before the row of the same write is committed. It is not
+ * fsync'ed, like the rows themselves (synchronous=NORMAL, store.c): an fsync
+ * per CreateVm was measured at +12 ms median on a busy host, for the power
+ * loss case only, which stops every VMM anyway.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -243,7 +246,7 @@ int vm_record_read(const char *dir, vm_record_file *out, chcp_error **err)
     return rc;
 }
 
-int vm_record_write(const char *dir, const char *text, bool durable, chcp_error **err)
+int vm_record_write(const char *dir, const char *text, chcp_error **err)
 {
     cleanup_free char *tmp = xasprintf("%s/%s.tmp", dir, VM_RECORD_FILE);
     cleanup_free char *path = xasprintf("%s/%s", dir, VM_RECORD_FILE);
@@ -259,8 +262,6 @@ int vm_record_write(const char *dir, const char *text, bool durable, chcp_error 
         else if (n > 0)
             done += (size_t)n;
     }
-    if (!e && durable && fsync(fd) < 0)
-        e = errno;
     if (close(fd) < 0 && !e)
         e = errno;
     if (!e && rename(tmp, path) < 0)

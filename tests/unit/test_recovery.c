@@ -330,7 +330,7 @@ static void write_record(rctx *t, const char *id, vm_record_phase phase, int pid
                         .state_changed_at_ns = 600,
                         .generation = generation};
     char *text = vm_record_render(&f, NULL);
-    assert_int_equal(vm_record_write(d, text, false, NULL), 0);
+    assert_int_equal(vm_record_write(d, text, NULL), 0);
     free(text);
 }
 
