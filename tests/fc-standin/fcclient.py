@@ -17,6 +17,25 @@ import time
 BIN = os.environ.get("FC_STANDIN", "")
 
 
+def wait_listening(path, timeout=15.0, check=None):
+    """Wait until the Unix socket at `path` accepts connections. The file
+    appears at bind(), before listen(): connecting in between is refused
+    (Firecracker binds and listens in two steps too), so a path that exists
+    is not yet an API that answers. `check()` may raise to stop waiting."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            try:
+                Conn(path).close()
+                return
+            except OSError:
+                pass
+        if check:
+            check()
+        time.sleep(0.005)
+    raise TimeoutError(f"{path}: nothing accepts connections after {timeout} s")
+
+
 class Response:
     def __init__(self, raw_head, status_line, headers, body):
         self.raw_head = raw_head
@@ -140,19 +159,11 @@ class FC:
                 raise
 
     def wait_socket(self, timeout=15.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if os.path.exists(self.sock_path):
-                try:
-                    Conn(self.sock_path).close()
-                    return
-                except OSError:
-                    pass
+        def exited():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"stand-in exited {self.proc.returncode}: "
                                    f"{self.proc.stderr.read().decode()}")
-            time.sleep(0.005)
-        raise TimeoutError("API socket did not appear")
+        wait_listening(self.sock_path, timeout, exited)
 
     def conn(self, timeout=5.0):
         c = Conn(self.sock_path, timeout)

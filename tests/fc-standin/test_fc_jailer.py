@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from fcclient import Conn, make_kernel
+from fcclient import Conn, make_kernel, wait_listening
 
 JAILER = os.environ.get("FC_JAILER", "")
 STATIC = os.environ.get("FC_STANDIN_STATIC", "")
@@ -143,7 +143,7 @@ def test_jailed_firecracker(tmp_path):
     root = jail_root(tmp_path, "j1")
     p = jailer(tmp_path)
     try:
-        wait_path(os.path.join(root, "run", "api.sock"))
+        wait_listening(os.path.join(root, "run", "api.sock"))
         # The jailer execs in place: same pid, now Firecracker, as nobody, in its own mounts.
         assert open(os.path.join(root, "firecracker.pid")).read() == str(p.pid)
         st = status(p.pid)
@@ -208,7 +208,7 @@ def test_new_pid_ns(tmp_path):
     wait_path(os.path.join(root, "firecracker.pid"))
     pid = int(open(os.path.join(root, "firecracker.pid")).read())
     try:
-        wait_path(os.path.join(root, "run", "api.sock"))
+        wait_listening(os.path.join(root, "run", "api.sock"))
         assert status(pid)["NSpid"].split() == [str(pid), "1"]  # init of its PID namespace
         assert api(root, "GET", "/").json()["id"] == "j1"
         os.kill(pid, signal.SIGTERM)  # init ignores signals it has no handler for
@@ -225,7 +225,7 @@ def test_daemonize(tmp_path):
     root = jail_root(tmp_path, "j1")
     r = jailer(tmp_path, extra=["--daemonize"], wait=True)
     assert r.returncode == 0 and r.stdout == b"" and r.stderr == b""
-    wait_path(os.path.join(root, "run", "api.sock"))
+    wait_listening(os.path.join(root, "run", "api.sock"))
     pid = int(open(os.path.join(root, "firecracker.pid")).read())
     try:
         assert os.readlink(f"/proc/{pid}/fd/1") == "/dev/null"
