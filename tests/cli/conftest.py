@@ -19,7 +19,8 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
-from harness import REPO, assert_no_sanitizer_reports, base_env, chcp_bin  # noqa: E402
+from harness import (REPO, assert_no_leftover_vmms, assert_no_sanitizer_reports,  # noqa: E402
+                     base_env, chcp_bin)
 
 # The integration suite's daemon fixtures (start_daemon, vm_daemon), reused
 # as they are: SIGTERM at teardown, exit 0 and no sanitizer report required.
@@ -105,19 +106,9 @@ def daemon(vm_daemon):
 
 @pytest.fixture(autouse=True, scope="session")
 def no_leftover_vmms():
-    """After the suite, no stand-in VMM started by it may still run."""
+    """After the suite, no VMM of a daemon it started may still run."""
     yield
-    from harness import standin_bin
-    left = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv0 = f.read().split(b"\0")[0].decode(errors="replace")
-        except OSError:
-            continue
-        if argv0 == standin_bin():
-            left.append(pid)
-    assert not left, "VMM processes left behind: %s" % left
+    assert_no_leftover_vmms()
 
 
 @pytest.fixture(params=["unix", "tcp"])

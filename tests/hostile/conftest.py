@@ -24,7 +24,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 
-from harness import Daemon, chcp_bin, standin_bin  # noqa: E402
+from harness import Daemon, assert_no_leftover_vmms, chcp_bin, standin_bin  # noqa: E402
 
 # Sockets some tests hold at once, plus room for the daemon's own files.
 WANT_FDS = 8192
@@ -45,6 +45,13 @@ def pytest_configure(config):
     want = WANT_FDS if hard == resource.RLIM_INFINITY else min(hard, WANT_FDS)
     if soft != resource.RLIM_INFINITY and soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_leftover_vmms():
+    """After the suite, no VMM of a daemon it started may still run."""
+    yield
+    assert_no_leftover_vmms()
 
 
 @pytest.fixture

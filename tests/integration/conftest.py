@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from harness import Daemon, NODE_BIN, REPO, chcp_bin, standin_bin
+from harness import Daemon, NODE_BIN, REPO, assert_no_leftover_vmms, chcp_bin, standin_bin
 
 
 def pytest_configure(config):
@@ -23,6 +23,13 @@ def pytest_configure(config):
             "chcp-api binary not found at %s: build it (make B=build/asan SAN=1 build) "
             "or set CHCP_BIN" % chcp_bin()
         )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_leftover_vmms():
+    """After the suite, no VMM of a daemon it started may still run."""
+    yield
+    assert_no_leftover_vmms()
 
 
 @pytest.fixture

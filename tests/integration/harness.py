@@ -6,6 +6,13 @@ started with a temporary state directory and Unix socket, listening on
 says which). Its stdout and stderr go to a file so a chatty daemon can never
 block on a full pipe, and so every test can check the output afterwards for
 sanitizer reports. stop() sends SIGTERM and checks for a clean exit 0.
+
+VMMs outlive a stopped daemon by design (docs/durability.md), so the harness
+keeps track of them: a VMM runs in its VM's directory, which tells whose it
+is (vmm_processes). stop() fails if the VMM of a deleted VM (its directory is
+gone) still runs: DeleteVm must answer only once the VMM is gone. cleanup()
+ends the VMMs of VMs the test left behind, and leftover_vmms() lists what no
+cleanup ended, for a session-end check.
 """
 
 import json
@@ -61,6 +68,67 @@ def base_env(extra=None):
     env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
     env.update(extra or {})
     return env
+
+
+# The state directory of every Daemon made in this process (leftover_vmms).
+_STATE_DIRS = []
+
+
+def vmm_processes(state_dir):
+    """{pid: VM directory} of the processes running in a VM directory under
+    `state_dir`: chcp starts each VMM in its VM's directory. A directory
+    already removed reads as "<path> (deleted)" and is returned that way."""
+    prefix = os.path.join(os.path.realpath(state_dir), "vms") + "/"
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink("/proc/%s/cwd" % pid)
+        except OSError:
+            continue  # gone, a zombie, or a kernel thread
+        if cwd.startswith(prefix):
+            found[int(pid)] = cwd
+    return found
+
+
+def end_processes(pids, timeout=10.0):
+    """SIGKILL each of `pids` (by pid) and wait until none runs (a zombie
+    waiting for its parent counts as ended)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def running(pid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    deadline = time.monotonic() + timeout
+    while any(running(p) for p in pids):
+        assert time.monotonic() < deadline, "processes did not end after SIGKILL: %s" % pids
+        time.sleep(0.02)
+
+
+def leftover_vmms():
+    """VMMs of every daemon this process started that still run."""
+    found = {}
+    for state_dir in _STATE_DIRS:
+        found.update(vmm_processes(state_dir))
+    return found
+
+
+def assert_no_leftover_vmms():
+    """For the end of a session: every daemon's cleanup() ended its VMMs, so
+    one still running belongs to a daemon nobody cleaned up. It is ended,
+    and the session fails. Only this session's daemons count, not every
+    process running the same stand-in binary (an earlier run in the same
+    checkout may have left some)."""
+    left = leftover_vmms()
+    end_processes(list(left))
+    assert not left, "VMM processes left behind: %s" % left
 
 
 def run_binary(args, env=None, timeout=20):
@@ -120,6 +188,7 @@ class Daemon:
             self.env["CHCP_CH_BINARY"] = standin_bin()
             self.env["CHCP_IMAGE_DIRS"] = self.image_dir
         self.env.update(env or {})
+        _STATE_DIRS.append(self.env["CHCP_STATE_DIR"])
         self.args = list(args or [])
         self.proc = None
         self.port = None
@@ -182,7 +251,21 @@ class Daemon:
         assert_no_sanitizer_reports(out)
         assert rc == 0, "chcp-api exited %d after SIGTERM:\n%s" % (rc, out[-8000:])
         assert_json_lines(out)
+        self.assert_no_vmm_of_deleted_vm()
         return rc
+
+    def vmm_processes(self):
+        """{pid: VM directory} of the VMMs of this daemon's state directory."""
+        return vmm_processes(self.env["CHCP_STATE_DIR"])
+
+    def assert_no_vmm_of_deleted_vm(self):
+        """A VM directory is removed only after its VMM is gone (removal.c):
+        a VMM still running for a VM directory that no longer exists outlived
+        its DeleteVm. (A directory removed under the daemon and written back,
+        as the state-directory tests do, exists again: not a deletion.)"""
+        stray = {p: d for p, d in self.vmm_processes().items()
+                 if not os.path.isdir(d[:-len(" (deleted)")] if d.endswith(" (deleted)") else d)}
+        assert not stray, "VMMs of deleted VMs still run: %s\n%s" % (stray, self.output()[-8000:])
 
     def kill(self):
         if self.proc and self.proc.poll() is None:
@@ -191,6 +274,9 @@ class Daemon:
 
     def cleanup(self):
         self.kill()
+        # VMs the test left running: their VMMs outlived the daemon (by
+        # design); the test is over, so they go too.
+        end_processes(list(self.vmm_processes()))
         if getattr(self, "_log", None):
             self._log.close()
         self.tmp.cleanup()
