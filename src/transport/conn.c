@@ -79,9 +79,14 @@ void conn_requests_done(conn *c)
     conn_timer_want(c, c->last_progress + c->t->lim.idle_timeout_ms);
 }
 
+bool conn_has_output(const conn *c)
+{
+    return c->out.len > 0 || tls_has_output(c);
+}
+
 bool conn_is_idle(const conn *c)
 {
-    return !c->reqs && c->out.len == 0 && !c->writing && c->pending_in.len == 0;
+    return !c->reqs && !conn_has_output(c) && !c->writing && c->pending_in.len == 0;
 }
 
 /* Returns the earliest request deadline, acting on the ones already passed. */
@@ -111,8 +116,9 @@ static uint64_t check_read_timeouts(conn *c, uint64_t now)
                 next = min_u64(next, due);
             }
         }
-    } else if (c->sniff_len > 0) {
-        /* Part of a preface and nothing more: a request that started. */
+    } else if (c->sniff_len > 0 || tls_handshaking(c)) {
+        /* Part of a preface (or of a TLS handshake) and nothing more: a
+         * request that started. */
         uint64_t due = sniff_deadline(c);
         if (now >= due)
             conn_close(c);
@@ -207,7 +213,7 @@ static void conn_update_reading(conn *c)
 
 /* EOF means the client is gone, as Go's server reads it too: requests still
  * waiting for answers are cancelled. Output already produced still goes. */
-static void conn_on_eof(conn *c)
+void conn_on_eof(conn *c)
 {
     c->peer_eof = true;
     conn_update_reading(c);
@@ -229,8 +235,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->closing)
         return;
     if (nread > 0) {
-        if (!c->lingering)
-            conn_feed(c, (const uint8_t *)buf->base, (size_t)nread);
+        const uint8_t *data = (const uint8_t *)buf->base;
+        if (c->tls && !c->lingering)
+            tls_feed(c, data, (size_t)nread);
+        else if (!c->lingering)
+            conn_feed(c, data, (size_t)nread);
         if (!c->closing)
             conn_update_reading(c);
     } else if (nread == UV_EOF) {
@@ -310,10 +319,20 @@ static void conn_write(conn *c)
         buf_reset(&c->out);
         return;
     }
-    uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+    /* Under TLS what goes out is the sealed records (tls.c). */
+    chcp_buf *pending = &c->out;
+    if (c->tls && !(pending = tls_seal(c))) {
+        conn_close(c);
+        return;
+    }
+    if (!pending->len)
+        return;
+    uv_buf_t b = uv_buf_init((char *)pending->data, (unsigned)pending->len);
     int n = uv_try_write(&c->h.stream, &b, 1);
-    if (n == (int)c->out.len) {
-        buf_reset(&c->out);
+    if (n == (int)pending->len) {
+        buf_reset(pending);
+        if (pending->cap > CONN_KEEP_BUF)
+            buf_free(pending);
         return;
     }
     if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS) {
@@ -324,9 +343,9 @@ static void conn_write(conn *c)
         n = 0;
     /* The rest goes out asynchronously; new output gathers in `out`. */
     chcp_buf tmp = c->wbuf;
-    c->wbuf = c->out;
-    c->out = tmp;
-    buf_reset(&c->out);
+    c->wbuf = *pending;
+    *pending = tmp;
+    buf_reset(pending);
     b = uv_buf_init((char *)c->wbuf.data + n, (unsigned)(c->wbuf.len - (size_t)n));
     c->wreq.data = c;
     if (uv_write(&c->wreq, &c->h.stream, &b, 1, on_write) < 0) {
@@ -372,7 +391,7 @@ static void conn_finish(conn *c)
 
 static bool conn_should_close(conn *c)
 {
-    if (c->writing || c->out.len)
+    if (c->writing || conn_has_output(c))
         return false;
     if (c->close_after_flush)
         return true;
@@ -403,7 +422,7 @@ static void conn_flush(conn *c)
         return;
     if (c->proto == PROTO_H2 && c->out.len < CONN_OUT_HIGH)
         h2_pump(c);
-    if (c->out.len && !c->writing) {
+    if (conn_has_output(c) && !c->writing) {
         conn_write(c);
         if (c->closing)
             return;
@@ -411,6 +430,12 @@ static void conn_flush(conn *c)
     trim_buffers(c);
     budget_tx_recount(c);
     if (conn_should_close(c)) {
+        /* TLS says goodbye first (close_notify), then closes as usual. */
+        if (c->tls && tls_close_notify(c)) {
+            conn_write(c);
+            if (c->closing || c->writing)
+                return;
+        }
         conn_finish(c);
         return;
     }
@@ -497,11 +522,15 @@ conn *conn_accepted(transport *t, uv_stream_t *server)
     }
     c->has_io = true;
     c->is_unix = !tcp;
+    c->ident = conn_identity_new();
     if (tcp) {
         uv_tcp_nodelay(&c->h.tcp, 1);
         format_peer(c);
     } else {
         strcpy(c->peer, "unix");
+        uv_os_fd_t fd;
+        if (uv_fileno(&c->h.handle, &fd) == 0)
+            conn_identity_read_cred(c->ident, fd);
     }
     c->born = c->last_progress = uv_now(t->loop);
     uv_timer_init(t->loop, &c->timer);
@@ -509,6 +538,8 @@ conn *conn_accepted(transport *t, uv_stream_t *server)
     c->handles_open = 2;
     t->open_handles++;
     conn_link(t, c);
+    if (tcp && t->tls)
+        tls_conn_start(c);
     return c;
 }
 
@@ -518,6 +549,8 @@ void conn_start(conn *c)
     conn_update_reading(c);
     conn_timer_want(
         c, min_u64(c->last_progress + l->idle_timeout_ms, c->born + l->max_connection_age_ms));
+    if (c->tls)
+        conn_timer_want(c, sniff_deadline(c));
 }
 
 static void conn_free_buffers(conn *c)
@@ -525,6 +558,9 @@ static void conn_free_buffers(conn *c)
     buf_free(&c->out);
     buf_free(&c->wbuf);
     buf_free(&c->pending_in);
+    tls_conn_free(c);
+    conn_identity_unref(c->ident);
+    c->ident = NULL;
 }
 
 static void on_conn_closed(uv_handle_t *h)
@@ -592,8 +628,9 @@ void conn_evict(conn *c)
     if (c->proto == PROTO_H2 && c->h2) {
         h2_goaway(c, false);
         h2_pump(c);
-        if (c->has_io && c->out.len && !c->writing) {
-            uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+        chcp_buf *pending = c->tls ? tls_seal(c) : &c->out;
+        if (c->has_io && pending && pending->len && !c->writing) {
+            uv_buf_t b = uv_buf_init((char *)pending->data, (unsigned)pending->len);
             (void)uv_try_write(&c->h.stream, &b, 1);
         }
     }
@@ -637,6 +674,7 @@ conn *conn_new_fake(transport *t, conn_sink_fn sink, void *ud)
     c->sink = sink;
     c->sink_ud = ud;
     strcpy(c->peer, "fuzz");
+    c->ident = conn_identity_new();
     conn_link(t, c);
     c->born = c->last_progress = uv_now(t->loop);
     return c;

@@ -275,8 +275,9 @@ static int on_body(http_parser *p, const char *at, size_t len)
  * alone on the connection; anything else just stays HTTP/1.1. */
 static bool wants_h2c(conn *c, const http_parser *p, const treq *r)
 {
-    if (!p->upgrade || p->method == HTTP_CONNECT || c->draining || c->retiring || r != c->reqs ||
-        r->next || r->close || r->body.len > 0)
+    /* h2c is clear-text HTTP/2 only (RFC 9113 3.1): never over TLS. */
+    if (!p->upgrade || p->method == HTTP_CONNECT || c->tls || c->draining || c->retiring ||
+        r != c->reqs || r->next || r->close || r->body.len > 0)
         return false;
     const char *up = http_request_header(&r->pub, "upgrade");
     return up && str_ieq(up, "h2c") && http_request_header(&r->pub, "http2-settings");

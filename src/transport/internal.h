@@ -42,6 +42,9 @@ typedef struct conn conn;
 typedef struct treq treq;
 typedef struct tbudget tbudget;
 typedef struct peer_count peer_count;
+typedef struct tls_conn tls_conn;
+typedef struct tls_server tls_server;
+typedef struct conn_identity conn_identity;
 
 /* A header seen on the wire, as offsets into treq.strings (which may move
  * while it grows; pointers are made once the header block is complete). */
@@ -61,6 +64,7 @@ struct treq {
     http_header *headers;
     size_t cap_headers;
     chcp_buf body;
+    conn_identity *ident; /* a reference to the connection's (pub.identity) */
     /* HTTP/1.1: the serialized response while it waits for its turn.
      * HTTP/2: the response body nghttp2 pulls from. */
     chcp_buf resp;
@@ -167,6 +171,9 @@ struct conn {
     size_t rx_body, rx_decoded, tx_held, h2_unconsumed;
     http_charge *charges;
 
+    tls_conn *tls;        /* NULL: clear text (tls.c) */
+    conn_identity *ident; /* who the peer is, shared with its requests */
+
     peer_count *peer_entry; /* TCP: this peer's connection count */
     uint8_t peer_addr[16];  /* TCP peer address (IPv4 as ::ffff:a.b.c.d) */
     char peer[64];
@@ -230,6 +237,8 @@ struct transport {
     treq *free_reqs;
     size_t n_free;
 
+    tls_server *tls; /* NULL: TCP is clear text */
+
     nghttp2_session_callbacks *h2_callbacks;
     nghttp2_option *h2_option;
     http_parser_settings h1_settings;
@@ -268,6 +277,53 @@ void conn_begin_drain(conn *c);
 conn *conn_new_fake(transport *t, conn_sink_fn sink, void *ud);
 void conn_flush_fake(conn *c);
 void conn_destroy_fake(conn *c);
+
+/* Output waiting for the socket: the gathered plaintext, and under TLS the
+ * records already sealed. */
+bool conn_has_output(const conn *c);
+/* The peer closed its side (EOF or TLS close_notify). */
+void conn_on_eof(conn *c);
+
+/* ---- tls.c ------------------------------------------------------------- */
+
+/* A refcounted identity: the connection holds one reference, each of its
+ * requests another (a request may outlive its connection). */
+struct conn_identity {
+    unsigned refs;
+    http_peer_identity pub;
+    char **strings; /* every string pub points at, freed with it */
+    size_t n_strings;
+    const char **sans; /* pub.sans */
+    uint32_t *groups;  /* pub.groups */
+};
+conn_identity *conn_identity_new(void);
+conn_identity *conn_identity_ref(conn_identity *id);
+void conn_identity_unref(conn_identity *id); /* NULL: no-op */
+/* Keep `s` (allocated) for as long as the identity; returns it. */
+const char *conn_identity_keep(conn_identity *id, char *s);
+/* Add a subject alternative name ("dns:x", ...), copied. */
+void conn_identity_add_san(conn_identity *id, const char *prefix, const char *value, size_t len);
+/* Unix socket: SO_PEERCRED and SO_PEERGROUPS of `fd`. */
+void conn_identity_read_cred(conn_identity *id, int fd);
+/* Printable ASCII only (what may go into logs, headers and policies). */
+bool identity_text_ok(const char *s, size_t len);
+
+/* Start TLS on an accepted TCP connection (when the transport has TLS). */
+void tls_conn_start(conn *c);
+void tls_conn_free(conn *c);
+/* Ciphertext from the socket: handshake, then plaintext into conn_feed(). */
+void tls_feed(conn *c, const uint8_t *data, size_t len);
+/* Seal c->out into records; returns the ciphertext buffer to write. NULL
+ * on a fatal error (the caller closes). */
+chcp_buf *tls_seal(conn *c);
+/* Handshake not finished yet (its deadline is the header timeout). */
+bool tls_handshaking(const conn *c);
+/* Sealed bytes wait to be written (handshake messages, alerts, records). */
+bool tls_has_output(const conn *c);
+/* Queue close_notify once; true when it was queued now (flush again). */
+bool tls_close_notify(conn *c);
+void tls_server_free(transport *t);
+void tls_stats(const transport *t, uint64_t *ok, uint64_t *failed);
 
 /* ---- budget.c ----------------------------------------------------------- */
 

@@ -287,6 +287,7 @@ void transport_get_stats(const transport *t, transport_stats *out)
         .refused_requests = t->budget->refused_requests,
         .refused_responses = t->budget->refused_responses,
     };
+    tls_stats(t, &out->tls_handshakes, &out->tls_handshake_failures);
 }
 
 static void transport_free(transport *t)
@@ -294,6 +295,7 @@ static void transport_free(transport *t)
     treq_free_list(t);
     peers_free(t);
     budget_unref(t->budget);
+    tls_server_free(t);
     nghttp2_session_callbacks_del(t->h2_callbacks);
     nghttp2_option_del(t->h2_option);
     free(t->unix_path);

@@ -15,6 +15,7 @@
 
 static void treq_destroy(treq *r)
 {
+    conn_identity_unref(r->ident);
     budget_rx_drop_body(r);
     buf_free(&r->strings);
     buf_free(&r->body);
@@ -88,6 +89,8 @@ treq *treq_new(conn *c)
     c->reqs_tail = r;
     memcpy(r->peer, c->peer, sizeof(r->peer));
     r->pub.peer = r->peer;
+    r->ident = conn_identity_ref(c->ident);
+    r->pub.identity = r->ident ? &r->ident->pub : NULL;
     return r;
 }
 
@@ -118,6 +121,8 @@ void treq_release(treq *r)
     budget_rx_drop_body(r);
     treq_unlink(r);
     if (t && !t->closing && t->n_free < TREQ_FREELIST_MAX) {
+        conn_identity_unref(r->ident);
+        r->ident = NULL;
         treq_trim(r);
         r->next = t->free_reqs;
         t->free_reqs = r;

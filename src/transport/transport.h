@@ -1,8 +1,9 @@
 /*
- * transport.h - listeners and HTTP connections (HTTP/1.1 and h2c) on one
- * libuv loop, behind a single request abstraction.
+ * transport.h - listeners and HTTP connections (HTTP/1.1 and HTTP/2, clear
+ * text or TLS) on one libuv loop, behind a single request abstraction.
  *
- * A connection sniffs the HTTP/2 client preface: h2c (prior knowledge) goes to
+ * Under TLS (tls.c) the protocol ALPN negotiated is the connection's. Otherwise
+ * a connection sniffs the HTTP/2 client preface: h2c (prior knowledge) goes to
  * nghttp2, everything else to http-parser. A body-less HTTP/1.1 request with
  * "Upgrade: h2c" switches the connection to HTTP/2 (answered on stream 1). Either way the layer
  * above sees the same thing: a complete `http_request` (headers plus the whole body, bounded by the
@@ -53,6 +54,33 @@ typedef struct http_header {
     size_t value_len;
 } http_header;
 
+/* Who is at the other end of a connection, as the transport established it
+ * (tls.c, conn.c). Shared by every request of the connection; valid as long
+ * as the request. Strings are printable ASCII (names with other bytes are
+ * left out). */
+typedef struct http_peer_identity {
+    bool tls;                /* the connection is TLS */
+    const char *tls_version; /* "TLSv1.3", ... (TLS only) */
+    const char *alpn;        /* "h2", "http/1.1", or NULL when none was negotiated */
+    /* A client certificate was presented and its chain verified against the
+     * client CA (an unverifiable one fails the handshake). */
+    bool client_cert;
+    const char *subject;   /* its subject, RFC 2253 ("CN=deployer,O=example") */
+    const char *spiffe_id; /* its one URI SAN, when that is a spiffe:// ID */
+    /* Its subject alternative names: "dns:host", "uri:...", "email:...",
+     * "ip:192.0.2.1". */
+    const char *const *sans;
+    size_t n_sans;
+    /* Unix socket: the peer's credentials (SO_PEERCRED, SO_PEERGROUPS) at
+     * connect time. */
+    bool unix_peer;
+    bool has_cred;
+    uint32_t uid, gid;
+    int32_t pid;
+    const uint32_t *groups; /* supplementary groups */
+    size_t n_groups;
+} http_peer_identity;
+
 typedef struct http_request {
     int http_major;     /* 1 or 2 */
     const char *method; /* "POST", "GET", ... */
@@ -73,10 +101,11 @@ typedef struct http_request {
      * the body arrived (transport_limits.conn_buffer_bytes/total_buffer_bytes):
      * `body` holds nothing useful; answered and ended like body_too_large. */
     bool body_over_budget;
-    const char *budget_spent; /* with body_over_budget: "connection" or "server" */
-    const char *peer;         /* "127.0.0.1:5555", "unix", ... for logs */
-    uint64_t received_ns;     /* monotonic time the request headers were complete */
-    void *user;               /* free for the layer above */
+    const char *budget_spent;           /* with body_over_budget: "connection" or "server" */
+    const char *peer;                   /* "127.0.0.1:5555", "unix", ... for logs */
+    const http_peer_identity *identity; /* never NULL for requests from a socket */
+    uint64_t received_ns;               /* monotonic time the request headers were complete */
+    void *user;                         /* free for the layer above */
 } http_request;
 
 typedef struct http_response {
@@ -147,6 +176,30 @@ uint16_t transport_tcp_port(const transport *t);
  * when the listener closes. */
 int transport_listen_unix(transport *t, const char *path, chcp_error **err);
 
+/* TLS on the TCP listener (tls.c): OpenSSL through memory BIOs, so the
+ * connection code keeps its non-blocking reads and batched writes. ALPN
+ * offers h2 and http/1.1 (a client that names neither is served by preface
+ * sniffing, as in clear text); TLS 1.2 (ECDHE + AEAD suites only) or 1.3;
+ * no renegotiation; an h2c upgrade is refused over TLS. Files are PEM. */
+typedef struct transport_tls_config {
+    const char *cert_file;      /* certificate chain, leaf first */
+    const char *key_file;       /* its private key */
+    const char *client_ca_file; /* ask for client certificates and verify them
+                                   against these CAs; NULL: none asked for */
+    /* With client_ca_file: a client without a certificate still completes
+     * the handshake (it has to authenticate otherwise, e.g. with a bearer
+     * token). A certificate that does not verify always fails it. */
+    bool client_cert_optional;
+    int min_version; /* 12 (TLS 1.2, the default when 0) or 13 */
+} transport_tls_config;
+
+/* Serve TLS on TCP connections accepted from now on. Called again (SIGHUP),
+ * it replaces certificate, key and client CAs for new handshakes while
+ * established connections keep theirs. The files are read now; on error
+ * nothing changes and -1 says which file and why. */
+int transport_set_tls(transport *t, const transport_tls_config *cfg, chcp_error **err);
+bool transport_tls_enabled(const transport *t);
+
 /* Answer a request. Everything in `resp` is copied before this returns. After
  * the call `req` is gone; a second call is a bug. */
 void http_respond(http_request *req, const http_response *resp);
@@ -185,8 +238,10 @@ typedef struct transport_stats {
     size_t response_bytes; /* response bytes not yet written */
     uint64_t evicted;      /* idle or stalled connections closed to admit a new one */
     uint64_t refused_connections;
-    uint64_t refused_requests;  /* request budget spent */
-    uint64_t refused_responses; /* response budget spent */
+    uint64_t refused_requests;       /* request budget spent */
+    uint64_t refused_responses;      /* response budget spent */
+    uint64_t tls_handshakes;         /* completed */
+    uint64_t tls_handshake_failures; /* refused certificates, protocol errors, timeouts */
 } transport_stats;
 void transport_get_stats(const transport *t, transport_stats *out);
 size_t transport_active_requests(const transport *t);
