@@ -69,12 +69,21 @@ typedef struct rpc_observer {
     void *ud;
 } rpc_observer;
 
+/* Access control, optional. The guard runs once a call is routed and its
+ * protocol known, after on_start and before the request message is decoded:
+ * -1 with *err answers the call with that error (unauthenticated,
+ * permission_denied) in the call's protocol, and neither decoding nor the
+ * handler happen. It may name the caller (rpc_call_set_principal) and leave
+ * what the caller may touch for the handler (rpc_call_set_grant). */
+typedef int (*rpc_guard_fn)(rpc_call *call, void *ud, chcp_error **err);
+
 rpc_server *rpc_server_new(uv_loop_t *loop, const rpc_limits *limits);
 /* Free the server. Calls hold a pointer to it: free it only once
  * rpc_server_active_calls() is 0 (after transport_close(), every call was
  * cancelled; wait for the handlers to finish them). */
 void rpc_server_free(rpc_server *s);
 void rpc_server_set_observer(rpc_server *s, const rpc_observer *obs);
+void rpc_server_set_guard(rpc_server *s, rpc_guard_fn fn, void *ud);
 
 /*
  * Register a service from its protobuf-c descriptor. Methods without an impl
@@ -122,6 +131,16 @@ void *rpc_call_user(const rpc_call *call);
  * handlers can hand it down as the parent of the work they start. */
 void rpc_call_set_trace(rpc_call *call, void *trace);
 void *rpc_call_trace(const rpc_call *call);
+
+/* Who is calling, as the guard established it ("spiffe://...", "token:ci",
+ * "uid:1000"...), for handlers, logs and spans; NULL without a guard. The
+ * name is copied. */
+void rpc_call_set_principal(rpc_call *call, const char *name);
+const char *rpc_call_principal(const rpc_call *call);
+/* The guard's verdict for the handler (what the caller may touch), freed
+ * with `free_fn` when the call is. */
+void rpc_call_set_grant(rpc_call *call, void *grant, void (*free_fn)(void *grant));
+void *rpc_call_grant(const rpc_call *call);
 
 /* Custom response metadata. Binary values go under keys ending "-bin"; pass
  * raw bytes, the protocol layer base64-encodes them. */

@@ -84,6 +84,8 @@ struct rpc_server {
     uv_loop_t *loop;
     rpc_limits limits;
     rpc_observer obs;
+    rpc_guard_fn guard;
+    void *guard_ud;
     rpc_fallback_fn fallback;
     void *fallback_ud;
     rpc_respond_fn respond;
@@ -125,6 +127,9 @@ struct rpc_call {
     void *cancel_ud;
     void *user;
     void *trace; /* the observer's (telemetry's) slot */
+    char *principal;
+    void *grant;
+    void (*grant_free)(void *grant);
     uv_timer_t timer;
 };
 

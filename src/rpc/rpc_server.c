@@ -104,6 +104,12 @@ void rpc_server_set_observer(rpc_server *s, const rpc_observer *obs)
     s->obs = obs ? *obs : (rpc_observer){0};
 }
 
+void rpc_server_set_guard(rpc_server *s, rpc_guard_fn fn, void *ud)
+{
+    s->guard = fn;
+    s->guard_ud = ud;
+}
+
 void rpc_server_set_fallback(rpc_server *s, rpc_fallback_fn fn, void *ud)
 {
     s->fallback = fn;
@@ -168,6 +174,9 @@ static void call_free(rpc_call *call)
     rpc_query_free(call->query, call->n_query);
     rpc_hdrs_free(&call->headers);
     rpc_hdrs_free(&call->trailers);
+    if (call->grant_free)
+        call->grant_free(call->grant);
+    free(call->principal);
     free(call);
 }
 
@@ -315,7 +324,10 @@ void rpc_server_on_request(http_request *req, void *rpc_server_ptr)
     }
     cleanup_error chcp_error *err = NULL;
     call->finished = true; /* until the handler owns it */
-    if (rpc_request_decode(call, &err) < 0) {
+    if (s->guard && s->guard(call, s->guard_ud, &err) < 0) {
+        rpc_respond_error(call, err ? err->code : CHCP_PERMISSION_DENIED,
+                          err ? err->message : "permission denied", NULL, 0);
+    } else if (rpc_request_decode(call, &err) < 0) {
         rpc_respond_error(call, err ? err->code : CHCP_INTERNAL, err ? err->message : "bad request",
                           NULL, 0);
     } else if (!m->handler) {
@@ -404,6 +416,30 @@ void rpc_call_set_trace(rpc_call *call, void *trace)
 void *rpc_call_trace(const rpc_call *call)
 {
     return call->trace;
+}
+
+void rpc_call_set_principal(rpc_call *call, const char *name)
+{
+    free(call->principal);
+    call->principal = name ? xstrdup(name) : NULL;
+}
+
+const char *rpc_call_principal(const rpc_call *call)
+{
+    return call->principal;
+}
+
+void rpc_call_set_grant(rpc_call *call, void *grant, void (*free_fn)(void *grant))
+{
+    if (call->grant_free)
+        call->grant_free(call->grant);
+    call->grant = grant;
+    call->grant_free = free_fn;
+}
+
+void *rpc_call_grant(const rpc_call *call)
+{
+    return call->grant;
 }
 
 static bool is_bin_key(const char *name)
