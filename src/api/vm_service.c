@@ -122,9 +122,35 @@ static vm_op_params params_of(rpc_call *call)
     return p;
 }
 
-static void submit_simple(rpc_call *call, vm_manager *vms, vm_op_kind kind, const char *id,
+/* The access hook's verdict on a VM (its labels, or those CreateVm asks
+ * for); false after answering the call. */
+static bool allowed(rpc_call *call, const api_service *svc, const char *id, bool exists,
+                    const vm_label *labels, size_t n)
+{
+    if (!svc->access.check_vm)
+        return true;
+    chcp_error *err = NULL;
+    if (svc->access.check_vm(call, id, exists, labels, n, svc->access.ud, &err) == 0)
+        return true;
+    rpc_call_fail_error(call, err);
+    error_free(err);
+    return false;
+}
+
+/* An existing VM the caller may not touch is refused; an unknown one goes on
+ * to be answered not_found by the manager. */
+static bool allowed_vm(rpc_call *call, const api_service *svc, const char *id)
+{
+    const vm_record *r = vm_manager_find(svc->vms, id);
+    return allowed(call, svc, id, r != NULL, r ? r->labels : NULL, r ? r->n_labels : 0);
+}
+
+static void submit_simple(rpc_call *call, api_service *svc, vm_op_kind kind, const char *id,
                           const vm_op_params *p)
 {
+    if (!allowed_vm(call, svc, id))
+        return;
+    vm_manager *vms = svc->vms;
     api_call *c = call_new(call, kind, id);
     chcp_error *err = NULL;
     vm_op *op = vm_op_submit(vms, kind, id, p, op_done, c, &err);
@@ -145,11 +171,14 @@ static void handle_create(rpc_call *call, const ProtobufCMessage *msg, void *sd)
         labels[i].key = req->labels[i]->key;
         labels[i].value = req->labels[i]->value;
     }
+    api_service *svc = sd;
+    if (!allowed(call, svc, req->vm_id, true, labels, req->n_labels))
+        return;
     api_call *c = call_new(call, VM_OP_CREATE, req->vm_id);
     vm_op_params p = params_of(call);
     chcp_error *err = NULL;
-    vm_op *op =
-        vm_op_create(sd, req->vm_id, req->config, labels, req->n_labels, &p, op_done, c, &err);
+    vm_op *op = vm_op_create(svc->vms, req->vm_id, req->config, labels, req->n_labels, &p, op_done,
+                             c, &err);
     submitted(c, op, err);
 }
 
@@ -238,8 +267,40 @@ static int list_filter(const Cloudhypervisor__V1__ListVmsRequest *req, vm_state 
     return 0;
 }
 
+/* vm_manager_list, leaving out what the caller may not see: pages are
+ * filled from further on, and *more says whether a visible VM follows. */
+static size_t list_visible(const api_service *svc, rpc_call *call, const vm_list_filter *f,
+                           const char *after, size_t limit, const vm_record **out, bool *more)
+{
+    if (!svc->access.visible)
+        return vm_manager_list(svc->vms, f, after, limit, out, more);
+    char cursor[VM_ID_MAX + 1];
+    snprintf(cursor, sizeof(cursor), "%s", after ? after : "");
+    const vm_record **batch = xcalloc(limit, sizeof(*batch));
+    size_t n = 0;
+    bool batch_more = true;
+    *more = false;
+    while (batch_more && !*more) {
+        size_t got = vm_manager_list(svc->vms, f, cursor, limit, batch, &batch_more);
+        for (size_t i = 0; i < got && !*more; i++) {
+            if (!svc->access.visible(call, batch[i]->labels, batch[i]->n_labels, svc->access.ud))
+                continue;
+            if (n == limit)
+                *more = true;
+            else
+                out[n++] = batch[i];
+        }
+        if (got == 0)
+            break;
+        snprintf(cursor, sizeof(cursor), "%s", batch[got - 1]->id);
+    }
+    free(batch);
+    return n;
+}
+
 static void handle_list(rpc_call *call, const ProtobufCMessage *msg, void *sd)
 {
+    api_service *svc = sd;
     const Cloudhypervisor__V1__ListVmsRequest *req = (const void *)msg;
     vm_state states[16];
     vm_label labels[VM_MAX_LABELS];
@@ -249,7 +310,7 @@ static void handle_list(rpc_call *call, const ProtobufCMessage *msg, void *sd)
     /* Durable state: like every other call, nothing is listed before the
      * stored VMs are re-adopted (docs/durability.md). */
     vm_recovery_status rs;
-    vm_manager_recovery_status(sd, &rs);
+    vm_manager_recovery_status(svc->vms, &rs);
     if (rs.running) {
         error_set(&err, CHCP_UNAVAILABLE, "recovering VMs after a restart (%zu of %zu done)",
                   rs.settled, rs.total);
@@ -268,7 +329,7 @@ static void handle_list(rpc_call *call, const ProtobufCMessage *msg, void *sd)
         limit = API_LIST_MAX_PAGE;
     const vm_record **recs = xcalloc(limit, sizeof(*recs));
     bool more = false;
-    size_t n = vm_manager_list(sd, &f, after, limit, recs, &more);
+    size_t n = list_visible(svc, call, &f, after, limit, recs, &more);
     Cloudhypervisor__V1__ListVmsResponse resp = CLOUDHYPERVISOR__V1__LIST_VMS_RESPONSE__INIT;
     resp.vms = xcalloc(n ? n : 1, sizeof(*resp.vms));
     for (size_t i = 0; i < n; i++)
@@ -285,7 +346,7 @@ static void handle_list(rpc_call *call, const ProtobufCMessage *msg, void *sd)
     free(recs);
 }
 
-int api_register(rpc_server *rpc, vm_manager *vms, chcp_error **err)
+int api_register(rpc_server *rpc, api_service *svc, chcp_error **err)
 {
     static const rpc_method_impl impls[] = {
         {"CreateVm", handle_create},     {"DeleteVm", handle_delete}, {"BootVm", handle_boot},
@@ -293,5 +354,5 @@ int api_register(rpc_server *rpc, vm_manager *vms, chcp_error **err)
         {"RebootVm", handle_reboot},     {"GetVmInfo", handle_get},   {"ListVms", handle_list},
     };
     return rpc_server_register(rpc, &cloudhypervisor__v1__vm_service__descriptor, impls,
-                               ARRAY_SIZE(impls), vms, err);
+                               ARRAY_SIZE(impls), svc, err);
 }

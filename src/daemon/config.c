@@ -193,6 +193,30 @@ static int parse_ch_endpoint(chcp_config *cfg, const setting *s, const char *src
     return 0;
 }
 
+static int parse_tls_version(chcp_config *cfg, const setting *s, const char *src, const char *value,
+                             chcp_error **err)
+{
+    if (strcmp(value, "1.2") == 0)
+        cfg->tls_min_version = 12;
+    else if (strcmp(value, "1.3") == 0)
+        cfg->tls_min_version = 13;
+    else
+        return error_set(err, CHCP_INVALID_ARGUMENT, "%s: '%s' is not 1.2 or 1.3", src, value);
+    return 0;
+}
+
+static int parse_uid_list(chcp_config *cfg, const setting *s, const char *src, const char *value,
+                          chcp_error **err)
+{
+    return config_parse_id_list(src, value, false, &cfg->unix_allowed_uids, err);
+}
+
+static int parse_gid_list(chcp_config *cfg, const setting *s, const char *src, const char *value,
+                          chcp_error **err)
+{
+    return config_parse_id_list(src, value, true, &cfg->unix_allowed_gids, err);
+}
+
 static int parse_log_level(chcp_config *cfg, const setting *s, const char *src, const char *value,
                            chcp_error **err)
 {
@@ -307,9 +331,28 @@ static const setting settings[] = {
     {"CHCP_PORT", NULL, "--port", parse_uint, FIELD(port), 0, 65535,
      "TCP port of the API (0 picks a free one). Default 8080."},
     {"CHCP_ADDRESS", NULL, "--address", parse_address, FIELD(address), 0, 0,
-     "IP address to listen on. Default 0.0.0.0."},
+     "IP address to listen on. Default 127.0.0.1 (others need authentication)."},
     {"CHCP_UNIX_SOCKET", NULL, "--unix-socket", parse_unix_socket, FIELD(unix_socket), 0, 0,
      "Also serve the API on this Unix socket path. Default: none."},
+    {"CHCP_TLS_CERT", NULL, "--tls-cert", parse_abs_path, FIELD(tls_cert), 0, 0,
+     "Serve TLS with this certificate chain (PEM); reloaded on SIGHUP. Default: no TLS."},
+    {"CHCP_TLS_KEY", NULL, "--tls-key", parse_abs_path, FIELD(tls_key), 0, 0,
+     "The certificate's private key (PEM)."},
+    {"CHCP_TLS_CLIENT_CA", NULL, "--tls-client-ca", parse_abs_path, FIELD(tls_client_ca), 0, 0,
+     "Mutual TLS: clients need a certificate from these CAs (PEM). Default: none."},
+    {"CHCP_TLS_MIN_VERSION", NULL, "--tls-min-version", parse_tls_version, NOFIELD, 0, 0,
+     "Oldest TLS version accepted: 1.2 or 1.3. Default 1.2."},
+    {"CHCP_AUTH_TOKENS_FILE", NULL, "--auth-tokens-file", parse_abs_path, FIELD(auth_tokens_file),
+     0, 0, "Bearer tokens: lines of \"<name> sha256:<hex>\"; reloaded on SIGHUP. Default: none."},
+    {"CHCP_AUTH_POLICY_FILE", NULL, "--auth-policy-file", parse_abs_path, FIELD(auth_policy_file),
+     0, 0, "Authorization rules (JSON); reloaded on SIGHUP. Default: callers may do everything."},
+    {"CHCP_UNIX_ALLOWED_UIDS", NULL, "--unix-allowed-uids", parse_uid_list, NOFIELD, 0, 0,
+     "Unix-socket callers allowed by uid (numbers or names, comma-separated)."},
+    {"CHCP_UNIX_ALLOWED_GIDS", NULL, "--unix-allowed-gids", parse_gid_list, NOFIELD, 0, 0,
+     "Unix-socket callers allowed by group. Neither list: whoever the socket's mode lets in."},
+    {"CHCP_ALLOW_UNAUTHENTICATED", NULL, "--allow-unauthenticated", parse_bool,
+     FIELD(allow_unauthenticated), 0, 0,
+     "Serve a non-loopback address without client authentication (unsafe). Default false."},
     {"CHCP_BACKEND", NULL, "--backend", parse_backend, NOFIELD, 0, 0,
      "VMM backend: cloud-hypervisor (the only one)."},
     {"CHCP_CH_ENDPOINT", NULL, "--ch-endpoint", parse_ch_endpoint, NOFIELD, 0, 0,
@@ -414,7 +457,7 @@ const char *config_variable_name(size_t i)
 static void config_defaults(chcp_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
-    cfg->address = xstrdup("0.0.0.0");
+    cfg->address = xstrdup("127.0.0.1");
     cfg->port = 8080;
     cfg->backend = CHCP_BACKEND_CLOUD_HYPERVISOR;
     cfg->state_dir = xstrdup("/var/lib/chcp");
@@ -437,6 +480,13 @@ void config_free(chcp_config *cfg)
 {
     free(cfg->address);
     free(cfg->unix_socket);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->tls_client_ca);
+    free(cfg->auth_tokens_file);
+    free(cfg->auth_policy_file);
+    free(cfg->unix_allowed_uids.ids);
+    free(cfg->unix_allowed_gids.ids);
     free(cfg->ch_endpoint);
     free(cfg->ch_endpoint_path);
     free(cfg->ch_binary);
@@ -593,7 +643,7 @@ int config_load(chcp_config *cfg, int argc, char *const *argv, config_getenv_fn 
         if (s->parse(cfg, s, src, value, err) < 0)
             return -1;
     }
-    if (check_limits(cfg, err) < 0)
+    if (check_limits(cfg, err) < 0 || config_check_security(cfg, err) < 0)
         return -1;
     /* Prometheus follows telemetry unless set explicitly. */
     const char *prom = get("UNKEY_CHCP_OTEL_PROMETHEUS_ENABLED", ud);

@@ -24,6 +24,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "api/api.h"
+#include "daemon/access.h"
 #include "daemon/observe.h"
 #include "cloudhypervisor/v1/vm.pb-c.h"
 #include "rpc/protojson.h"
@@ -48,9 +49,11 @@ typedef struct daemon_state {
     const chcp_config *cfg;
     rpc_server *rpc;
     vm_manager *vms;
-    observe *obs; /* telemetry, /metrics, /_/health */
+    observe *obs;       /* telemetry, /metrics, /_/health */
+    access_ctl *access; /* authentication and authorization (access.c) */
+    api_service svc;    /* VmService's manager and access hooks */
     transport *tp;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain_timer;
     uv_timer_t watchdog_timer; /* WATCHDOG=1 to systemd, when it asks for it */
     uint64_t drain_deadline_ns;
@@ -61,6 +64,7 @@ typedef struct daemon_state {
     bool stopping;        /* first signal received: draining */
     bool closing;         /* transport_close() called */
     bool recovered;       /* durable state re-adopted: VmService serves */
+    bool bad_config;      /* start-up failed on a TLS or access file: exit 2 */
     transport_limits lim; /* for the start-up log line */
     sleep_req *sleeping;  /* test hook requests waiting on their timer */
 } daemon_state;
@@ -95,7 +99,13 @@ static int register_services(daemon_state *st, chcp_error **err)
         ops->free(backend); /* the manager takes it only when it exists */
         return -1;
     }
-    return api_register(st->rpc, st->vms, err);
+    st->access = access_start(c, st->rpc, &st->svc.access, err);
+    if (!st->access) {
+        st->bad_config = true;
+        return -1;
+    }
+    st->svc.vms = st->vms;
+    return api_register(st->rpc, &st->svc, err);
 }
 
 /* ---- plain HTTP endpoints (rpc fallback) ---------------------------------- */
@@ -196,9 +206,26 @@ static void daemon_hooks_cancel_all(daemon_state *st)
         sleep_req_finish(st->sleeping, 503, "shutting down");
 }
 
+/* /metrics and /_/health say which VMs exist and how they fare: they need
+ * what the API needs. The probes (/livez, /readyz, /health) stay open. */
+static bool fallback_refused(daemon_state *st, http_request *req)
+{
+    if (!st->access || (strcmp(req->path, "/metrics") != 0 && strcmp(req->path, "/_/health") != 0))
+        return false;
+    cleanup_error chcp_error *err = NULL;
+    if (access_http_allowed(st->access, req, &err))
+        return false;
+    log_write(LOG_WARN, NULL, (const char *[]){"peer", req->peer, NULL}, "%s refused: %s",
+              req->path, err->message);
+    respond_text(req, err->code == CHCP_UNAUTHENTICATED ? 401 : 403, err->message, NULL);
+    return true;
+}
+
 static bool daemon_fallback(http_request *req, void *ud)
 {
     daemon_state *st = ud;
+    if (fallback_refused(st, req))
+        return true;
     /* /health, /livez, /readyz, /_/health and /metrics (observe_http.c). */
     if (st->obs && observe_serve(st->obs, req, st->stopping))
         return true;
@@ -313,6 +340,49 @@ static void begin_shutdown(daemon_state *st, int signum)
     on_drain_tick(&st->drain_timer);
     if (!st->closing)
         uv_timer_start(&st->drain_timer, on_drain_tick, DRAIN_POLL_MS, DRAIN_POLL_MS);
+}
+
+/* The TLS configuration of the listener, from the settings. */
+static transport_tls_config tls_config(const chcp_config *c)
+{
+    return (transport_tls_config){.cert_file = c->tls_cert,
+                                  .key_file = c->tls_key,
+                                  .client_ca_file = c->tls_client_ca,
+                                  .client_cert_optional = c->auth_tokens_file != NULL,
+                                  .min_version = (int)c->tls_min_version};
+}
+
+/* SIGHUP: certificate, key, client CAs, tokens and policy are read again.
+ * Each part that fails to load keeps what it had, and says so. */
+static void reload(daemon_state *st)
+{
+    const chcp_config *c = st->cfg;
+    bool ok = true;
+    if (c->tls_cert && st->tp) {
+        cleanup_error chcp_error *err = NULL;
+        transport_tls_config tc = tls_config(c);
+        if (transport_set_tls(st->tp, &tc, &err) < 0) {
+            log_error("reload: keeping the previous TLS certificate: %s", err->message);
+            ok = false;
+        }
+    }
+    if (st->access) {
+        cleanup_error chcp_error *err = NULL;
+        if (access_reload(st->access, &err) < 0) {
+            log_error("reload: keeping the previous tokens and policy: %s", err->message);
+            ok = false;
+        }
+    }
+    char desc[160] = "";
+    if (st->access)
+        access_describe(st->access, desc, sizeof(desc));
+    log_write(ok ? LOG_INFO : LOG_WARN, NULL, (const char *[]){"access", desc, NULL},
+              "reload on SIGHUP %s", ok ? "done" : "incomplete");
+}
+
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    reload(h->data);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -431,6 +501,9 @@ static void log_startup(const daemon_state *st, const transport_limits *lim)
     snprintf(vcpus, sizeof(vcpus), "%u", c->max_vcpus);
     snprintf(mem, sizeof(mem), "%llu", (unsigned long long)c->max_memory_mib);
     snprintf(starts, sizeof(starts), "%u", c->max_concurrent_starts);
+    char access[160] = "";
+    if (st->access)
+        access_describe(st->access, access, sizeof(access));
     // clang-format off
     const char *kv[] = {
         "version", CHCP_VERSION,
@@ -438,6 +511,8 @@ static void log_startup(const daemon_state *st, const transport_limits *lim)
         "address", c->address,
         "port", port,
         "unix_socket", c->unix_socket ? c->unix_socket : "",
+        "tls", c->tls_cert ? (c->tls_client_ca ? "mutual" : "on") : "off",
+        "access", access,
         "backend", "cloud-hypervisor",
         "ch_mode", c->ch_endpoint ? "attach" : "spawn",
         "ch_endpoint", c->ch_endpoint ? c->ch_endpoint : "",
@@ -463,6 +538,12 @@ static void log_startup(const daemon_state *st, const transport_limits *lim)
                  c->ch_binary);
     if (c->test_hooks)
         log_warn("CHCP_TEST_HOOKS is on: test-only endpoints are served; never use in production");
+    if (!config_address_is_loopback(c->address) && !config_tcp_requires_auth(c))
+        log_warn("CHCP_ALLOW_UNAUTHENTICATED: %s is served without client authentication; "
+                 "anyone who can reach it can create VMs on this host",
+                 c->address);
+    else if (!config_address_is_loopback(c->address) && !c->tls_cert)
+        log_warn("CHCP_ALLOW_UNAUTHENTICATED: bearer tokens cross %s in clear text", c->address);
 }
 
 /* The "listening" line (which harnesses and operators wait for) and READY=1
@@ -502,6 +583,13 @@ static int start(daemon_state *st, chcp_error **err)
     transport_limits_default(&defaults);
     config_transport_limits(c, &defaults, &lim);
     st->tp = transport_new(&st->loop, &lim, on_request, on_cancel, st);
+    if (c->tls_cert) {
+        transport_tls_config tc = tls_config(c);
+        if (transport_set_tls(st->tp, &tc, err) < 0) {
+            st->bad_config = true;
+            return -1;
+        }
+    }
     if (transport_listen_tcp(st->tp, c->address, c->port, err) < 0) {
         error_prefix(*err, "listening on %s port %u", c->address, c->port);
         return -1;
@@ -518,12 +606,15 @@ static int start(daemon_state *st, chcp_error **err)
 
     uv_signal_init(&st->loop, &st->sigterm);
     uv_signal_init(&st->loop, &st->sigint);
-    st->sigterm.data = st->sigint.data = st;
+    uv_signal_init(&st->loop, &st->sighup);
+    st->sigterm.data = st->sigint.data = st->sighup.data = st;
     uv_signal_start(&st->sigterm, on_signal, SIGTERM);
     uv_signal_start(&st->sigint, on_signal, SIGINT);
+    uv_signal_start(&st->sighup, on_sighup, SIGHUP);
     /* Signals alone must not keep the loop running once all else is done. */
     uv_unref((uv_handle_t *)&st->sigterm);
     uv_unref((uv_handle_t *)&st->sigint);
+    uv_unref((uv_handle_t *)&st->sighup);
     uv_timer_init(&st->loop, &st->drain_timer);
     st->drain_timer.data = st;
     st->handles_open = true;
@@ -585,6 +676,8 @@ static void teardown(daemon_state *st)
     else if (st->rpc)
         log_error("%zu rpc call(s) still open at exit", rpc_server_active_calls(st->rpc));
     st->rpc = NULL;
+    access_free(st->access);
+    st->access = NULL;
     uv_walk(&st->loop, close_any, NULL);
     uv_run(&st->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&st->loop) != 0)
@@ -611,6 +704,8 @@ int daemon_run(const chcp_config *cfg, chcp_error **err)
                CHCP_EXIT_FAILURE;
     if (start(&st, err) < 0) {
         teardown(&st);
+        if (st.bad_config)
+            return CHCP_EXIT_CONFIG;
         /* The state needs an operator (docs/durability.md): its own code. */
         if (*err && ((*err)->code == CHCP_DATA_LOSS || (*err)->code == CHCP_FAILED_PRECONDITION))
             return CHCP_EXIT_STATE;

@@ -80,11 +80,28 @@ typedef struct chcp_otel_config {
     uint64_t vm_metrics_interval_ms;
 } chcp_otel_config;
 
+/* A list of uids or gids (CHCP_UNIX_ALLOWED_UIDS/GIDS). */
+typedef struct chcp_id_list {
+    uint32_t *ids;
+    size_t n;
+} chcp_id_list;
+
 typedef struct chcp_config {
     /* API listeners */
-    char *address;     /* CHCP_ADDRESS, default "0.0.0.0" */
+    char *address;     /* CHCP_ADDRESS, default "127.0.0.1" */
     uint16_t port;     /* CHCP_PORT, default 8080; 0 picks a free port */
     char *unix_socket; /* CHCP_UNIX_SOCKET, NULL when not listening on one */
+
+    /* TLS and client authentication (docs/security.md); NULL = off */
+    char *tls_cert;                 /* CHCP_TLS_CERT, PEM chain */
+    char *tls_key;                  /* CHCP_TLS_KEY */
+    char *tls_client_ca;            /* CHCP_TLS_CLIENT_CA: mutual TLS */
+    uint32_t tls_min_version;       /* CHCP_TLS_MIN_VERSION: 12 or 13 (default 12) */
+    char *auth_tokens_file;         /* CHCP_AUTH_TOKENS_FILE: hashed bearer tokens */
+    char *auth_policy_file;         /* CHCP_AUTH_POLICY_FILE: authorization rules */
+    chcp_id_list unix_allowed_uids; /* CHCP_UNIX_ALLOWED_UIDS */
+    chcp_id_list unix_allowed_gids; /* CHCP_UNIX_ALLOWED_GIDS */
+    bool allow_unauthenticated;     /* CHCP_ALLOW_UNAUTHENTICATED: non-loopback without auth */
 
     /* VMM backend */
     chcp_backend backend;   /* CHCP_BACKEND */
@@ -143,6 +160,19 @@ void config_otel_usage(FILE *out);
 bool config_otel_known_env(const char *name);
 /* The variables config_otel_load reads, for i = 0, 1, ... until NULL. */
 const char *config_otel_variable_name(size_t i);
+
+/* The security settings together (config_security.c), run at the end of
+ * config_load: TLS files come in pairs, and a non-loopback address needs
+ * client authentication (a client CA, or tokens over TLS) unless
+ * allow_unauthenticated says the operator accepts the risk. */
+int config_check_security(const chcp_config *cfg, chcp_error **err);
+/* CHCP_ADDRESS is loopback (127.0.0.0/8, ::1, localhost). */
+bool config_address_is_loopback(const char *address);
+/* TCP clients must authenticate (mutual TLS, or tokens). */
+bool config_tcp_requires_auth(const chcp_config *cfg);
+/* "1000,users,0": numbers or names (resolved now) into *out. */
+int config_parse_id_list(const char *src, const char *value, bool groups, chcp_id_list *out,
+                         chcp_error **err);
 
 /* getenv() adapter for config_load. */
 const char *config_process_env(const char *name, void *ud);

@@ -167,6 +167,10 @@ static void rpc_finished(rpc_call *call, chcp_code code, void *ud)
     if (!span)
         return;
     rpc_call_set_trace(call, NULL);
+    /* Who called, as the access guard named them (docs/security.md). */
+    const char *who = rpc_call_principal(call);
+    if (who)
+        tm_span_add_str(span, "enduser.id", who, strlen(who));
     if (route->proto != RPC_PROTOCOL_CONNECT)
         tm_span_add_int(span, "rpc.grpc.status_code", (int64_t)code);
     else if (code != CHCP_OK)

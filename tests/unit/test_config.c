@@ -50,7 +50,7 @@ static void test_defaults(void **state)
     assert_null(err);
     assert_int_equal(action, CONFIG_RUN);
     assert_int_equal(cfg.port, 8080);
-    assert_string_equal(cfg.address, "0.0.0.0");
+    assert_string_equal(cfg.address, "127.0.0.1");
     assert_null(cfg.unix_socket);
     assert_int_equal(cfg.backend, CHCP_BACKEND_CLOUD_HYPERVISOR);
     assert_null(cfg.ch_endpoint);
