@@ -39,7 +39,7 @@ has_target() { grep -qs "^$1:" tests/*/*.mk tests/tests.mk; }
 
 suite build make -j"$JOBS" B=$B SAN=1 build
 suite unit make -j"$JOBS" B=$B SAN=1 unit-test
-for t in telemetry-test standin-test fc-standin-test conformance-test integration-test cli-test e2e-test crash-test o11y-test hostile-test qemu-test net-test packaging-test quickstart-test; do
+for t in telemetry-test standin-test fc-standin-test conformance-test integration-test cli-test e2e-test crash-test o11y-test hostile-test security-test qemu-test net-test packaging-test quickstart-test; do
     if has_target "$t"; then
         suite "${t%-test}" make B=$B SAN=1 "$t"
     fi
