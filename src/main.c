@@ -56,9 +56,13 @@ int main(int argc, char **argv)
     if (config_check_paths(&cfg, &err) == 0)
         rc = daemon_run(&cfg, &err);
     if (err) {
-        /* Exit 3: the state needs an operator; the message says how. */
+        /* Exit 3: the state needs an operator; the message says how. Exit 2
+         * from here: a TLS or access file that does not load. */
         log_console(LOG_ERROR, "%s: %s",
-                    rc == CHCP_EXIT_STATE ? "refusing to start" : "cannot start", err->message);
+                    rc == CHCP_EXIT_STATE    ? "refusing to start"
+                    : rc == CHCP_EXIT_CONFIG ? "invalid configuration"
+                                             : "cannot start",
+                    err->message);
         error_free(err);
     }
     config_free(&cfg);
