@@ -50,8 +50,11 @@ def test_port_in_use(tmp_path):
 
 
 def test_address_not_on_this_host(tmp_path):
-    # 192.0.2.0/24 is TEST-NET-1: a valid literal no host owns.
-    r = run_binary([], env=base(tmp_path, CHCP_ADDRESS="192.0.2.1"))
+    # 192.0.2.0/24 is TEST-NET-1: a valid literal no host owns. Not loopback,
+    # so without client authentication it needs the opt-in to get as far as
+    # binding (tests/security/test_defaults.py checks the refusal itself).
+    r = run_binary([], env=base(tmp_path, CHCP_ADDRESS="192.0.2.1",
+                                CHCP_ALLOW_UNAUTHENTICATED="true"))
     assert_start_failure(r, "192.0.2.1", "Cannot assign requested address")
 
 
