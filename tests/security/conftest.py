@@ -9,9 +9,12 @@
 Everything listens on loopback with ephemeral ports.
 """
 
+import glob
 import importlib.util
 import os
+import re
 import sys
+import time
 
 import pytest
 
@@ -42,6 +45,39 @@ def pki(tmp_path_factory):
     return Pki(tmp_path_factory.mktemp("pki"))
 
 
+def kill_vmms(state_dir):
+    """VMMs outlive their daemon by design: kill those of this test's state
+    directory (their command line names a file in it), then remove the
+    cgroups confinement made for them (chcp-vms/<state dir, escaped>/)."""
+    needle = (state_dir.rstrip("/") + "/").encode()
+    killed = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if needle in f.read():
+                    os.kill(int(pid), 9)
+                    killed.append(int(pid))
+        except OSError:
+            pass
+    deadline = time.monotonic() + 10
+    while killed and time.monotonic() < deadline:
+        killed = [p for p in killed if os.path.exists("/proc/%d" % p)]
+        time.sleep(0.05)
+    level = "".join("-" if c == "/" else c if c.isalnum() or c in "._" else "_"
+                    for c in state_dir.strip("/"))
+    for parent in (glob.glob("/sys/fs/cgroup/chcp-vms/" + level) +
+                   glob.glob("/sys/fs/cgroup/*/chcp-vms/" + level)):
+        for child in glob.glob(parent + "/*/"):
+            try:
+                os.rmdir(child)
+            except OSError:
+                pass
+        try:
+            os.rmdir(parent)
+        except OSError:
+            pass
+
+
 @pytest.fixture
 def daemons():
     started = []
@@ -53,6 +89,7 @@ def daemons():
     finally:
         for d in started:
             d.cleanup()
+            kill_vmms(d.state_dir)
 
 
 @pytest.fixture
