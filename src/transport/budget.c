@@ -135,6 +135,19 @@ void budget_rx_drop_body(treq *r)
         h2_body_released(c, r, n);
 }
 
+void budget_rx_release(treq *r, size_t n)
+{
+    conn *c = r->conn;
+    if (n > r->rx_body)
+        n = r->rx_body;
+    r->rx_body -= n;
+    if (!n || !c)
+        return;
+    set_rx(c, c->rx_body - n, c->rx_decoded);
+    if (c->proto == PROTO_H2)
+        h2_body_released(c, r, n);
+}
+
 /* ---- charges held by the layer above --------------------------------------- */
 
 http_charge *budget_charge_new(conn *c, size_t n)

@@ -95,9 +95,13 @@ static uint64_t check_read_timeouts(conn *c, uint64_t now)
     uint64_t next = UINT64_MAX;
     if (c->proto == PROTO_H1) {
         treq *r = c->cur;
-        if (r && !r->dispatched) {
+        if (r && (!r->dispatched || r->responded)) {
+            /* Answered already (a streamed answer ended early): only the
+             * rest of its body is awaited; without it the connection goes. */
             uint64_t due = request_deadline(c, r);
-            if (now >= due) {
+            if (now >= due && r->responded) {
+                conn_close(c);
+            } else if (now >= due) {
                 h1_fail(c, 408);
                 conn_mark_dirty(c);
             } else {
@@ -415,11 +419,13 @@ static void trim_buffers(conn *c)
 
 static void conn_flush(conn *c)
 {
-    if (c->proto == PROTO_H1 && c->h1_paused && c->n_inflight < H1_MAX_PIPELINE &&
-        c->out.len < CONN_OUT_HIGH)
+    if (c->proto == PROTO_H1 && c->h1_paused && !c->h1_body_blocked &&
+        c->n_inflight < H1_MAX_PIPELINE && c->out.len < CONN_OUT_HIGH)
         h1_resume(c);
     if (c->closing)
         return;
+    if (c->proto == PROTO_H1)
+        h1_pump(c);
     if (c->proto == PROTO_H2 && c->out.len < CONN_OUT_HIGH)
         h2_pump(c);
     if (conn_has_output(c) && !c->writing) {
@@ -427,6 +433,10 @@ static void conn_flush(conn *c)
         if (c->closing)
             return;
     }
+    /* Streamed responses whose queues emptied may produce more (next pass). */
+    conn_notify_drain(c);
+    if (c->closing)
+        return;
     trim_buffers(c);
     budget_tx_recount(c);
     if (conn_should_close(c)) {
@@ -444,9 +454,15 @@ static void conn_flush(conn *c)
         conn_timer_want(c, c->last_progress + c->t->lim.idle_timeout_ms);
 }
 
+static void on_kick(uv_idle_t *h)
+{
+    conn_flush_all(h->data);
+}
+
 void conn_flush_all(transport *t)
 {
-    /* A flush can produce more work (resumed pipelines): a few passes. */
+    /* A flush can produce more work (resumed pipelines, streamed responses
+     * refilled by on_drain): a few passes. */
     for (int pass = 0; pass < 8 && t->dirty; pass++) {
         conn *list = t->dirty;
         t->dirty = NULL;
@@ -459,6 +475,14 @@ void conn_flush_all(transport *t)
                 conn_flush(c);
         }
     }
+    /* Work left over must not wait for unrelated I/O: an active idle handle
+     * keeps the next poll from blocking. */
+    if (t->closing)
+        return;
+    if (t->dirty)
+        uv_idle_start(&t->kick, on_kick);
+    else
+        uv_idle_stop(&t->kick);
 }
 
 /* ---- lifecycle ------------------------------------------------------------- */

@@ -16,6 +16,15 @@
  * response only reaches the wire once every earlier one has. At most
  * H1_MAX_PIPELINE requests wait for answers; beyond that the parser is paused
  * and the unparsed input is held (reading stops) until answers come back.
+ *
+ * Streaming (stream.c): a request dispatched on its headers gets its body
+ * through on_body; once it holds a window of unconsumed bytes the parser is
+ * paused the same way. A streamed response is chunked (close-delimited for
+ * HTTP/1.0) and queued on its request; the head of the pipeline moves its
+ * queue to the connection's output only while that is below CONN_OUT_HIGH.
+ * A request answered before its body ended is never released while the
+ * parser is still inside it, and its connection closes after the answer:
+ * the rest of a body nobody reads cannot be trusted to resync the stream.
  */
 #include "transport/internal.h"
 
@@ -32,6 +41,8 @@ static conn *pconn(http_parser *p)
 {
     return p->data;
 }
+
+static void h1_drain(conn *c);
 
 /* RFC 9110 tchar. */
 static bool is_tchar(unsigned char ch)
@@ -239,12 +250,22 @@ static int on_headers_complete(http_parser *p)
     r->is_head = p->method == HTTP_HEAD;
     r->close = !http_should_keep_alive(p);
     bool has_length = (p->flags & F_CONTENTLENGTH) != 0;
-    if (has_length && p->content_length > c->t->lim.max_body_bytes) {
+    /* Without a body the request is whole now: an answer from on_headers
+     * keeps the connection. (A Transfer-Encoding other than chunked is not
+     * "no body": http-parser refuses it, 400, right after this callback.) */
+    if (!(p->flags & F_CHUNKED) && !p->uses_transfer_encoding &&
+        !(has_length && p->content_length > 0))
+        r->remote_done = true;
+    /* The layer above may answer right here (404, 415): r stays ours until
+     * its message ends. */
+    http_body_mode mode = treq_headers_done(r);
+    if (mode == HTTP_BODY_BUFFER && has_length && p->content_length > c->t->lim.max_body_bytes) {
         r->pub.body_too_large = true;
         h1_refuse_body(c, r);
         return 0;
     }
-    maybe_continue(c, r, (p->flags & F_CHUNKED) || (has_length && p->content_length > 0));
+    if (!r->responded)
+        maybe_continue(c, r, (p->flags & F_CHUNKED) || (has_length && p->content_length > 0));
     return 0;
 }
 
@@ -252,7 +273,20 @@ static int on_body(http_parser *p, const char *at, size_t len)
 {
     conn *c = pconn(p);
     treq *r = c->cur;
-    if (!r || r->dispatched)
+    if (!r || r->body_mode == HTTP_BODY_DISCARD)
+        return 0;
+    if (r->body_mode == HTTP_BODY_STREAM) {
+        budget_rx_add(r, len); /* held until consumed; the window bounds it */
+        treq_body(r, (const uint8_t *)at, len, false);
+        /* A full window: stop here until the layer above consumes. */
+        if (c->cur == r && !r->responded && r->held >= treq_window(c->t)) {
+            c->h1_body_blocked = true;
+            c->h1_paused = true;
+            http_parser_pause(p, 1);
+        }
+        return 0;
+    }
+    if (r->dispatched)
         return 0;
     if (r->body.len + len > c->t->lim.max_body_bytes) {
         r->pub.body_too_large = true;
@@ -277,7 +311,7 @@ static bool wants_h2c(conn *c, const http_parser *p, const treq *r)
 {
     /* h2c is clear-text HTTP/2 only (RFC 9113 3.1): never over TLS. */
     if (!p->upgrade || p->method == HTTP_CONNECT || c->tls || c->draining || c->retiring ||
-        r != c->reqs || r->next || r->close || r->body.len > 0)
+        r != c->reqs || r->next || r->close || r->body.len > 0 || r->dispatched)
         return false;
     const char *up = http_request_header(&r->pub, "upgrade");
     return up && str_ieq(up, "h2c") && http_request_header(&r->pub, "http2-settings");
@@ -316,6 +350,24 @@ static int on_message_complete(http_parser *p)
     treq *r = c->cur;
     if (!r)
         return 0;
+    if (r->body_mode != HTTP_BODY_BUFFER) {
+        /* Dispatched on its headers: the end of its body, and its release
+         * if it was answered meanwhile. */
+        c->cur = NULL;
+        r->remote_done = true;
+        bool close = r->close;
+        if (r->body_mode == HTTP_BODY_STREAM)
+            treq_body(r, NULL, 0, true); /* may answer and release r */
+        h1_drain(c);
+        if (close || c->rd_discard) {
+            c->rd_discard = true;
+            http_parser_pause(p, 1);
+        } else if (c->n_inflight >= H1_MAX_PIPELINE) {
+            c->h1_paused = true;
+            http_parser_pause(p, 1);
+        }
+        return 0;
+    }
     if (wants_h2c(c, p, r) && upgrade_h2c(c, r))
         return 0;
     c->cur = NULL;
@@ -397,6 +449,11 @@ void h1_feed(conn *c, const uint8_t *data, size_t len)
         data += n;
         len -= n;
     }
+}
+
+void h1_body_unblocked(conn *c)
+{
+    conn_mark_dirty(c); /* conn_flush resumes the parser */
 }
 
 void h1_resume(conn *c)
@@ -481,20 +538,56 @@ static void serialize(chcp_buf *b, treq *r, const http_response *resp, bool clos
         buf_append(b, resp->body, resp->body_len);
 }
 
+/* Move a streamed response's queue to the output, as far as it has room. */
+static void move_queued(conn *c, treq *r)
+{
+    size_t left = r->resp.len - r->resp_off;
+    if (left == 0)
+        return;
+    if (c->out.len < CONN_OUT_HIGH) {
+        size_t n = CONN_OUT_HIGH - c->out.len;
+        if (n > left)
+            n = left;
+        buf_append(&c->out, r->resp.data + r->resp_off, n);
+        r->resp_off += n;
+        left -= n;
+        if (left == 0)
+            r->resp_off = r->resp.len = 0;
+    }
+    /* The rest after this pass's write; a write in progress calls back. */
+    if (left > 0 && !c->writing)
+        conn_mark_dirty(c);
+}
+
 /* Move answered requests at the head of the pipeline to the output. */
 static void h1_drain(conn *c)
 {
     treq *r;
-    while ((r = c->reqs) && r->responded) {
-        if (!r->serialized_in_out)
-            buf_append(&c->out, r->resp.data, r->resp.len);
+    while ((r = c->reqs)) {
+        if (r->resp_streaming) {
+            move_queued(c, r);
+            if (!r->responded || r->resp.len > r->resp_off)
+                break;
+        } else {
+            if (!r->responded)
+                break;
+            if (!r->serialized_in_out)
+                buf_append(&c->out, r->resp.data, r->resp.len);
+            r->serialized_in_out = true;
+        }
         bool close = r->close;
-        treq_release(r);
+        /* Answered while its body is still being parsed: it goes when its
+         * message ends (on_message_complete), or with the connection. */
+        bool parsing = r == c->cur;
+        if (!parsing)
+            treq_release(r);
         if (close) {
             c->rd_discard = true;
             c->close_after_flush = true;
             return;
         }
+        if (parsing)
+            return;
     }
     if (r && r->want_continue && !r->remote_done) {
         r->want_continue = false;
@@ -505,9 +598,13 @@ static void h1_drain(conn *c)
 void h1_respond(treq *r, const http_response *resp)
 {
     conn *c = r->conn;
-    /* Draining: the last request we will see says goodbye. */
-    if ((c->draining || c->retiring) && !r->next && !c->cur)
+    /* Draining: the last request we will see says goodbye (it may still be
+     * the one being parsed: answered on its headers). */
+    if ((c->draining || c->retiring) && !r->next && (!c->cur || c->cur == r))
         r->close = true;
+    /* Answered before its body ended (dispatched on its headers). */
+    if (!r->remote_done)
+        h1_close_early(c, r);
     bool head = r == c->reqs;
     serialize(head ? &c->out : &r->resp, r, resp, r->close);
     r->serialized_in_out = head;
@@ -515,9 +612,97 @@ void h1_respond(treq *r, const http_response *resp)
     h1_drain(c);
 }
 
+/* ---- streamed responses ------------------------------------------------------ */
+
+void h1_discard_rest(conn *c, treq *r)
+{
+    r->body_mode = HTTP_BODY_DISCARD;
+    r->held = 0;
+    /* The rest must arrive within a read timeout from now (conn.c). */
+    conn_request_started(c, r);
+    if (c->h1_body_blocked && c->cur == r) {
+        c->h1_body_blocked = false;
+        conn_mark_dirty(c);
+    }
+}
+
+void h1_close_early(conn *c, treq *r)
+{
+    /* The client may still be sending the body: keep reading (and dropping)
+     * it for a moment after our FIN, so it reads the answer instead of a
+     * reset caused by unread input. */
+    r->close = true;
+    c->linger_wanted = true;
+}
+
+void h1_begin(treq *r, int status, const http_header *headers, size_t n)
+{
+    conn *c = r->conn;
+    if ((c->draining || c->retiring) && !r->next && (!c->cur || c->cur == r))
+        r->close = true;
+    /* HTTP/1.0 has no chunked encoding: the body ends with the connection. */
+    r->h1_chunked = r->http_minor >= 1;
+    if (!r->h1_chunked)
+        r->close = true;
+    int st = status >= 200 && status <= 999 ? status : 500;
+    chcp_buf *b = &r->resp;
+    buf_append(b, "HTTP/1.1 ", 9);
+    append_uint(b, (size_t)st);
+    buf_append_byte(b, ' ');
+    buf_append_str(b, http_reason(st));
+    buf_append(b, "\r\n", 2);
+    for (size_t i = 0; i < n; i++) {
+        const http_header *h = &headers[i];
+        if (!header_safe(h) || is_managed_header(h))
+            continue;
+        buf_append(b, h->name, h->name_len);
+        buf_append(b, ": ", 2);
+        buf_append(b, h->value, h->value_len);
+        buf_append(b, "\r\n", 2);
+    }
+    if (r->h1_chunked)
+        buf_append_str(b, "transfer-encoding: chunked\r\n");
+    if (r->close)
+        buf_append_str(b, "connection: close\r\n");
+    buf_append(b, "\r\n", 2);
+}
+
+void h1_write(treq *r, const uint8_t *data, size_t len)
+{
+    chcp_buf *b = &r->resp;
+    if (r->h1_chunked) {
+        char size[24];
+        int k = snprintf(size, sizeof(size), "%zx\r\n", len);
+        buf_append(b, size, (size_t)k);
+    }
+    buf_append(b, data, len);
+    if (r->h1_chunked)
+        buf_append(b, "\r\n", 2);
+}
+
+void h1_end(treq *r)
+{
+    if (r->h1_chunked)
+        buf_append(&r->resp, "0\r\n\r\n", 5);
+    h1_drain(r->conn);
+}
+
+void h1_pump(conn *c)
+{
+    if (c->reqs && c->reqs->resp_streaming)
+        h1_drain(c);
+}
+
 void h1_fail(conn *c, int status)
 {
     treq *r = c->cur;
+    /* A streamed body that turned out malformed: its call is cancelled (the
+     * layer above hears on_cancel) and the 400 ends the connection. */
+    if (r && r->dispatched && !r->responded && r->body_mode == HTTP_BODY_STREAM) {
+        c->cur = NULL;
+        treq_detach(r);
+        r = NULL;
+    }
     if (!r || r->dispatched)
         r = treq_new(c);
     c->cur = NULL;

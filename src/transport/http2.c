@@ -22,6 +22,13 @@
  * room (h2_regrant). A response must be sent within write_timeout_ms of
  * being queued, or the stream is reset and its buffer freed: a client that
  * sets SETTINGS_INITIAL_WINDOW_SIZE=0 cannot pin answers.
+ *
+ * Streaming (stream.c): the layer above sees a stream when its HEADERS
+ * arrive. DATA of a streamed body is held (and charged to the budget) until
+ * the layer above consumes it; only then do its stream's window and the
+ * connection's reopen, so a paused handler pauses its client. A streamed
+ * response is a data provider over the request's queue that defers while
+ * the queue is empty and is resumed by each write.
  */
 #include "transport/internal.h"
 
@@ -110,7 +117,8 @@ static void dispatch_over_budget(treq *r, budget_verdict v)
     treq_dispatch(r);
 }
 
-/* The header block is complete: pointers can be made. */
+/* The header block is complete: pointers can be made, and the layer above
+ * decides how the body is read. */
 static void finish_headers(conn *c, treq *r)
 {
     r->hdrs_done = true;
@@ -128,6 +136,8 @@ static void finish_headers(conn *c, treq *r)
     }
     r->pub.path = path;
     r->is_head = strcmp(r->pub.method, "HEAD") == 0;
+    if (treq_headers_done(r) != HTTP_BODY_BUFFER)
+        return;
     uint64_t declared;
     const char *cl = http_request_header(&r->pub, "content-length");
     if (cl && str_to_u64(cl, UINT64_MAX, &declared) && declared > c->t->lim.max_body_bytes)
@@ -147,7 +157,9 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
     if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     r->remote_done = true;
-    if (!r->dispatched)
+    if (r->body_mode == HTTP_BODY_STREAM)
+        treq_body(r, NULL, 0, true);
+    else if (!r->dispatched)
         treq_dispatch(r);
     return 0;
 }
@@ -158,6 +170,13 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     conn *c = ud;
     treq *r = stream_req(s, id);
     c->h2_unconsumed += len;
+    if (r && r->body_mode == HTTP_BODY_STREAM && !r->responded) {
+        /* Held by the layer above until it consumes (http_request_consume);
+         * the flow-control window bounds it. */
+        budget_rx_add(r, len);
+        treq_body(r, data, len, false);
+        return 0;
+    }
     budget_verdict v = BUDGET_OK;
     if (!r || r->dispatched) {
         /* not held: its window goes back at once */
@@ -256,9 +275,10 @@ void h2_start(conn *c)
         return;
     }
     /* Windows never promise more than the budgets allow: a stream, one
-     * body of the largest size and a frame; the connection, its budget. */
+     * body of the largest size and a frame (so a streamed message of that
+     * size can always arrive whole); the connection, its budget. */
     size_t conn_window = c->t->budget->conn_cap;
-    size_t stream_window = l->max_body_bytes + 16384;
+    size_t stream_window = treq_window(c->t);
     if (stream_window > conn_window)
         stream_window = conn_window;
     if (conn_window > (size_t)NGHTTP2_MAX_WINDOW_SIZE)
@@ -371,21 +391,21 @@ static size_t fill_nv(nghttp2_nv *nv, const http_header *hs, size_t n, bool add_
     return k;
 }
 
-/* Trailers are submitted later, from read_body: keep a copy. */
-static void copy_trailers(treq *r, const http_response *resp)
+/* Trailers are submitted later, from the data provider: keep a copy. */
+void h2_set_trailers(treq *r, const http_header *trailers, size_t n)
 {
     size_t total = 0;
-    for (size_t i = 0; i < resp->n_trailers; i++)
-        total += resp->trailers[i].name_len + resp->trailers[i].value_len + 2;
-    if (r->cap_tr < resp->n_trailers) {
-        r->cap_tr = resp->n_trailers;
+    for (size_t i = 0; i < n; i++)
+        total += trailers[i].name_len + trailers[i].value_len + 2;
+    if (r->cap_tr < n) {
+        r->cap_tr = n;
         r->tr_nv = xrealloc(r->tr_nv, r->cap_tr * sizeof(*r->tr_nv));
     }
     buf_reset(&r->tr_strings);
     buf_reserve(&r->tr_strings, total); /* no reallocation below: pointers stay */
     r->n_tr = 0;
-    for (size_t i = 0; i < resp->n_trailers; i++) {
-        const http_header *h = &resp->trailers[i];
+    for (size_t i = 0; i < n; i++) {
+        const http_header *h = &trailers[i];
         if (skip_h2_header(h, false))
             continue;
         uint8_t *name = r->tr_strings.data + r->tr_strings.len;
@@ -420,9 +440,22 @@ static int submit(conn *c, treq *r, const http_response *resp, nghttp2_nv *nv, s
     buf_reset(&r->resp);
     buf_append(&r->resp, resp->body, body_len);
     r->resp_off = 0;
-    copy_trailers(r, resp);
+    h2_set_trailers(r, resp->trailers, resp->n_trailers);
     nghttp2_data_provider prd = {.source.ptr = r, .read_callback = read_body};
     return nghttp2_submit_response(c->h2, id, nv, n, &prd);
+}
+
+/* ":status" and the headers; room for one more entry is left. */
+static size_t status_nv(nghttp2_nv *nv, char status[4], int code, const http_header *hs, size_t n,
+                        bool add_length)
+{
+    int st = code >= 200 && code <= 999 ? code : 500;
+    status[0] = (char)('0' + st / 100);
+    status[1] = (char)('0' + st / 10 % 10);
+    status[2] = (char)('0' + st % 10);
+    status[3] = '\0';
+    nv[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    return 1 + fill_nv(nv + 1, hs, n, add_length);
 }
 
 void h2_respond(treq *r, const http_response *resp)
@@ -437,14 +470,7 @@ void h2_respond(treq *r, const http_response *resp)
     nghttp2_nv stack[H2_NV_STACK];
     nghttp2_nv *nv = max <= H2_NV_STACK ? stack : xmalloc(max * sizeof(*nv));
     char status[4], length[24];
-    int st = resp->status >= 200 && resp->status <= 999 ? resp->status : 500;
-    status[0] = (char)('0' + st / 100);
-    status[1] = (char)('0' + st / 10 % 10);
-    status[2] = (char)('0' + st % 10);
-    status[3] = '\0';
-    size_t n = 0;
-    nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
-    n += fill_nv(nv + n, resp->headers, resp->n_headers, add_length);
+    size_t n = status_nv(nv, status, resp->status, resp->headers, resp->n_headers, add_length);
     if (add_length) {
         size_t i = sizeof(length), v = resp->body_len;
         do {
@@ -458,6 +484,64 @@ void h2_respond(treq *r, const http_response *resp)
         nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_INTERNAL_ERROR);
     if (nv != stack)
         free(nv);
+}
+
+/* ---- streamed responses ---------------------------------------------------- */
+
+/* Pull from the queue; defer while it is empty and not ended. The queue
+ * restarts at offset 0 each time it empties, so it does not grow. */
+static ssize_t read_stream(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length,
+                           uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+    treq *r = src->ptr;
+    size_t left = r->resp.len - r->resp_off;
+    if (left == 0 && !r->resp_ended) {
+        r->h2_deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    size_t n = left < length ? left : length;
+    if (n)
+        memcpy(buf, r->resp.data + r->resp_off, n);
+    r->resp_off += n;
+    if (r->resp_off == r->resp.len) {
+        r->resp_off = 0;
+        r->resp.len = 0;
+        if (r->resp_ended) {
+            *flags |= NGHTTP2_DATA_FLAG_EOF;
+            if (r->n_tr) {
+                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+                if (nghttp2_submit_trailer(s, id, r->tr_nv, r->n_tr) != 0)
+                    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+            }
+        }
+    }
+    return (ssize_t)n;
+}
+
+void h2_begin(treq *r, int status, const http_header *headers, size_t n_headers)
+{
+    conn *c = r->conn;
+    if (!c->h2)
+        return;
+    size_t max = n_headers + 1;
+    nghttp2_nv stack[H2_NV_STACK];
+    nghttp2_nv *nv = max <= H2_NV_STACK ? stack : xmalloc(max * sizeof(*nv));
+    char st[4];
+    size_t n = status_nv(nv, st, status, headers, n_headers, false);
+    nghttp2_data_provider prd = {.source.ptr = r, .read_callback = read_stream};
+    if (nghttp2_submit_response(c->h2, r->stream_id, nv, n, &prd) != 0)
+        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_INTERNAL_ERROR);
+    if (nv != stack)
+        free(nv);
+}
+
+void h2_resume(treq *r)
+{
+    conn *c = r->conn;
+    if (!c->h2 || !r->h2_deferred)
+        return;
+    r->h2_deferred = false;
+    nghttp2_session_resume_data(c->h2, r->stream_id);
 }
 
 void h2_timeout_stream(conn *c, treq *r)

@@ -95,6 +95,16 @@ struct treq {
     bool want_continue;     /* HTTP/1.1: owes "100 Continue" when it gets its turn */
     bool is_head;           /* HEAD request: no response body on the wire */
     bool serialized_in_out; /* HTTP/1.1: response already appended to out */
+
+    /* Streaming (stream.c). */
+    uint8_t body_mode;   /* http_body_mode chosen by on_headers */
+    bool resp_streaming; /* http_response_begin: `resp` is a queue being written */
+    bool resp_ended;     /* http_response_end: nothing more will be queued */
+    bool h2_deferred;    /* HTTP/2 data provider waits for more bytes */
+    bool h1_chunked;     /* HTTP/1.1 streamed response in chunked encoding */
+    bool want_drain;     /* on_drain once queued bytes <= drain_low */
+    size_t drain_low;
+    size_t held; /* streamed body bytes delivered and not yet consumed */
     char peer[64];
 };
 
@@ -133,7 +143,8 @@ struct conn {
     http_parser parser;
     treq *cur;                /* the request being parsed */
     chcp_buf pending_in;      /* input held back while the pipeline is full */
-    bool h1_paused;           /* parser paused: pipeline full */
+    bool h1_paused;           /* parser paused: pipeline full or body window held */
+    bool h1_body_blocked;     /* the streamed body being parsed holds its window */
     bool rd_discard;          /* drop all further input (closing) */
     int h1_error;             /* status to answer when the parser stops (431...) */
     const char *h1_feed_base; /* start of the read being parsed (obs-fold check) */
@@ -224,6 +235,7 @@ struct transport {
 
     uv_prepare_t prepare; /* flush before the loop blocks */
     uv_check_t check;     /* flush right after I/O callbacks */
+    uv_idle_t kick;       /* runs when flushing left work for another pass */
 
     conn *conns;
     size_t n_conns, n_tcp, n_unix;
@@ -237,7 +249,8 @@ struct transport {
     treq *free_reqs;
     size_t n_free;
 
-    tls_server *tls; /* NULL: TCP is clear text */
+    tls_server *tls;         /* NULL: TCP is clear text */
+    http_stream_hooks hooks; /* all NULL: every body is buffered */
 
     nghttp2_session_callbacks *h2_callbacks;
     nghttp2_option *h2_option;
@@ -341,6 +354,9 @@ budget_verdict budget_rx_admit(conn *c, size_t n);
 void budget_rx_add(treq *r, size_t n);
 /* The body's bytes are no longer held (freed or handed back). */
 void budget_rx_drop_body(treq *r);
+/* n of a streamed body's bytes were consumed by the layer above (HTTP/2:
+ * their windows reopen). */
+void budget_rx_release(treq *r, size_t n);
 /* A charge of n bytes on connection c (admitted by the caller). */
 http_charge *budget_charge_new(conn *c, size_t n);
 budget_verdict budget_tx_admit(conn *c, size_t n);
@@ -362,7 +378,8 @@ void peers_free(transport *t);
 /* ---- request.c ---------------------------------------------------------- */
 
 treq *treq_new(conn *c);
-void treq_release(treq *r); /* unlink from the connection and free/recycle */
+void treq_release(treq *r);       /* unlink from the connection and free/recycle */
+void treq_free_detached(treq *r); /* the last call on a detached request */
 void treq_free_list(transport *t);
 hdr_ref *treq_push_ref(treq *r);
 /* Make pub.headers from the offsets once `strings` stops growing. */
@@ -372,6 +389,21 @@ void treq_dispatch(treq *r);
 void treq_detach(treq *r);
 /* Response header values/names must not smuggle CR, LF or NUL. */
 bool header_safe(const http_header *h);
+
+/* ---- stream.c ------------------------------------------------------------ */
+
+/* The header block of r is complete: ask the layer above how to read the
+ * body (HTTP_BODY_BUFFER when it has no stream hooks). For STREAM and
+ * DISCARD the request is dispatched; it may be answered (and, on HTTP/1.1,
+ * released) before this returns. */
+http_body_mode treq_headers_done(treq *r);
+/* Body bytes of a STREAM request; `end` once complete. */
+void treq_body(treq *r, const uint8_t *data, size_t len, bool end);
+/* Most unconsumed bytes a streamed body may hold (one largest body plus a
+ * frame of slack). */
+size_t treq_window(const transport *t);
+/* Streamed responses of c whose queue drained: call on_drain. */
+void conn_notify_drain(conn *c);
 
 /* ---- listener.c ---------------------------------------------------------- */
 
@@ -387,6 +419,19 @@ void h1_resume(conn *c);
 void h1_respond(treq *r, const http_response *resp);
 /* The read timeout hit a request still arriving: 408 and close. */
 void h1_fail(conn *c, int status);
+/* Streamed responses (stream.c): start, append, end; h1_pump moves queued
+ * bytes of the head response to the connection's output. */
+void h1_begin(treq *r, int status, const http_header *headers, size_t n);
+void h1_write(treq *r, const uint8_t *data, size_t len);
+void h1_end(treq *r);
+void h1_pump(conn *c);
+/* Answered before the request's body ended: close after the answer. */
+void h1_close_early(conn *c, treq *r);
+/* A streamed answer ended before the request's body: read and drop the
+ * rest (within a read timeout), keeping the connection. */
+void h1_discard_rest(conn *c, treq *r);
+/* The streamed body's window has room again: parse what was held back. */
+void h1_body_unblocked(conn *c);
 const char *http_reason(int status);
 
 /* ---- http2.c ------------------------------------------------------------- */
@@ -399,6 +444,11 @@ void h2_feed(conn *c, const uint8_t *data, size_t len);
 /* Pull nghttp2's pending frames into c->out. */
 void h2_pump(conn *c);
 void h2_respond(treq *r, const http_response *resp);
+/* Streamed responses (stream.c). */
+void h2_begin(treq *r, int status, const http_header *headers, size_t n);
+void h2_resume(treq *r); /* more queued bytes, or the end */
+void h2_set_trailers(treq *r, const http_header *trailers, size_t n);
+
 void h2_free(conn *c);
 /* Reset a stream whose request did not arrive in time. */
 void h2_timeout_stream(conn *c, treq *r);

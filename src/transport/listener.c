@@ -111,10 +111,13 @@ transport *transport_new(uv_loop_t *loop, const transport_limits *limits,
     t->prepare.data = t->check.data = t;
     uv_prepare_start(&t->prepare, on_prepare);
     uv_check_start(&t->check, on_check);
+    uv_idle_init(loop, &t->kick);
+    t->kick.data = t;
     /* The hooks alone must not keep the loop alive. */
     uv_unref((uv_handle_t *)&t->prepare);
     uv_unref((uv_handle_t *)&t->check);
-    t->open_handles = 2;
+    uv_unref((uv_handle_t *)&t->kick);
+    t->open_handles = 3;
     return t;
 }
 
@@ -325,4 +328,5 @@ void transport_close(transport *t, void (*done)(void *ud), void *ud)
         conn_close(t->conns);
     uv_close((uv_handle_t *)&t->prepare, on_handle_closed);
     uv_close((uv_handle_t *)&t->check, on_handle_closed);
+    uv_close((uv_handle_t *)&t->kick, on_handle_closed);
 }

@@ -206,6 +206,11 @@ void treq_detach(treq *r)
     treq_release(r);
 }
 
+void treq_free_detached(treq *r)
+{
+    treq_destroy(r);
+}
+
 void http_respond(http_request *req, const http_response *resp)
 {
     treq *r = (treq *)req; /* pub is the first member */
@@ -214,6 +219,11 @@ void http_respond(http_request *req, const http_response *resp)
     conn *c = r->conn;
     if (!c) {
         treq_destroy(r);
+        return;
+    }
+    if (r->resp_streaming) {
+        /* Already streaming: an answer now can only end it. */
+        http_response_end(req, resp->trailers, resp->n_trailers);
         return;
     }
     r->responded = true;

@@ -36,6 +36,17 @@
  * eviction of idle or stalled connections when full (peers.c); header, read,
  * write, idle and age deadlines that control frames and trickled bytes do not
  * renew (conn.c).
+ *
+ * Streaming (optional, transport_set_stream_hooks): the layer above sees a
+ * request as soon as its header block is complete and decides there how the
+ * body is delivered: gathered whole as above (unary calls), streamed in
+ * pieces with backpressure (client and bidi streams), or discarded (answered
+ * at once: 404, 415). It can answer in one piece (http_respond) or stream the
+ * response (http_response_begin/write/end) and is told when queued output
+ * has drained. Every buffer is bounded: a streamed body holds at most one
+ * window of bytes not yet consumed (HTTP/2 flow control; HTTP/1.1 stops
+ * reading), and a streamed response is pulled from its queue only as the
+ * client reads (HTTP/2 windows, socket writability).
  */
 #ifndef CHCP_TRANSPORT_H
 #define CHCP_TRANSPORT_H
@@ -221,6 +232,56 @@ void http_request_consume_body(http_request *req);
  * budget of the connection or of the daemon is spent (answer with an error
  * instead: error answers are never refused). */
 int http_response_reserve(http_request *req, size_t bytes, chcp_error **err);
+
+/* ---- streaming ------------------------------------------------------------ */
+
+typedef enum http_body_mode {
+    HTTP_BODY_BUFFER = 0, /* gather the whole body, then on_request (the default) */
+    HTTP_BODY_STREAM,     /* dispatched now; the body arrives through on_body */
+    HTTP_BODY_DISCARD,    /* dispatched now (often answered already); the body is dropped */
+} http_body_mode;
+
+typedef struct http_stream_hooks {
+    /* The header block is complete, nothing of the body was read. The callee
+     * may answer right here (then say HTTP_BODY_DISCARD). With STREAM or
+     * DISCARD the request counts as dispatched: it must be answered, and
+     * on_cancel reports a peer that goes away. */
+    http_body_mode (*on_headers)(http_request *req, void *ud);
+    /* HTTP_BODY_STREAM: the next `len` body bytes (copy them: `data` is only
+     * valid during the call), then once `end` (data NULL) when the body is
+     * complete. Bytes count as held until http_request_consume(); once a
+     * window of bytes (http_request_window) is held the peer is paused. */
+    void (*on_body)(http_request *req, const uint8_t *data, size_t len, bool end, void *ud);
+    /* The request's queued response bytes fell to the level given to
+     * http_response_want_drain() (once per call of it). */
+    void (*on_drain)(http_request *req, void *ud);
+    void *ud;
+} http_stream_hooks;
+
+void transport_set_stream_hooks(transport *t, const http_stream_hooks *hooks);
+
+/* Streamed bodies: `n` held bytes are processed; the peer may send as much
+ * more (HTTP/2 WINDOW_UPDATE; HTTP/1.1 reading resumes). No-op once the
+ * connection is gone. */
+void http_request_consume(http_request *req, size_t n);
+/* Most body bytes a streamed request may hold unconsumed (one message of
+ * the largest size and its framing must fit). */
+size_t http_request_window(const http_request *req);
+/* The whole request (END_STREAM / the end of the body) has arrived. */
+bool http_request_complete(const http_request *req);
+
+/* Stream a response: headers now, body pieces as they are written, then
+ * the end (HTTP/2 trailers, or nothing). HTTP/1.1 uses chunked encoding
+ * (close-delimited for an HTTP/1.0 client). Everything is copied. Writing to
+ * a request whose connection is gone is a no-op; http_response_end() is
+ * still required and frees it, like http_respond(). */
+void http_response_begin(http_request *req, int status, const http_header *headers, size_t n);
+void http_response_write(http_request *req, const uint8_t *data, size_t len);
+void http_response_end(http_request *req, const http_header *trailers, size_t n_trailers);
+/* Response bytes written and not yet handed to the socket. */
+size_t http_response_queued(const http_request *req);
+/* Call on_drain once the queued bytes are at most `low_water`. */
+void http_response_want_drain(http_request *req, size_t low_water);
 
 /* Case-insensitive header lookup (first match), NULL if absent. */
 const char *http_request_header(const http_request *req, const char *name);

@@ -4,7 +4,11 @@
  * input (conn_new_fake) whose output goes nowhere. The handler answers some
  * requests at once and holds others until later in the input or until the
  * connection is torn down (on_cancel), so the pipelining, cancel and
- * late-answer paths are all exercised.
+ * late-answer paths are all exercised. Stream hooks route by the path's
+ * length: some requests are buffered, some answered on their headers (404),
+ * some streamed (bodies consumed in part, responses streamed and ended when
+ * the body ends, at teardown or on cancel), so the headers-first, window and
+ * streamed-response paths are fuzzed too.
  */
 #ifndef FUZZ_TRANSPORT_COMMON_H
 #define FUZZ_TRANSPORT_COMMON_H
@@ -53,8 +57,16 @@ static void fuzz_on_request(http_request *req, void *ud)
     fuzz_answer(req);
 }
 
+static void fuzz_stream_end(int i);
+static int fuzz_stream_find(http_request *req);
+
 static void fuzz_on_cancel(http_request *req, void *ud)
 {
+    int si = fuzz_stream_find(req);
+    if (si >= 0) {
+        fuzz_stream_end(si);
+        return;
+    }
     for (int i = 0; i < fuzz_n_held; i++) {
         if (fuzz_held[i] == req) {
             fuzz_held[i] = fuzz_held[--fuzz_n_held];
@@ -64,10 +76,75 @@ static void fuzz_on_cancel(http_request *req, void *ud)
     }
 }
 
+static http_request *fuzz_streams[FUZZ_MAX_HELD];
+static int fuzz_n_streams;
+
+static void fuzz_stream_end(int i)
+{
+    http_request *req = fuzz_streams[i];
+    fuzz_streams[i] = fuzz_streams[--fuzz_n_streams];
+    http_response_begin(req, 200, NULL, 0);
+    http_response_write(req, (const uint8_t *)"end", 3);
+    http_response_end(req, NULL, 0);
+}
+
+static int fuzz_stream_find(http_request *req)
+{
+    for (int i = 0; i < fuzz_n_streams; i++)
+        if (fuzz_streams[i] == req)
+            return i;
+    return -1;
+}
+
+static http_body_mode fuzz_on_headers(http_request *req, void *ud)
+{
+    static const http_header hs[] = {{"content-type", "application/connect+proto", 12, 25}};
+    switch (strlen(req->path) % 4) {
+    case 0:
+        return HTTP_BODY_BUFFER;
+    case 1: {
+        http_response resp = {.status = 404};
+        http_respond(req, &resp);
+        return HTTP_BODY_DISCARD;
+    }
+    default:
+        if (fuzz_n_streams == FUZZ_MAX_HELD)
+            return HTTP_BODY_BUFFER;
+        fuzz_streams[fuzz_n_streams++] = req;
+        if (strlen(req->path) % 4 == 3) {
+            http_response_begin(req, 200, hs, 1);
+            http_response_want_drain(req, 0);
+        }
+        return HTTP_BODY_STREAM;
+    }
+}
+
+static void fuzz_on_body(http_request *req, const uint8_t *data, size_t len, bool end, void *ud)
+{
+    int i = fuzz_stream_find(req);
+    if (i < 0)
+        return;
+    /* Echo and consume some pieces; hold others (the window fills). */
+    if (len & 1) {
+        http_response_begin(req, 200, NULL, 0);
+        http_response_write(req, data, len);
+        http_request_consume(req, len);
+    }
+    if (end || http_response_queued(req) > 8192)
+        fuzz_stream_end(i);
+}
+
+static void fuzz_on_drain(http_request *req, void *ud)
+{
+    (void)http_response_queued(req);
+}
+
 static void fuzz_release_held(void)
 {
     while (fuzz_n_held > 0)
         fuzz_answer(fuzz_held[--fuzz_n_held]);
+    while (fuzz_n_streams > 0)
+        fuzz_stream_end(fuzz_n_streams - 1);
 }
 
 static void fuzz_sink(const uint8_t *data, size_t len, void *ud)
@@ -87,6 +164,8 @@ static void fuzz_init(void)
     lim.max_header_bytes = 2048;
     lim.h2_max_concurrent_streams = 16;
     fuzz_t = transport_new(&fuzz_loop, &lim, fuzz_on_request, fuzz_on_cancel, NULL);
+    http_stream_hooks hooks = {fuzz_on_headers, fuzz_on_body, fuzz_on_drain, NULL};
+    transport_set_stream_hooks(fuzz_t, &hooks);
 }
 
 /* Feed `data` in pieces whose sizes come from the input itself, answering
