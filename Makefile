@@ -20,7 +20,8 @@ PREFIX ?= /usr/local
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-PKGS := libuv libnghttp2 libprotobuf-c jansson zlib sqlite3 libsystemd libmnl libnftables libssl libcrypto
+PKGS := libuv libnghttp2 libprotobuf-c jansson zlib sqlite3 libsystemd libmnl libnftables libssl libcrypto \
+	libzstd libbrotlienc libbrotlidec
 # libcurl (OTLP export) is dlopen()ed only when telemetry is on; its headers are
 # needed to build (libcurl4-openssl-dev).
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

@@ -23,6 +23,8 @@ BUILD_PKGS=(
     libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev
     libjansson-dev zlib1g-dev libsqlite3-dev libsystemd-dev libcurl4-openssl-dev libunistring-dev
     libyaml-dev libssl-dev
+    # src/rpc: brotli and zstd message compression
+    libzstd-dev libbrotli-dev
     # src/net: netlink and nftables; the tools it runs (NoCloud seed images,
     # qcow2 layers)
     libmnl-dev libnftables-dev genisoimage qemu-utils
@@ -62,17 +64,20 @@ mkdir -p "$TOOLS_DIR/bin"
 export GOBIN="$TOOLS_DIR/bin"
 export PATH="/usr/local/go/bin:$PATH"
 
-CONFORMANCE_VERSION=v1.0.5
-if [ ! -x "$GOBIN/connectconformance" ] || [ "$(cat "$TOOLS_DIR/connectconformance.version" 2>/dev/null)" != "$CONFORMANCE_VERSION" ]; then
+# The conformance runner and its .proto files (from the same Go module, never
+# committed), one directory per version so checkouts pinning different
+# versions can share .tools/. The pin lives in tests/conformance/runner-version.
+CONFORMANCE_VERSION=$(cat tests/conformance/runner-version)
+CONF_DIR="$TOOLS_DIR/conformance/$CONFORMANCE_VERSION"
+if [ ! -x "$CONF_DIR/bin/connectconformance" ]; then
     echo "deps.sh: go install connectconformance@$CONFORMANCE_VERSION" >&2
-    go install "connectrpc.com/conformance/cmd/connectconformance@$CONFORMANCE_VERSION"
-    echo "$CONFORMANCE_VERSION" > "$TOOLS_DIR/connectconformance.version"
+    GOBIN="$CONF_DIR/bin" go install "connectrpc.com/conformance/cmd/connectconformance@$CONFORMANCE_VERSION"
 fi
-# The conformance .proto files come from the same Go module, never committed.
-if [ ! -d "$TOOLS_DIR/conformance-proto" ]; then
+if [ ! -d "$CONF_DIR/proto" ]; then
     moddir=$(cd "$TOOLS_DIR" && go mod download -json "connectrpc.com/conformance@$CONFORMANCE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-    cp -r "$moddir/proto" "$TOOLS_DIR/conformance-proto"
-    chmod -R u+w "$TOOLS_DIR/conformance-proto"
+    cp -r "$moddir/proto" "$CONF_DIR/proto.tmp"
+    chmod -R u+w "$CONF_DIR/proto.tmp"
+    mv "$CONF_DIR/proto.tmp" "$CONF_DIR/proto"
 fi
 
 # buf (for `buf lint`) from npm, pinned.

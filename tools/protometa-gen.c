@@ -406,7 +406,10 @@ int main(int argc, char **argv)
                     print_cstr(o, svc);
                     fputs(", ", o);
                     print_cstr(o, s->method[k]->name);
-                    fprintf(o, ", %s},\n", idempotency_name(s->method[k]->options));
+                    const Google__Protobuf__MethodDescriptorProto *md = s->method[k];
+                    fprintf(o, ", %s, %s, %s},\n", idempotency_name(md->options),
+                            md->has_client_streaming && md->client_streaming ? "true" : "false",
+                            md->has_server_streaming && md->server_streaming ? "true" : "false");
                 }
             }
         }

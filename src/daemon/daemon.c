@@ -590,6 +590,13 @@ static int start(daemon_state *st, chcp_error **err)
             return -1;
         }
     }
+    if (st->tp) {
+        /* Requests are routed on their headers; streams get their bodies
+         * as they arrive. */
+        http_stream_hooks hooks;
+        rpc_server_stream_hooks(st->rpc, &hooks);
+        transport_set_stream_hooks(st->tp, &hooks);
+    }
     if (transport_listen_tcp(st->tp, c->address, c->port, err) < 0) {
         error_prefix(*err, "listening on %s port %u", c->address, c->port);
         return -1;

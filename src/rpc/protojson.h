@@ -40,6 +40,8 @@ typedef struct protometa_method {
     const char *service; /* "cloudhypervisor.v1.VmService" */
     const char *method;  /* "GetVmInfo" */
     protometa_idempotency idempotency;
+    bool client_streaming; /* `stream` on the request */
+    bool server_streaming; /* `stream` on the response */
 } protometa_method;
 
 typedef struct protometa_table {
@@ -60,6 +62,8 @@ const protometa_message *protometa_find_message(const ProtobufCMessageDescriptor
 /* Lookup by full name without leading dot ("google.protobuf.Duration"), for Any. */
 const ProtobufCMessageDescriptor *protometa_find_by_name(const char *full_name);
 protometa_idempotency protometa_method_idempotency(const char *service, const char *method);
+/* The method's generated entry (idempotency, streaming), NULL if unknown. */
+const protometa_method *protometa_find_method(const char *service, const char *method);
 
 /*
  * Encode as connect-go's protojson.Marshal does: lowerCamelCase json names,

@@ -143,7 +143,7 @@ const ProtobufCMessageDescriptor *protometa_find_by_name(const char *full_name)
     return s && s->key ? s->msg->descriptor : NULL;
 }
 
-protometa_idempotency protometa_method_idempotency(const char *service, const char *method)
+const protometa_method *protometa_find_method(const char *service, const char *method)
 {
     pthread_once(&builtin_once, register_builtin);
     for (size_t t = 0; t < reg.n_tables; t++) {
@@ -151,8 +151,14 @@ protometa_idempotency protometa_method_idempotency(const char *service, const ch
         for (size_t i = 0; i < table->n_methods; i++) {
             const protometa_method *m = &table->methods[i];
             if (strcmp(m->service, service) == 0 && strcmp(m->method, method) == 0)
-                return m->idempotency;
+                return m;
         }
     }
-    return PROTOMETA_IDEMPOTENCY_UNKNOWN;
+    return NULL;
+}
+
+protometa_idempotency protometa_method_idempotency(const char *service, const char *method)
+{
+    const protometa_method *m = protometa_find_method(service, method);
+    return m ? m->idempotency : PROTOMETA_IDEMPOTENCY_UNKNOWN;
 }

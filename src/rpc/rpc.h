@@ -1,20 +1,37 @@
 /*
- * rpc.h - Connect, gRPC and gRPC-Web unary RPCs over the transport's
- * http_request, exactly as connect-go serves them.
+ * rpc.h - Connect, gRPC and gRPC-Web RPCs (unary, client, server and bidi
+ * streams) over the transport's requests, exactly as connect-go serves them.
  *
- * The rpc server routes `/pkg.Service/Method`, picks the protocol from the
- * Content-Type, decodes the request message (binary protobuf via protobuf-c,
- * or the proto3 JSON mapping), applies compression, limits and deadlines, and
- * calls the registered handler with a decoded message. The handler answers
- * later, exactly once, with rpc_call_succeed() or rpc_call_fail(). Handlers
- * run on the loop thread and must never block: blocking work goes to the libuv
- * thread pool and completes back on the loop.
+ * The rpc server routes `/pkg.Service/Method` as soon as a request's headers
+ * arrive (unknown path 404, wrong verb 405, wrong content type 415, bidi over
+ * HTTP/1.1 505: at once, before any body), picks the protocol from the
+ * Content-Type, decodes request messages (binary protobuf via protobuf-c, or
+ * the proto3 JSON mapping), applies compression, limits and deadlines, and
+ * calls the registered handler. Handlers run on the loop thread and must
+ * never block: blocking work goes to the libuv thread pool and completes back
+ * on the loop.
+ *
+ * One handler signature serves every method type:
+ *   unary, server stream  called once the single request message arrived;
+ *   client stream, bidi   called when the headers arrived (request NULL); the
+ *                         handler asks for messages with rpc_call_recv().
+ * A call ends exactly once: rpc_call_succeed(call, response) (for server and
+ * bidi streams the response may be NULL: "end with OK") or rpc_call_fail*.
+ * Streams send messages with rpc_call_send() before that; custom trailers go
+ * with the end.
+ *
+ * Backpressure: a stream's outgoing queue is bounded by a high-water mark the
+ * handler respects (rpc_call_send_ready, rpc_call_on_writable): the bytes
+ * leave only as fast as the client reads (HTTP/2 flow control, socket
+ * writability). Incoming messages are delivered as they arrive unless the
+ * handler pauses them (rpc_call_recv_pause); unread bytes stay in the
+ * client's flow-control window, never in an unbounded buffer.
  *
  * Deadlines (Connect-Timeout-Ms, grpc-timeout) are enforced here: when one
  * passes, the client gets deadline_exceeded at once, the call is marked
  * cancelled (rpc_call_canceled() turns true, the cancel hook fires) and the
- * handler's eventual answer is dropped. A client that goes away cancels the
- * same way.
+ * handler's eventual answer is dropped. A client that goes away (reset,
+ * disconnect) and a malformed incoming message cancel the same way.
  */
 #ifndef CHCP_RPC_H
 #define CHCP_RPC_H
@@ -30,13 +47,22 @@
 typedef struct rpc_server rpc_server;
 typedef struct rpc_call rpc_call;
 
-/* The handler owns nothing: `request` lives until the call is finished. */
-typedef void (*rpc_unary_fn)(rpc_call *call, const ProtobufCMessage *request, void *service_data);
+/* The handler owns nothing: `request` lives until the call is finished. It
+ * is NULL for client and bidi streams (messages come through rpc_call_recv). */
+typedef void (*rpc_handler_fn)(rpc_call *call, const ProtobufCMessage *request, void *service_data);
+typedef rpc_handler_fn rpc_unary_fn;
 
 typedef struct rpc_method_impl {
-    const char *name;     /* method name as in the .proto, e.g. "CreateVm" */
-    rpc_unary_fn handler; /* NULL: answered "unimplemented" */
+    const char *name;       /* method name as in the .proto, e.g. "CreateVm" */
+    rpc_handler_fn handler; /* NULL: answered "unimplemented" */
 } rpc_method_impl;
+
+typedef enum rpc_stream_type {
+    RPC_STREAM_UNARY,
+    RPC_STREAM_CLIENT,
+    RPC_STREAM_SERVER,
+    RPC_STREAM_BIDI,
+} rpc_stream_type;
 
 typedef struct rpc_limits {
     /* Largest request message, on the wire and after decompression; 0 means
@@ -51,6 +77,9 @@ typedef struct rpc_limits {
     /* Responses smaller than this are not compressed even when the client
      * accepts gzip (connect-go's default is 1 KiB). */
     size_t compress_min_bytes;
+    /* A stream's queued response bytes at which rpc_call_send_ready() turns
+     * false; 0 means 64 KiB. One message may overshoot it. */
+    size_t stream_high_water;
 } rpc_limits;
 
 typedef enum rpc_protocol {
@@ -94,14 +123,19 @@ int rpc_server_register(rpc_server *s, const ProtobufCServiceDescriptor *service
                         const rpc_method_impl *impls, size_t n_impls, void *service_data,
                         chcp_error **err);
 
-/* Plug into transport_new(): hand every request to the rpc server. Paths it
+/* Plug into transport_new() and transport_set_stream_hooks() (with
+ * rpc_server_stream_hooks): hand every request to the rpc server. Paths it
  * does not route (e.g. "/health") go to `fallback` if set, else 404. The
- * fallback must leave req->user alone; its requests' cancellations are not
- * reported (it must still answer them). */
+ * fallback is called as soon as the headers arrive (the body is never read
+ * for it: req->body is empty), must leave req->user alone, and its requests'
+ * cancellations are not reported (it must still answer them). Without the
+ * stream hooks only unary and server-stream calls work (routed once the body
+ * is complete). */
 typedef bool (*rpc_fallback_fn)(http_request *req, void *ud); /* true = handled */
 void rpc_server_set_fallback(rpc_server *s, rpc_fallback_fn fn, void *ud);
 void rpc_server_on_request(http_request *req, void *rpc_server_ptr);
 void rpc_server_on_cancel(http_request *req, void *rpc_server_ptr);
+void rpc_server_stream_hooks(rpc_server *s, http_stream_hooks *hooks);
 /* Calls not yet freed: routed, and not both answered and finished. */
 size_t rpc_server_active_calls(const rpc_server *s);
 
@@ -110,6 +144,7 @@ size_t rpc_server_active_calls(const rpc_server *s);
 const char *rpc_call_service(const rpc_call *call); /* "cloudhypervisor.v1.VmService" */
 const char *rpc_call_method(const rpc_call *call);  /* "CreateVm" */
 rpc_protocol rpc_call_protocol(const rpc_call *call);
+rpc_stream_type rpc_call_stream_type(const rpc_call *call);
 /* The HTTP request, or NULL once the call was answered (after a deadline or
  * a client cancel the transport has already freed it). */
 const http_request *rpc_call_http(const rpc_call *call);
@@ -147,8 +182,41 @@ void *rpc_call_grant(const rpc_call *call);
 void rpc_call_add_header(rpc_call *call, const char *name, const char *value, size_t value_len);
 void rpc_call_add_trailer(rpc_call *call, const char *name, const char *value, size_t value_len);
 
+/* ---- streams ------------------------------------------------------------- */
+
+/* Client and bidi streams: deliver request messages, in order, to
+ * on_message (the message lives only during the call); on_end once the
+ * client finished sending. Messages that arrived before this call are
+ * delivered first. A malformed or oversized message ends the call with its
+ * error (the cancel hook fires). */
+typedef struct rpc_recv_hooks {
+    void (*on_message)(rpc_call *call, const ProtobufCMessage *msg, void *ud);
+    void (*on_end)(rpc_call *call, void *ud);
+} rpc_recv_hooks;
+void rpc_call_recv(rpc_call *call, const rpc_recv_hooks *hooks, void *ud);
+/* Stop (true) or restart (false) delivering messages; while paused the
+ * client's window fills and it stops sending. */
+void rpc_call_recv_pause(rpc_call *call, bool paused);
+/* Messages delivered so far. */
+size_t rpc_call_received(const rpc_call *call);
+
+/* Server and bidi streams: send the response headers now (otherwise they go
+ * with the first message or the end), so the client sees the stream open. */
+void rpc_call_send_headers(rpc_call *call);
+/* Queue one response message. 0, or -1 when the call is already answered
+ * (cancelled, deadline passed): stop producing. Never blocks or drops; pace
+ * with rpc_call_send_ready(). */
+int rpc_call_send(rpc_call *call, const ProtobufCMessage *msg);
+/* The queue is below its high-water mark. */
+bool rpc_call_send_ready(const rpc_call *call);
+/* Run fn once when a queue that was full has drained (low-water mark). */
+void rpc_call_on_writable(rpc_call *call, void (*fn)(rpc_call *call, void *ud), void *ud);
+/* Response bytes queued for this call and not yet handed to the socket. */
+size_t rpc_call_send_queued(const rpc_call *call);
+
 /* Finish successfully. The response is serialised before this returns; the
- * caller keeps ownership of it. */
+ * caller keeps ownership of it. Server and bidi streams: `response` (may be
+ * NULL) is sent as a last message, then the stream ends with OK. */
 void rpc_call_succeed(rpc_call *call, const ProtobufCMessage *response);
 /* Finish with an error; `details` (may be NULL/0) become Connect error details,
  * grpc-status-details-bin entries. */

@@ -11,7 +11,10 @@
  *   rpc_wire.c      small wire-format helpers (content types, timeouts,
  *                   percent-encoding, envelopes, query strings, error JSON,
  *                   google.rpc.Status)
- *   rpc_compress.c  gzip both ways, bounded against decompression bombs
+ *   rpc_stream.c    streams: incoming envelopes and their delivery, the
+ *                   outgoing queue with backpressure, the end of a stream
+ *   rpc_compress.c  gzip, deflate, brotli and zstd both ways, bounded
+ *                   against decompression bombs
  *   rpc_limits.c    element/nesting checks before decoding, decoded size
  */
 #ifndef CHCP_RPC_INTERNAL_H
@@ -30,16 +33,28 @@ typedef enum rpc_codec {
 typedef enum rpc_compression {
     RPC_COMPRESSION_IDENTITY,
     RPC_COMPRESSION_GZIP,
+    RPC_COMPRESSION_BROTLI,
+    RPC_COMPRESSION_ZSTD,
+    RPC_COMPRESSION_DEFLATE,
+    RPC_COMPRESSION_COUNT,
 } rpc_compression;
 
 /* Encodings we can decode/encode, as listed in accept-encoding headers and
  * "unknown compression" errors (identity is implied, as in connect-go). */
-#define RPC_SUPPORTED_ENCODINGS "gzip"
+#define RPC_SUPPORTED_ENCODINGS "gzip,br,zstd,deflate"
 
 /* Receive limit when rpc_limits.max_message_bytes is 0 (the transport's
  * default body limit). */
 #define RPC_DEFAULT_MAX_MESSAGE ((size_t)4 << 20)
 #define RPC_DEFAULT_MAX_ELEMENTS ((size_t)16384)
+/* A stream's send queue high-water mark when rpc_limits leaves it 0; the
+ * writable callback runs once the queue is down to a quarter of it. */
+#define RPC_DEFAULT_STREAM_HIGH_WATER ((size_t)64 << 10)
+
+/* Envelope flags. */
+#define RPC_FLAG_COMPRESSED 0x01
+#define RPC_FLAG_END_STREAM 0x02 /* Connect streaming: the last envelope */
+#define RPC_FLAG_TRAILERS 0x80   /* gRPC-Web: the trailer frame */
 
 /* ---- response metadata lists ----------------------------------------- */
 
@@ -72,8 +87,9 @@ typedef struct rpc_method {
     const char *method_name;
     const ProtobufCMessageDescriptor *input;
     const ProtobufCMessageDescriptor *output;
-    rpc_unary_fn handler; /* NULL: unimplemented */
+    rpc_handler_fn handler; /* NULL: unimplemented */
     void *service_data;
+    rpc_stream_type stream_type;
     bool get_allowed; /* NO_SIDE_EFFECTS: Connect GET allowed */
 } rpc_method;
 
@@ -95,8 +111,8 @@ struct rpc_server {
     rpc_method *methods; /* open-addressing hash table keyed by path */
     size_t n_methods, cap_methods;
     size_t active_calls;
-    z_stream *deflater;  /* reused gzip compressor (deflateReset per use) */
-    int fallback_marker; /* req->user of requests handed to the fallback */
+    void *compressors[RPC_COMPRESSION_COUNT]; /* reused per algorithm (rpc_compress.c) */
+    int fallback_marker;                      /* req->user of requests handed to the fallback */
 };
 
 /* A request's decoded form; the protocol-independent part of a call. */
@@ -131,6 +147,23 @@ struct rpc_call {
     void *grant;
     void (*grant_free)(void *grant);
     uv_timer_t timer;
+
+    /* Streams (rpc_stream.c). */
+    bool streamed_body;  /* the body arrives through on_body (client, bidi) */
+    bool resp_started;   /* response headers handed to the transport */
+    bool in_end;         /* the client finished sending */
+    bool recv_started;   /* rpc_call_recv was called */
+    bool recv_paused;    /* rpc_call_recv_pause(true) */
+    bool end_delivered;  /* on_end ran */
+    bool delivering;     /* inside the delivery loop (no re-entry) */
+    unsigned busy;       /* inside a handler callback: do not free */
+    chcp_buf in;         /* received bytes not yet delivered */
+    size_t in_off;       /* start of the first undelivered envelope */
+    size_t n_received;   /* messages delivered */
+    rpc_recv_hooks recv; /* on_message / on_end */
+    void *recv_ud;
+    void (*writable_fn)(rpc_call *call, void *ud);
+    void *writable_ud;
 };
 
 /* Tests and the fuzzer answer into a capture instead of a socket (their
@@ -151,12 +184,28 @@ size_t rpc_message_memory(const ProtobufCMessage *msg);
 
 /* Hand a finished response to the transport; marks the call answered. */
 void rpc_call_answer(rpc_call *call, const http_response *resp, chcp_code code);
+/* Mark the call answered (observer on_finish, timer stopped) and hand back
+ * its request, which the caller answers right away. */
+http_request *rpc_call_mark_answered(rpc_call *call, chcp_code code);
+/* Answer now with an error (deadline, client gone, bad incoming message),
+ * then tell the handler through its cancel hook. */
+void rpc_call_cancel(rpc_call *call, chcp_code code, const char *why);
+/* Free the call if it is both answered and finished (and not busy). */
+void rpc_call_release(rpc_call *call);
 
 /* ---- request decoding (rpc_request.c) --------------------------------- */
 
 /* Fill the call's protocol fields and decode its single request message.
  * On failure returns -1 with *err set to the code/message to answer. */
 int rpc_request_decode(rpc_call *call, chcp_error **err);
+/* Streams whose body is streamed: the per-protocol headers only
+ * (compression, timeout, version). */
+int rpc_request_stream_headers(rpc_call *call, chcp_error **err);
+/* Decompress (per `compressed`) and unmarshal one message. */
+ProtobufCMessage *rpc_message_decode(rpc_call *call, const uint8_t *data, size_t len,
+                                     bool compressed, chcp_error **err);
+/* Check an incoming envelope's flags for the call's protocol. */
+int rpc_envelope_check(rpc_call *call, uint8_t flags, chcp_error **err);
 
 /* ---- responses (rpc_response.c) --------------------------------------- */
 
@@ -168,6 +217,10 @@ typedef struct rpc_detail {
 } rpc_detail;
 
 void rpc_respond_success(rpc_call *call, const ProtobufCMessage *msg);
+/* gRPC / gRPC-Web error as one response (trailers-only without custom
+ * headers). */
+void rpc_respond_grpc_error(rpc_call *call, chcp_code code, const char *message,
+                            const rpc_detail *details, size_t n_details);
 void rpc_respond_error(rpc_call *call, chcp_code code, const char *message,
                        const rpc_detail *details, size_t n_details);
 /* Error details from handler messages: a google.protobuf.Any is sent as it
@@ -175,18 +228,48 @@ void rpc_respond_error(rpc_call *call, chcp_code code, const char *message,
  * packed bytes alive until the response is built (buf_free each). */
 void rpc_details_from_messages(const ProtobufCMessage *const *msgs, size_t n, rpc_detail *out,
                                chcp_buf *store);
+/* Serialise msg after `prefix` reserved bytes of out (the call's codec). */
+int rpc_message_encode(rpc_call *call, const ProtobufCMessage *msg, chcp_buf *out, size_t prefix,
+                       chcp_error **err);
+/* Compress out[prefix..] when negotiated and at least compress_min_bytes;
+ * true if it is now compressed. */
+bool rpc_maybe_compress(rpc_call *call, chcp_buf *out, size_t prefix);
+/* Response headers of a stream (content type, encodings, custom ones). */
+void rpc_stream_headers(rpc_call *call, rpc_hdrs *h);
+/* The end of a stream in its protocol: Connect end-stream envelope, gRPC
+ * trailers or the gRPC-Web trailer frame (written with `write`, the trailers
+ * returned in `t` for gRPC). */
+void rpc_stream_end_frame(rpc_call *call, chcp_code code, const char *message,
+                          const rpc_detail *details, size_t n_details, chcp_buf *body, rpc_hdrs *t);
 /* Plain HTTP answers from routing: 404, 405 + Allow, 415 + Accept-Post. */
 void rpc_respond_plain(rpc_server *s, http_request *req, int status, const char *hname,
                        const char *hvalue);
 
+/* ---- streams (rpc_stream.c) -------------------------------------------- */
+
+/* Start a client or bidi stream whose headers arrived: parse them, start
+ * the handler (or answer the error). */
+void rpc_stream_start(rpc_call *call);
+void rpc_stream_on_body(rpc_call *call, const uint8_t *data, size_t len, bool end);
+void rpc_stream_on_drain(rpc_call *call);
+/* Send a message as a stream's last (client streams: only) one. */
+int rpc_stream_send_last(rpc_call *call, const ProtobufCMessage *msg);
+/* End a stream with `code` (OK or an error), headers first if not sent. */
+void rpc_stream_finish(rpc_call *call, chcp_code code, const char *message,
+                       const rpc_detail *details, size_t n_details);
+void rpc_stream_free(rpc_call *call);
+
 /* ---- wire helpers (rpc_wire.c) ---------------------------------------- */
 
-/* Content-Type -> protocol/codec and the canonical spelling connect-go echoes.
- * Returns 0, or -1 if no protocol handles it. */
-int rpc_content_type_parse(const char *value, rpc_protocol *protocol, rpc_codec *codec,
-                           const char **canonical);
-/* What 415 answers list in Accept-Post. */
+/* Content-Type -> protocol/codec and the canonical spelling connect-go echoes,
+ * for a unary (Connect: application/proto|json) or a streaming method
+ * (Connect: application/connect+proto|json). Returns 0, or -1 if no protocol
+ * handles it for that kind of method. */
+int rpc_content_type_parse(const char *value, bool streaming, rpc_protocol *protocol,
+                           rpc_codec *codec, const char **canonical);
+/* What 415 answers list in Accept-Post (unary and streaming methods). */
 extern const char rpc_accept_post[];
+extern const char rpc_accept_post_stream[];
 
 /* Connect-Timeout-Ms: at most 10 digits. 0 ok, -1 invalid (err set). */
 int rpc_parse_connect_timeout(const char *value, int64_t *ms, chcp_error **err);
@@ -238,15 +321,22 @@ const http_header *rpc_header(const http_request *req, const char *name);
 
 /* Name -> compression; -1 if unsupported. "" and "identity" are identity. */
 int rpc_compression_parse(const char *name, rpc_compression *out);
+const char *rpc_compression_name(rpc_compression c);
 /* Pick the response encoding like connect-go: the request's, else the first
  * supported name in accept (comma/space separated). */
 rpc_compression rpc_compression_negotiate(rpc_compression req, const char *accept);
 
-/* Inflate a gzip member; output beyond max_out bytes stops the work at once
- * with resource_exhausted (a decompression bomb costs max_out, not more). */
+/* Decompress; output beyond max_out bytes stops the work at once with
+ * resource_exhausted (a decompression bomb costs max_out, not more). */
+int rpc_decompress(rpc_compression c, const uint8_t *in, size_t len, size_t max_out, chcp_buf *out,
+                   chcp_error **err);
+/* Compress, appending to out, reusing the server's compressor state. */
+int rpc_compress(rpc_server *s, rpc_compression c, const uint8_t *in, size_t len, chcp_buf *out,
+                 chcp_error **err);
+void rpc_compressors_free(rpc_server *s);
+/* The gzip pair, kept for the unit tests and fuzzers. */
 int rpc_gzip_decompress(const uint8_t *in, size_t len, size_t max_out, chcp_buf *out,
                         chcp_error **err);
-/* Deflate into gzip format, reusing *cache across calls. */
 int rpc_gzip_compress(z_stream **cache, const uint8_t *in, size_t len, chcp_buf *out,
                       chcp_error **err);
 void rpc_gzip_cache_free(z_stream **cache);

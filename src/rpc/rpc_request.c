@@ -5,8 +5,14 @@
  *   Connect POST  bare (maybe gzip) body, content-encoding/accept-encoding,
  *                 connect-protocol-version, connect-timeout-ms
  *   Connect GET   ?message=&encoding=&base64=&compression=&connect=
- *   gRPC(-Web)    exactly one 5-byte length-prefixed envelope, grpc-encoding,
+ *   Connect stream  envelopes, connect-content-encoding,
+ *                 connect-accept-encoding, connect-timeout-ms
+ *   gRPC(-Web)    5-byte length-prefixed envelopes, grpc-encoding,
  *                 grpc-accept-encoding, grpc-timeout
+ *
+ * Unary and server-stream requests carry exactly one message. Client and
+ * bidi streams only have their headers parsed here; their messages are
+ * decoded one by one as they arrive (rpc_stream.c).
  *
  * The receive limit applies to the bytes on the wire and again to the
  * decompressed message.
@@ -28,43 +34,53 @@ static int unknown_compression(const char *name, chcp_error **err)
                      name);
 }
 
-static void unmarshal(rpc_call *call, const uint8_t *data, size_t len, chcp_error **err)
+static ProtobufCMessage *unmarshal(rpc_call *call, const uint8_t *data, size_t len,
+                                   chcp_error **err)
 {
     const ProtobufCMessageDescriptor *desc = call->method->input;
     size_t max_elements = call->server->limits.max_message_elements;
+    ProtobufCMessage *msg = NULL;
     if (call->codec == RPC_CODEC_PROTO) {
         if (rpc_check_binary(desc, data, len, max_elements, err) < 0)
-            return;
-        call->request = protobuf_c_message_unpack(desc, NULL, len, data);
-        if (!call->request)
+            return NULL;
+        msg = protobuf_c_message_unpack(desc, NULL, len, data);
+        if (!msg)
             error_set(err, CHCP_INVALID_ARGUMENT, "unmarshal message: invalid %s", desc->name);
     } else if (len == 0) {
         error_set(err, CHCP_INVALID_ARGUMENT,
                   "unmarshal message: zero-length payload is not a valid JSON object");
     } else if (rpc_check_json((const char *)data, len, max_elements, err) == 0) {
-        call->request = protojson_decode(desc, (const char *)data, len, err);
-        if (!call->request && err && *err)
+        msg = protojson_decode(desc, (const char *)data, len, err);
+        if (!msg && err && *err)
             error_prefix(*err, "unmarshal message");
     }
+    return msg;
 }
 
-/* Decompress (if needed) and unmarshal one message into call->request; the
- * decoded message is charged to the request's memory budget. */
-static int decode_message(rpc_call *call, const uint8_t *data, size_t len, bool compressed,
-                          chcp_error **err)
+ProtobufCMessage *rpc_message_decode(rpc_call *call, const uint8_t *data, size_t len,
+                                     bool compressed, chcp_error **err)
 {
     size_t max = call->server->limits.max_message_bytes;
     chcp_buf plain = CHCP_BUF_INIT;
     if (len > 0 && compressed) {
-        if (rpc_gzip_decompress(data, len, max, &plain, err) < 0) {
+        if (rpc_decompress(call->req_compression, data, len, max, &plain, err) < 0) {
             buf_free(&plain);
-            return -1;
+            return NULL;
         }
-        data = plain.data;
+        data = plain.data ? plain.data : (const uint8_t *)"";
         len = plain.len;
     }
-    unmarshal(call, data, len, err);
+    ProtobufCMessage *msg = unmarshal(call, data, len, err);
     buf_free(&plain);
+    return msg;
+}
+
+/* Decode the call's one request message; it is charged to the request's
+ * memory budget. */
+static int decode_message(rpc_call *call, const uint8_t *data, size_t len, bool compressed,
+                          chcp_error **err)
+{
+    call->request = rpc_message_decode(call, data, len, compressed, err);
     /* Charged until the call is freed: a handler may hold the message long
      * after the answer (a deadline, a cancel). */
     if (call->request && call->server->budgets &&
@@ -83,6 +99,16 @@ static int body_refused(const http_request *req, chcp_error **err)
     return error_set(err, CHCP_RESOURCE_EXHAUSTED,
                      "request refused: the %s's memory budget for requests is spent; retry later",
                      req->budget_spent ? req->budget_spent : "server");
+}
+
+int rpc_envelope_check(rpc_call *call, uint8_t flags, chcp_error **err)
+{
+    if ((flags & RPC_FLAG_COMPRESSED) && call->req_compression == RPC_COMPRESSION_IDENTITY)
+        return error_set(err, CHCP_INTERNAL,
+                         "protocol error: sent compressed message without compression support");
+    if (flags & ~RPC_FLAG_COMPRESSED)
+        return error_set(err, CHCP_INTERNAL, "protocol error: invalid envelope flags %u", flags);
+    return 0;
 }
 
 static int check_limit(rpc_call *call, size_t len, chcp_error **err)
@@ -141,7 +167,7 @@ static int connect_decode(rpc_call *call, chcp_error **err)
         if (check_limit(call, req->body_len, err) < 0)
             return -1;
         return decode_message(call, req->body, req->body_len,
-                              call->req_compression == RPC_COMPRESSION_GZIP, err);
+                              call->req_compression != RPC_COMPRESSION_IDENTITY, err);
     }
     const http_header *m = rpc_query_get(call->query, call->n_query, "message");
     if (!m)
@@ -154,19 +180,19 @@ static int connect_decode(rpc_call *call, chcp_error **err)
             error_set(err, CHCP_INVALID_ARGUMENT, "read message: invalid base64 in message");
         else if (check_limit(call, raw.len, err) == 0)
             rc = decode_message(call, raw.data, raw.len,
-                                call->req_compression == RPC_COMPRESSION_GZIP, err);
+                                call->req_compression != RPC_COMPRESSION_IDENTITY, err);
         buf_free(&raw);
         return rc;
     }
     if (check_limit(call, m->value_len, err) < 0)
         return -1;
     return decode_message(call, (const uint8_t *)m->value, m->value_len,
-                          call->req_compression == RPC_COMPRESSION_GZIP, err);
+                          call->req_compression != RPC_COMPRESSION_IDENTITY, err);
 }
 
-/* ---- gRPC and gRPC-Web ---------------------------------------------------------- */
+/* ---- enveloped bodies (gRPC, gRPC-Web, Connect streams) ----------------------- */
 
-static int grpc_decode(rpc_call *call, chcp_error **err)
+static int grpc_headers(rpc_call *call, chcp_error **err)
 {
     http_request *req = call->req;
     if (call->protocol == RPC_PROTOCOL_GRPC && req->http_major < 2)
@@ -188,7 +214,39 @@ static int grpc_decode(rpc_call *call, chcp_error **err)
             call->deadline_ns = req->received_ns + ns;
         }
     }
+    return 0;
+}
 
+/* Connect streaming headers (connect-go's NewConn for streams). */
+static int connect_stream_headers(rpc_call *call, chcp_error **err)
+{
+    http_request *req = call->req;
+    const char *enc = hval(req, "connect-content-encoding");
+    if (rpc_compression_parse(enc, &call->req_compression) < 0)
+        return unknown_compression(enc, err);
+    call->resp_compression =
+        rpc_compression_negotiate(call->req_compression, hval(req, "connect-accept-encoding"));
+    if (connect_version(call, err) < 0)
+        return -1;
+    const char *timeout = hval(req, "connect-timeout-ms");
+    if (timeout && rpc_parse_connect_timeout(timeout, &call->timeout_ms, err) < 0)
+        return -1;
+    if (timeout)
+        call->deadline_ns = req->received_ns + (uint64_t)call->timeout_ms * 1000000u;
+    return 0;
+}
+
+int rpc_request_stream_headers(rpc_call *call, chcp_error **err)
+{
+    if (call->protocol == RPC_PROTOCOL_CONNECT)
+        return connect_stream_headers(call, err);
+    return grpc_headers(call, err);
+}
+
+/* Exactly one envelope in a complete body (unary gRPC, server streams). */
+static int decode_single_envelope(rpc_call *call, chcp_error **err)
+{
+    http_request *req = call->req;
     if (req->body_too_large || req->body_over_budget)
         return body_refused(req, err);
     size_t max = call->server->limits.max_message_bytes;
@@ -199,14 +257,9 @@ static int grpc_decode(rpc_call *call, chcp_error **err)
         return -1;
     if (rc == 0)
         return error_set(err, CHCP_UNIMPLEMENTED, "unary request has zero messages");
-    bool compressed = env.flags & 1;
-    if (compressed && call->req_compression == RPC_COMPRESSION_IDENTITY)
-        return error_set(err, CHCP_INTERNAL,
-                         "protocol error: sent compressed message without compression support");
-    if (env.flags & ~1u)
-        return error_set(err, CHCP_INTERNAL, "protocol error: invalid envelope flags %u",
-                         env.flags);
-    if (decode_message(call, env.data, env.len, compressed, err) < 0)
+    if (rpc_envelope_check(call, env.flags, err) < 0)
+        return -1;
+    if (decode_message(call, env.data, env.len, env.flags & RPC_FLAG_COMPRESSED, err) < 0)
         return -1;
     /* The one message must be the whole body. */
     rpc_envelope extra;
@@ -220,8 +273,11 @@ static int grpc_decode(rpc_call *call, chcp_error **err)
 
 int rpc_request_decode(rpc_call *call, chcp_error **err)
 {
-    int rc =
-        call->protocol == RPC_PROTOCOL_CONNECT ? connect_decode(call, err) : grpc_decode(call, err);
+    int rc;
+    if (call->protocol == RPC_PROTOCOL_CONNECT && call->method->stream_type == RPC_STREAM_UNARY)
+        rc = connect_decode(call, err);
+    else if ((rc = rpc_request_stream_headers(call, err)) == 0)
+        rc = decode_single_envelope(call, err);
     /* Decoded (or refused): the body's memory and budget go back now, not
      * when the handler answers. */
     if (call->server->budgets)

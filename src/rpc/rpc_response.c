@@ -10,7 +10,9 @@
  *   gRPC-Web  the same, with trailers as a final 0x80 envelope in the body
  *
  * The whole response is assembled in one buffer and handed to the transport
- * in one piece.
+ * in one piece. Streams (rpc_stream.c) use the pieces here for their headers
+ * and their end: the Connect end-stream envelope {"error":..,"metadata":..},
+ * gRPC trailers, the gRPC-Web trailer frame.
  */
 #include "rpc/rpc_internal.h"
 
@@ -63,6 +65,26 @@ static void emit(rpc_call *call, int status, rpc_hdrs *hdrs, const chcp_buf *bod
 
 /* ---- errors ------------------------------------------------------------- */
 
+/* google.rpc.Status trailers: grpc-status, grpc-message, details. */
+static void grpc_status_trailers(rpc_hdrs *st, chcp_code code, const char *message,
+                                 const rpc_detail *details, size_t n_details)
+{
+    chcp_buf tmp = CHCP_BUF_INIT;
+    char num[12];
+    int nl = snprintf(num, sizeof(num), "%d", (int)code);
+    rpc_hdrs_add_copy(st, "grpc-status", 11, num, (size_t)nl);
+    if (code != CHCP_OK || (message && *message)) {
+        rpc_percent_encode(&tmp, message ? message : "", message ? strlen(message) : 0);
+        rpc_hdrs_add_copy(st, "grpc-message", 12, tmp.data ? (const char *)tmp.data : "", tmp.len);
+    }
+    if (n_details) {
+        buf_reset(&tmp);
+        rpc_status_encode(&tmp, code, message, details, n_details);
+        rpc_hdrs_add_bin(st, "grpc-status-details-bin", tmp.data, tmp.len);
+    }
+    buf_free(&tmp);
+}
+
 static void connect_error(rpc_call *call, chcp_code code, const char *message,
                           const rpc_detail *details, size_t n_details)
 {
@@ -80,11 +102,11 @@ static void connect_error(rpc_call *call, chcp_code code, const char *message,
     buf_free(&body);
 }
 
-static void grpc_error(rpc_call *call, chcp_code code, const char *message,
-                       const rpc_detail *details, size_t n_details)
+void rpc_respond_grpc_error(rpc_call *call, chcp_code code, const char *message,
+                            const rpc_detail *details, size_t n_details)
 {
     rpc_hdrs h = {0}, t = {0};
-    chcp_buf body = CHCP_BUF_INIT, tmp = CHCP_BUF_INIT;
+    chcp_buf body = CHCP_BUF_INIT;
     bool web = call->protocol == RPC_PROTOCOL_GRPC_WEB;
     /* Trailers-only when the handler set no headers (connect-go does the same
      * for gRPC-Web; for gRPC it is the canonical immediate-error form). */
@@ -95,16 +117,7 @@ static void grpc_error(rpc_call *call, chcp_code code, const char *message,
     rpc_hdrs_add_static(&h, "grpc-accept-encoding", RPC_SUPPORTED_ENCODINGS);
     add_refs(&h, &call->headers);
 
-    char num[12];
-    int nl = snprintf(num, sizeof(num), "%d", (int)code);
-    rpc_hdrs_add_copy(st, "grpc-status", 11, num, (size_t)nl);
-    rpc_percent_encode(&tmp, message ? message : "", message ? strlen(message) : 0);
-    rpc_hdrs_add_copy(st, "grpc-message", 12, tmp.data ? (const char *)tmp.data : "", tmp.len);
-    if (n_details) {
-        buf_reset(&tmp);
-        rpc_status_encode(&tmp, code, message, details, n_details);
-        rpc_hdrs_add_bin(st, "grpc-status-details-bin", tmp.data, tmp.len);
-    }
+    grpc_status_trailers(st, code, message, details, n_details);
     add_refs(st, &call->trailers);
 
     if (trailers_only) {
@@ -118,7 +131,6 @@ static void grpc_error(rpc_call *call, chcp_code code, const char *message,
     rpc_hdrs_free(&h);
     rpc_hdrs_free(&t);
     buf_free(&body);
-    buf_free(&tmp);
 }
 
 void rpc_respond_error(rpc_call *call, chcp_code code, const char *message,
@@ -126,17 +138,20 @@ void rpc_respond_error(rpc_call *call, chcp_code code, const char *message,
 {
     if (code == CHCP_OK)
         code = CHCP_UNKNOWN; /* an error must carry an error code */
+    if (call->method->stream_type != RPC_STREAM_UNARY) {
+        rpc_stream_finish(call, code, message, details, n_details);
+        return;
+    }
     if (call->protocol == RPC_PROTOCOL_CONNECT)
         connect_error(call, code, message, details, n_details);
     else
-        grpc_error(call, code, message, details, n_details);
+        rpc_respond_grpc_error(call, code, message, details, n_details);
 }
 
 /* ---- success -------------------------------------------------------------- */
 
-/* Serialise msg into out after `prefix` reserved bytes. */
-static int encode_message(rpc_call *call, const ProtobufCMessage *msg, chcp_buf *out, size_t prefix,
-                          chcp_error **err)
+int rpc_message_encode(rpc_call *call, const ProtobufCMessage *msg, chcp_buf *out, size_t prefix,
+                       chcp_error **err)
 {
     buf_reserve(out, prefix);
     out->len = prefix;
@@ -148,19 +163,19 @@ static int encode_message(rpc_call *call, const ProtobufCMessage *msg, chcp_buf 
     return 0;
 }
 
-/* Compress out[prefix..] when negotiated and worth it. Returns true if the
- * body in *out is now compressed. */
-static bool maybe_compress(rpc_call *call, chcp_buf *out, size_t prefix)
+bool rpc_maybe_compress(rpc_call *call, chcp_buf *out, size_t prefix)
 {
     size_t len = out->len - prefix;
-    if (call->resp_compression != RPC_COMPRESSION_GZIP ||
+    if (call->resp_compression == RPC_COMPRESSION_IDENTITY ||
         len < call->server->limits.compress_min_bytes)
         return false;
     chcp_buf z = CHCP_BUF_INIT;
     cleanup_error chcp_error *err = NULL;
     buf_reserve(&z, prefix);
+    if (prefix)
+        memcpy(z.data, out->data, prefix);
     z.len = prefix;
-    if (rpc_gzip_compress(&call->server->deflater, out->data + prefix, len, &z, &err) < 0) {
+    if (rpc_compress(call->server, call->resp_compression, out->data + prefix, len, &z, &err) < 0) {
         buf_free(&z);
         return false; /* sending it uncompressed is always allowed */
     }
@@ -175,13 +190,14 @@ void rpc_respond_success(rpc_call *call, const ProtobufCMessage *msg)
     size_t prefix = connect ? 0 : 5;
     chcp_buf body = CHCP_BUF_INIT;
     cleanup_error chcp_error *err = NULL;
-    if (encode_message(call, msg, &body, prefix, &err) < 0) {
+    if (rpc_message_encode(call, msg, &body, prefix, &err) < 0) {
         buf_free(&body);
         error_prefix(err, "marshal message");
         rpc_respond_error(call, CHCP_INTERNAL, err ? err->message : "marshal message", NULL, 0);
         return;
     }
-    bool compressed = maybe_compress(call, &body, prefix);
+    bool compressed = rpc_maybe_compress(call, &body, prefix);
+    const char *enc = rpc_compression_name(call->resp_compression);
     /* A reader that does not read cannot make the daemon hold answers
      * beyond its budget: it gets a (small) error instead. */
     if (call->server->budgets && http_response_reserve(call->req, body.len, &err) < 0) {
@@ -196,14 +212,14 @@ void rpc_respond_success(rpc_call *call, const ProtobufCMessage *msg)
         if (call->is_get)
             rpc_hdrs_add_static(&h, "vary", "Accept-Encoding");
         if (compressed)
-            rpc_hdrs_add_static(&h, "content-encoding", "gzip");
+            rpc_hdrs_add_static(&h, "content-encoding", enc);
         add_refs(&h, &call->headers);
         add_connect_trailers(&h, &call->trailers);
         emit(call, 200, &h, &body, NULL, CHCP_OK);
     } else {
         rpc_hdrs_add_static(&h, "grpc-accept-encoding", RPC_SUPPORTED_ENCODINGS);
-        if (call->resp_compression == RPC_COMPRESSION_GZIP)
-            rpc_hdrs_add_static(&h, "grpc-encoding", "gzip");
+        if (call->resp_compression != RPC_COMPRESSION_IDENTITY)
+            rpc_hdrs_add_static(&h, "grpc-encoding", enc);
         add_refs(&h, &call->headers);
         rpc_envelope_prefix(body.data, compressed ? 1 : 0, body.len - 5);
         rpc_hdrs_add_static(&t, "grpc-status", "0");
@@ -218,6 +234,80 @@ void rpc_respond_success(rpc_call *call, const ProtobufCMessage *msg)
     rpc_hdrs_free(&h);
     rpc_hdrs_free(&t);
     buf_free(&body);
+}
+
+/* ---- streams ----------------------------------------------------------------- */
+
+void rpc_stream_headers(rpc_call *call, rpc_hdrs *h)
+{
+    bool connect = call->protocol == RPC_PROTOCOL_CONNECT;
+    rpc_hdrs_add_static(h, "content-type", call->content_type);
+    rpc_hdrs_add_static(h, connect ? "connect-accept-encoding" : "grpc-accept-encoding",
+                        RPC_SUPPORTED_ENCODINGS);
+    /* Each message says whether it is compressed; the header names how. */
+    if (call->resp_compression != RPC_COMPRESSION_IDENTITY)
+        rpc_hdrs_add_static(h, connect ? "connect-content-encoding" : "grpc-encoding",
+                            rpc_compression_name(call->resp_compression));
+    add_refs(h, &call->headers);
+}
+
+/* {"error":{...},"metadata":{"name":["v",...],...}} as an end-stream envelope. */
+static void connect_end_stream(rpc_call *call, chcp_code code, const char *message,
+                               const rpc_detail *details, size_t n_details, chcp_buf *body)
+{
+    chcp_buf json = CHCP_BUF_INIT;
+    buf_append(&json, "\0\0\0\0\0{", 6);
+    bool first = true;
+    if (code != CHCP_OK) {
+        buf_append_str(&json, "\"error\":");
+        rpc_error_json(&json, code, message, details, n_details);
+        first = false;
+    }
+    const rpc_hdrs *t = &call->trailers;
+    if (t->n) {
+        buf_append_str(&json, first ? "\"metadata\":{" : ",\"metadata\":{");
+        for (size_t i = 0; i < t->n; i++) {
+            bool seen = false;
+            for (size_t j = 0; j < i && !seen; j++)
+                seen = strcmp(t->v[j].name, t->v[i].name) == 0;
+            if (seen)
+                continue; /* grouped with its first occurrence */
+            if (json.data[json.len - 1] != '{')
+                buf_append_byte(&json, ',');
+            rpc_json_string(&json, t->v[i].name, t->v[i].name_len);
+            buf_append_str(&json, ":[");
+            for (size_t j = i, k = 0; j < t->n; j++) {
+                if (strcmp(t->v[j].name, t->v[i].name) != 0)
+                    continue;
+                if (k++)
+                    buf_append_byte(&json, ',');
+                rpc_json_string(&json, t->v[j].value, t->v[j].value_len);
+            }
+            buf_append_byte(&json, ']');
+        }
+        buf_append_byte(&json, '}');
+    }
+    buf_append_byte(&json, '}');
+    bool compressed = rpc_maybe_compress(call, &json, 5);
+    rpc_envelope_prefix(json.data, RPC_FLAG_END_STREAM | (compressed ? RPC_FLAG_COMPRESSED : 0),
+                        json.len - 5);
+    buf_append(body, json.data, json.len);
+    buf_free(&json);
+}
+
+void rpc_stream_end_frame(rpc_call *call, chcp_code code, const char *message,
+                          const rpc_detail *details, size_t n_details, chcp_buf *body, rpc_hdrs *t)
+{
+    if (call->protocol == RPC_PROTOCOL_CONNECT) {
+        connect_end_stream(call, code, message, details, n_details, body);
+        return;
+    }
+    grpc_status_trailers(t, code, message, details, n_details);
+    add_refs(t, &call->trailers);
+    if (call->protocol == RPC_PROTOCOL_GRPC_WEB) {
+        rpc_grpc_web_trailer_frame(body, t->v, t->n);
+        rpc_hdrs_free(t);
+    }
 }
 
 /* ---- routing answers ------------------------------------------------------- */

@@ -3,14 +3,19 @@
  * http_request to a method and protocol, and the life of a call (handler,
  * deadline timer, cancellation, the single answer to the transport).
  *
- * Routing follows connect-go's Handler.ServeHTTP: unknown path -> 404 (or the
+ * Routing follows connect-go's Handler.ServeHTTP and happens as soon as the
+ * headers arrive (rpc_server_stream_hooks): unknown path -> 404 (or the
  * fallback), HTTP method not allowed -> 405 + Allow, no protocol for the
  * Content-Type -> 415 + Accept-Post, GET with a body -> 415. Everything after
- * that is answered in the request's own protocol.
+ * that is answered in the request's own protocol. Unary and server-stream
+ * calls then wait for their whole (bounded) body; client and bidi streams
+ * start their handler at once and receive their body as it arrives
+ * (rpc_stream.c).
  *
- * A call is freed when both are true: it was answered (the transport has the
- * response and has freed the request) and the handler finished it. A deadline
- * or a client cancel answers first; the handler's later answer is dropped.
+ * A call is freed when all are true: it was answered (the transport has the
+ * response and has freed the request), the handler finished it, and no
+ * handler callback is running. A deadline, a client cancel or a malformed
+ * incoming message answers first; the handler's later answer is dropped.
  */
 #include "rpc/rpc_internal.h"
 
@@ -95,7 +100,7 @@ void rpc_server_free(rpc_server *s)
     for (size_t i = 0; i < s->cap_methods; i++)
         free(s->methods[i].path);
     free(s->methods);
-    rpc_gzip_cache_free(&s->deflater);
+    rpc_compressors_free(s);
     free(s);
 }
 
@@ -144,10 +149,16 @@ int rpc_server_register(rpc_server *s, const ProtobufCServiceDescriptor *service
         cleanup_free char *path = xasprintf("/%s/%s", service->name, md->name);
         if (lookup(s, path))
             return error_set(err, CHCP_ALREADY_EXISTS, "%s is already registered", path);
-        rpc_unary_fn fn = NULL;
+        rpc_handler_fn fn = NULL;
         for (size_t i = 0; i < n_impls; i++)
             if (strcmp(impls[i].name, md->name) == 0)
                 fn = impls[i].handler;
+        const protometa_method *pm = protometa_find_method(service->name, md->name);
+        rpc_stream_type type = RPC_STREAM_UNARY;
+        if (pm && pm->client_streaming)
+            type = pm->server_streaming ? RPC_STREAM_BIDI : RPC_STREAM_CLIENT;
+        else if (pm && pm->server_streaming)
+            type = RPC_STREAM_SERVER;
         rpc_method *m = insert_slot(s, path);
         *m = (rpc_method){
             .path = steal_pointer(&path),
@@ -157,7 +168,9 @@ int rpc_server_register(rpc_server *s, const ProtobufCServiceDescriptor *service
             .output = md->output,
             .handler = fn,
             .service_data = service_data,
+            .stream_type = type,
             .get_allowed =
+                type == RPC_STREAM_UNARY &&
                 protometa_method_idempotency(service->name, md->name) == PROTOMETA_NO_SIDE_EFFECTS,
         };
     }
@@ -177,6 +190,7 @@ static void call_free(rpc_call *call)
     if (call->grant_free)
         call->grant_free(call->grant);
     free(call->principal);
+    rpc_stream_free(call);
     free(call);
 }
 
@@ -185,10 +199,9 @@ static void on_timer_closed(uv_handle_t *h)
     call_free(h->data);
 }
 
-/* Free the call once it is both answered and finished. */
-static void call_release(rpc_call *call)
+void rpc_call_release(rpc_call *call)
 {
-    if (!call->answered || !call->finished)
+    if (!call->answered || !call->finished || call->busy)
         return;
     call->server->active_calls--;
     if (call->timer_active) {
@@ -199,10 +212,8 @@ static void call_release(rpc_call *call)
     }
 }
 
-void rpc_call_answer(rpc_call *call, const http_response *resp, chcp_code code)
+http_request *rpc_call_mark_answered(rpc_call *call, chcp_code code)
 {
-    if (call->answered)
-        return;
     call->answered = true;
     if (call->timer_active)
         uv_timer_stop(&call->timer);
@@ -213,11 +224,18 @@ void rpc_call_answer(rpc_call *call, const http_response *resp, chcp_code code)
     http_request *req = call->req;
     call->req = NULL;
     req->user = NULL;
-    s->respond(req, resp);
+    return req;
 }
 
-/* Answer now (deadline or client gone), then tell the handler. */
-static void call_cancel(rpc_call *call, chcp_code code, const char *why)
+void rpc_call_answer(rpc_call *call, const http_response *resp, chcp_code code)
+{
+    if (call->answered)
+        return;
+    http_request *req = rpc_call_mark_answered(call, code);
+    call->server->respond(req, resp);
+}
+
+void rpc_call_cancel(rpc_call *call, chcp_code code, const char *why)
 {
     if (call->answered)
         return;
@@ -225,13 +243,17 @@ static void call_cancel(rpc_call *call, chcp_code code, const char *why)
     rpc_respond_error(call, code, why, NULL, 0);
     void (*fn)(rpc_call *, void *) = call->cancel_fn;
     call->cancel_fn = NULL;
-    if (fn)
-        fn(call, call->cancel_ud); /* may finish (and free) the call */
+    if (fn && !call->finished) {
+        call->busy++;
+        fn(call, call->cancel_ud);
+        call->busy--;
+    }
+    rpc_call_release(call);
 }
 
 static void on_deadline(uv_timer_t *t)
 {
-    call_cancel(t->data, CHCP_DEADLINE_EXCEEDED, "deadline exceeded");
+    rpc_call_cancel(t->data, CHCP_DEADLINE_EXCEEDED, "deadline exceeded");
 }
 
 void rpc_server_on_cancel(http_request *req, void *rpc_server_ptr)
@@ -239,37 +261,50 @@ void rpc_server_on_cancel(http_request *req, void *rpc_server_ptr)
     rpc_server *s = rpc_server_ptr;
     if (req->user == &s->fallback_marker || !req->user)
         return; /* the fallback answers its own requests */
-    call_cancel(req->user, CHCP_CANCELED, "client canceled the call");
+    rpc_call_cancel(req->user, CHCP_CANCELED, "client canceled the call");
 }
 
 /* ---- routing --------------------------------------------------------------- */
+
+/* A GET must not carry a body; at header time a declared one counts. */
+static bool get_has_body(const http_request *req)
+{
+    uint64_t n;
+    const char *cl = http_request_header(req, "content-length");
+    if (cl && (!str_to_u64(cl, UINT64_MAX, &n) || n > 0))
+        return true;
+    return http_request_header(req, "transfer-encoding") != NULL || req->body_len > 0;
+}
 
 /* The Content-Type decides the protocol; a Connect GET names it in the query.
  * Returns 0, or -1 after answering 415. */
 static int pick_protocol(rpc_server *s, http_request *req, rpc_call *call)
 {
     const char *canonical;
+    bool streaming = call->method->stream_type != RPC_STREAM_UNARY;
     if (call->is_get) {
         rpc_query_parse(req->query, &call->query, &call->n_query, NULL);
         const http_header *enc = rpc_query_get(call->query, call->n_query, "encoding");
         char ct[80];
-        bool ok = enc && enc->value_len < 32 &&
-                  snprintf(ct, sizeof(ct), "application/%s", enc->value) > 0 &&
-                  rpc_content_type_parse(ct, &call->protocol, &call->codec, &canonical) == 0 &&
-                  call->protocol == RPC_PROTOCOL_CONNECT;
+        bool ok =
+            enc && enc->value_len < 32 &&
+            snprintf(ct, sizeof(ct), "application/%s", enc->value) > 0 &&
+            rpc_content_type_parse(ct, false, &call->protocol, &call->codec, &canonical) == 0 &&
+            call->protocol == RPC_PROTOCOL_CONNECT;
         if (!ok) {
             rpc_respond_plain(s, req, 415, "accept-post", rpc_accept_post);
             return -1;
         }
-        if (req->body_len > 0) {
+        if (get_has_body(req)) {
             rpc_respond_plain(s, req, 415, NULL, NULL);
             return -1;
         }
     } else {
         const http_header *ct = rpc_header(req, "content-type");
-        if (!ct ||
-            rpc_content_type_parse(ct->value, &call->protocol, &call->codec, &canonical) < 0) {
-            rpc_respond_plain(s, req, 415, "accept-post", rpc_accept_post);
+        if (!ct || rpc_content_type_parse(ct->value, streaming, &call->protocol, &call->codec,
+                                          &canonical) < 0) {
+            rpc_respond_plain(s, req, 415, "accept-post",
+                              streaming ? rpc_accept_post_stream : rpc_accept_post);
             return -1;
         }
     }
@@ -287,24 +322,25 @@ static void start_deadline(rpc_call *call)
     uv_timer_start(&call->timer, on_deadline, (left + 999999) / 1000000, 0);
 }
 
-void rpc_server_on_request(http_request *req, void *rpc_server_ptr)
+/* Route by path, HTTP method and content type. NULL when answered (404,
+ * 405, 415) or handed to the fallback; else the call, attached to req. */
+static rpc_call *route(rpc_server *s, http_request *req)
 {
-    rpc_server *s = rpc_server_ptr;
     const rpc_method *m = lookup(s, req->path);
     if (!m) {
         if (s->fallback) {
             req->user = &s->fallback_marker;
             if (s->fallback(req, s->fallback_ud))
-                return;
+                return NULL;
             req->user = NULL;
         }
         rpc_respond_plain(s, req, 404, NULL, NULL);
-        return;
+        return NULL;
     }
     bool is_get = strcmp(req->method, "GET") == 0;
     if (strcmp(req->method, "POST") != 0 && !(is_get && m->get_allowed)) {
         rpc_respond_plain(s, req, 405, "allow", m->get_allowed ? "GET, POST" : "POST");
-        return;
+        return NULL;
     }
     rpc_call *call = xcalloc(1, sizeof(*call));
     call->server = s;
@@ -314,7 +350,7 @@ void rpc_server_on_request(http_request *req, void *rpc_server_ptr)
     call->timeout_ms = -1;
     if (pick_protocol(s, req, call) < 0) {
         call_free(call);
-        return;
+        return NULL;
     }
     req->user = call;
     s->active_calls++;
@@ -322,12 +358,21 @@ void rpc_server_on_request(http_request *req, void *rpc_server_ptr)
         call->started = true;
         s->obs.on_start(call, s->obs.ud);
     }
+    return call;
+}
+
+/* Decode (if `decode`), check and run the handler; or answer the error. */
+static void run(rpc_call *call, bool decode)
+{
+    const rpc_method *m = call->method;
     cleanup_error chcp_error *err = NULL;
     call->finished = true; /* until the handler owns it */
+    rpc_server *s = call->server;
     if (s->guard && s->guard(call, s->guard_ud, &err) < 0) {
         rpc_respond_error(call, err ? err->code : CHCP_PERMISSION_DENIED,
                           err ? err->message : "permission denied", NULL, 0);
-    } else if (rpc_request_decode(call, &err) < 0) {
+    } else if ((decode ? rpc_request_decode(call, &err) : rpc_request_stream_headers(call, &err)) <
+               0) {
         rpc_respond_error(call, err ? err->code : CHCP_INTERNAL, err ? err->message : "bad request",
                           NULL, 0);
     } else if (!m->handler) {
@@ -339,10 +384,107 @@ void rpc_server_on_request(http_request *req, void *rpc_server_ptr)
         call->finished = false;
         if (call->deadline_ns)
             start_deadline(call);
+        call->busy++;
         m->handler(call, call->request, m->service_data);
-        return; /* the call may be gone already */
+        call->busy--;
     }
-    call_release(call);
+    rpc_call_release(call);
+}
+
+static bool streamed(const rpc_method *m)
+{
+    return m && (m->stream_type == RPC_STREAM_CLIENT || m->stream_type == RPC_STREAM_BIDI);
+}
+
+/* Would route() refuse this request (404, 405, 415)? Checked without
+ * allocating, so a request that never completes leaves nothing behind. */
+static bool refused(rpc_server *s, http_request *req, const rpc_method *m)
+{
+    if (!m)
+        return true;
+    bool is_get = strcmp(req->method, "GET") == 0;
+    if (strcmp(req->method, "POST") != 0 && !(is_get && m->get_allowed))
+        return true;
+    rpc_protocol p;
+    rpc_codec c;
+    const char *canon;
+    const http_header *ct = rpc_header(req, "content-type");
+    return !is_get && (!ct || rpc_content_type_parse(ct->value, m->stream_type != RPC_STREAM_UNARY,
+                                                     &p, &c, &canon) < 0);
+}
+
+/*
+ * Headers-first routing. HTTP/2, and HTTP/1.1 requests without a body:
+ * wrong routes are answered now (route() answers them); unary and
+ * server-stream calls are routed again once their body is in. HTTP/1.1 with
+ * a body: only a well-routed client or bidi stream starts now; everything
+ * else waits for its whole body, so a malformed body is refused as a whole
+ * (400) and the connection stays in step with its client.
+ */
+static http_body_mode on_headers(http_request *req, void *rpc_server_ptr)
+{
+    rpc_server *s = rpc_server_ptr;
+    const rpc_method *m = lookup(s, req->path);
+    bool early = req->http_major >= 2 || http_request_complete(req);
+    if (!early && (!streamed(m) || refused(s, req, m)))
+        return HTTP_BODY_BUFFER;
+    if (!streamed(m) && !refused(s, req, m))
+        return HTTP_BODY_BUFFER; /* one message: routed once the body is complete */
+    rpc_call *call = route(s, req);
+    if (!call)
+        return HTTP_BODY_DISCARD;
+    call->streamed_body = true;
+    run(call, false);
+    return HTTP_BODY_STREAM;
+}
+
+static void on_body(http_request *req, const uint8_t *data, size_t len, bool end, void *ud)
+{
+    rpc_server *s = ud;
+    if (req->user && req->user != &s->fallback_marker)
+        rpc_stream_on_body(req->user, data, len, end);
+}
+
+static void on_drain(http_request *req, void *ud)
+{
+    rpc_server *s = ud;
+    if (req->user && req->user != &s->fallback_marker)
+        rpc_stream_on_drain(req->user);
+}
+
+void rpc_server_stream_hooks(rpc_server *s, http_stream_hooks *hooks)
+{
+    *hooks = (http_stream_hooks){
+        .on_headers = on_headers, .on_body = on_body, .on_drain = on_drain, .ud = s};
+}
+
+void rpc_server_on_request(http_request *req, void *rpc_server_ptr)
+{
+    rpc_server *s = rpc_server_ptr;
+    /* Routed when its headers arrived, or (without stream hooks) now. */
+    rpc_call *call = req->user;
+    if (!call && !(call = route(s, req)))
+        return;
+    if (call->method->stream_type == RPC_STREAM_CLIENT ||
+        call->method->stream_type == RPC_STREAM_BIDI) {
+        /* Without stream hooks the whole body is here: deliver it. */
+        call->streamed_body = true;
+        call->busy++;
+        run(call, false);
+        if (!call->answered)
+            rpc_stream_on_body(call, req->body, req->body_len, true);
+        call->busy--;
+        rpc_call_release(call);
+        return;
+    }
+    if (call->is_get && req->body_len > 0) {
+        http_response resp = {.status = 415};
+        rpc_call_answer(call, &resp, CHCP_INVALID_ARGUMENT);
+        call->finished = true;
+        rpc_call_release(call);
+        return;
+    }
+    run(call, true);
 }
 
 /* ---- the handler's view ------------------------------------------------------ */
@@ -360,6 +502,11 @@ const char *rpc_call_method(const rpc_call *call)
 rpc_protocol rpc_call_protocol(const rpc_call *call)
 {
     return call->protocol;
+}
+
+rpc_stream_type rpc_call_stream_type(const rpc_call *call)
+{
+    return call->method->stream_type;
 }
 
 const http_request *rpc_call_http(const rpc_call *call)
@@ -472,10 +619,30 @@ void rpc_call_succeed(rpc_call *call, const ProtobufCMessage *response)
 {
     if (call->finished)
         return;
+    rpc_stream_type t = call->method->stream_type;
+    if (t != RPC_STREAM_UNARY && !call->answered) {
+        /* A stream's last (or, client streams, only) message, then OK. */
+        if (response && rpc_stream_send_last(call, response) < 0) {
+            call->finished = true;
+            rpc_call_release(call);
+            return;
+        }
+        if (!response && t == RPC_STREAM_CLIENT) {
+            call->finished = true;
+            rpc_respond_error(call, CHCP_INTERNAL, "a client stream must answer with a message",
+                              NULL, 0);
+            rpc_call_release(call);
+            return;
+        }
+        call->finished = true;
+        rpc_stream_finish(call, CHCP_OK, NULL, NULL, 0);
+        rpc_call_release(call);
+        return;
+    }
     call->finished = true;
     if (!call->answered)
         rpc_respond_success(call, response);
-    call_release(call);
+    rpc_call_release(call);
 }
 
 void rpc_call_fail_details(rpc_call *call, chcp_code code, const char *message,
@@ -492,7 +659,7 @@ void rpc_call_fail_details(rpc_call *call, chcp_code code, const char *message,
         for (size_t i = 0; i < n_details; i++)
             buf_free(&store[i]);
     }
-    call_release(call);
+    rpc_call_release(call);
 }
 
 void rpc_call_fail(rpc_call *call, chcp_code code, const char *message)

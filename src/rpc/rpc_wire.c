@@ -88,22 +88,28 @@ const http_header *rpc_header(const http_request *req, const char *name)
 
 /* ---- content types ------------------------------------------------------ */
 
+/* `unary`: only for unary methods; `stream`: only for streaming ones;
+ * gRPC and gRPC-Web types serve both. */
 static const struct {
     const char *name;
     rpc_protocol protocol;
     rpc_codec codec;
+    bool unary, stream;
 } content_types[] = {
-    {"application/proto", RPC_PROTOCOL_CONNECT, RPC_CODEC_PROTO},
-    {"application/json", RPC_PROTOCOL_CONNECT, RPC_CODEC_JSON},
-    {"application/json; charset=utf-8", RPC_PROTOCOL_CONNECT, RPC_CODEC_JSON},
-    {"application/grpc", RPC_PROTOCOL_GRPC, RPC_CODEC_PROTO},
-    {"application/grpc+proto", RPC_PROTOCOL_GRPC, RPC_CODEC_PROTO},
-    {"application/grpc+json", RPC_PROTOCOL_GRPC, RPC_CODEC_JSON},
-    {"application/grpc+json; charset=utf-8", RPC_PROTOCOL_GRPC, RPC_CODEC_JSON},
-    {"application/grpc-web", RPC_PROTOCOL_GRPC_WEB, RPC_CODEC_PROTO},
-    {"application/grpc-web+proto", RPC_PROTOCOL_GRPC_WEB, RPC_CODEC_PROTO},
-    {"application/grpc-web+json", RPC_PROTOCOL_GRPC_WEB, RPC_CODEC_JSON},
-    {"application/grpc-web+json; charset=utf-8", RPC_PROTOCOL_GRPC_WEB, RPC_CODEC_JSON},
+    {"application/proto", RPC_PROTOCOL_CONNECT, RPC_CODEC_PROTO, true, false},
+    {"application/json", RPC_PROTOCOL_CONNECT, RPC_CODEC_JSON, true, false},
+    {"application/json; charset=utf-8", RPC_PROTOCOL_CONNECT, RPC_CODEC_JSON, true, false},
+    {"application/connect+proto", RPC_PROTOCOL_CONNECT, RPC_CODEC_PROTO, false, true},
+    {"application/connect+json", RPC_PROTOCOL_CONNECT, RPC_CODEC_JSON, false, true},
+    {"application/connect+json; charset=utf-8", RPC_PROTOCOL_CONNECT, RPC_CODEC_JSON, false, true},
+    {"application/grpc", RPC_PROTOCOL_GRPC, RPC_CODEC_PROTO, true, true},
+    {"application/grpc+proto", RPC_PROTOCOL_GRPC, RPC_CODEC_PROTO, true, true},
+    {"application/grpc+json", RPC_PROTOCOL_GRPC, RPC_CODEC_JSON, true, true},
+    {"application/grpc+json; charset=utf-8", RPC_PROTOCOL_GRPC, RPC_CODEC_JSON, true, true},
+    {"application/grpc-web", RPC_PROTOCOL_GRPC_WEB, RPC_CODEC_PROTO, true, true},
+    {"application/grpc-web+proto", RPC_PROTOCOL_GRPC_WEB, RPC_CODEC_PROTO, true, true},
+    {"application/grpc-web+json", RPC_PROTOCOL_GRPC_WEB, RPC_CODEC_JSON, true, true},
+    {"application/grpc-web+json; charset=utf-8", RPC_PROTOCOL_GRPC_WEB, RPC_CODEC_JSON, true, true},
 };
 
 /* Sorted, comma-separated, as connect-go's sortedAcceptPostValue. */
@@ -112,6 +118,12 @@ const char rpc_accept_post[] =
     "application/grpc+proto, application/grpc-web, application/grpc-web+json, "
     "application/grpc-web+json; charset=utf-8, application/grpc-web+proto, application/json, "
     "application/json; charset=utf-8, application/proto";
+const char rpc_accept_post_stream[] =
+    "application/connect+json, application/connect+json; charset=utf-8, "
+    "application/connect+proto, application/grpc, application/grpc+json, "
+    "application/grpc+json; charset=utf-8, application/grpc+proto, application/grpc-web, "
+    "application/grpc-web+json, application/grpc-web+json; charset=utf-8, "
+    "application/grpc-web+proto";
 
 static void trim(const char **s, const char **e)
 {
@@ -126,8 +138,8 @@ static void trim(const char **s, const char **e)
  * type is case-insensitive, parameters are "; k=v" with the charset value
  * lower-cased. The only parameter any of our types takes is charset.
  */
-int rpc_content_type_parse(const char *value, rpc_protocol *protocol, rpc_codec *codec,
-                           const char **canonical)
+int rpc_content_type_parse(const char *value, bool streaming, rpc_protocol *protocol,
+                           rpc_codec *codec, const char **canonical)
 {
     if (!value)
         return -1;
@@ -163,7 +175,8 @@ int rpc_content_type_parse(const char *value, rpc_protocol *protocol, rpc_codec 
     }
     canon[n] = '\0';
     for (size_t i = 0; i < ARRAY_SIZE(content_types); i++) {
-        if (strcmp(content_types[i].name, canon) == 0) {
+        if (strcmp(content_types[i].name, canon) == 0 &&
+            (streaming ? content_types[i].stream : content_types[i].unary)) {
             *protocol = content_types[i].protocol;
             *codec = content_types[i].codec;
             *canonical = content_types[i].name;

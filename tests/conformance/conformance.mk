@@ -4,20 +4,23 @@
 #   make B=build/x conformance-test         release build
 #   make B=build/x SAN=1 conformance-test   under ASan+UBSan
 #
-# The conformance .proto files come from the pinned Go module (installed into
-# .tools/ by `make install-tools`) and are never committed. protobuf-c 1.4
+# The conformance .proto files come from the pinned Go module (version in
+# tests/conformance/runner-version, installed into .tools/conformance/<version>/
+# by `make install-tools`) and are never committed. protobuf-c 1.4
 # rejects proto3 `optional`, so each `optional T name = N;` is rewritten into
 # the equivalent one-field `oneof _name { T name = N; }` in the build dir.
 
 CONF_B := $(B)/conformance
-CONF_SRC_PROTO := .tools/conformance-proto/connectrpc/conformance/v1
+CONF_VERSION := $(shell cat tests/conformance/runner-version)
+CONF_TOOLS := .tools/conformance/$(CONF_VERSION)
+CONF_SRC_PROTO := $(CONF_TOOLS)/proto/connectrpc/conformance/v1
 CONF_FILES := config service server_compat
 CONF_PROTO := $(patsubst %,$(CONF_B)/proto/connectrpc/conformance/v1/%.proto,$(CONF_FILES))
 CONF_GEN_C := $(patsubst %,$(CONF_B)/gen/connectrpc/conformance/v1/%.pb-c.c,$(CONF_FILES)) \
 	$(CONF_B)/gen/conformance_protometa.c
 CONF_GEN_O := $(patsubst %.c,%.o,$(CONF_GEN_C))
 CONF_STAMP := $(CONF_B)/gen/.stamp
-CONF_RUNNER := .tools/bin/connectconformance
+CONF_RUNNER := $(CONF_TOOLS)/bin/connectconformance
 
 $(CONF_SRC_PROTO)/%.proto:
 	@echo "missing $@: run 'make install-tools' (scripts/deps.sh --tools)" >&2; exit 1
@@ -42,9 +45,11 @@ $(CONF_GEN_C): $(CONF_STAMP) ;
 $(CONF_B)/gen/%.o: $(CONF_B)/gen/%.c $(CONF_STAMP)
 	$(CC) $(GEN_CFLAGS) -I$(CONF_B)/gen -c -o $@ $<
 
-$(CONF_B)/server: tests/conformance/server.c $(CONF_GEN_O) $(LIBCHCP)
-	$(CC) $(CFLAGS) -I$(CONF_B)/gen $(LDFLAGS) -o $@ tests/conformance/server.c $(CONF_GEN_O) \
-		$(LIBCHCP) $(PKG_LIBS)
+CONF_SERVER_SRC := tests/conformance/server.c tests/conformance/streams.c
+
+$(CONF_B)/server: $(CONF_SERVER_SRC) tests/conformance/conformance.h $(CONF_GEN_O) $(LIBCHCP)
+	$(CC) $(CFLAGS) -I$(CONF_B)/gen -Itests/conformance $(LDFLAGS) -o $@ $(CONF_SERVER_SRC) \
+		$(CONF_GEN_O) $(LIBCHCP) $(PKG_LIBS)
 
 conformance-build: $(CONF_B)/server
 

@@ -5,31 +5,23 @@
  * Protocol with the runner: read a size-delimited ServerCompatRequest (4-byte
  * big-endian length + protobuf) from stdin, listen on 127.0.0.1:0, write a
  * size-delimited ServerCompatResponse{host, port} to stdout, serve until
- * SIGTERM. Implements connectrpc.conformance.v1.ConformanceService Unary and
- * IdempotentUnary (the rest answer unimplemented) following the suite's
- * handler contract: echo request headers, timeout, the request (as Any) and
+ * SIGTERM. Implements connectrpc.conformance.v1.ConformanceService (all but
+ * Unimplemented, which must answer unimplemented) following the suite's
+ * handler contract: echo request headers, timeout, the requests (as Any) and
  * GET query parameters in a RequestInfo, then obey the response definition
- * (headers, trailers, delay on a uv_timer, data or an error with the
- * RequestInfo appended as a detail).
+ * (headers, trailers, delays on uv_timers, data or an error with the
+ * RequestInfo appended as a detail). The streaming methods live in
+ * streams.c.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "conformance.h"
 #include "connectrpc/conformance/v1/server_compat.pb-c.h"
-#include "connectrpc/conformance/v1/service.pb-c.h"
-#include "rpc/protojson.h"
-#include "rpc/rpc.h"
-#include "transport/transport.h"
 
 extern const protometa_table conformance_protometa;
-
-typedef Connectrpc__Conformance__V1__Header Header;
-typedef Connectrpc__Conformance__V1__UnaryResponseDefinition ResponseDefinition;
-typedef Connectrpc__Conformance__V1__ConformancePayload Payload;
-typedef Connectrpc__Conformance__V1__ConformancePayload__RequestInfo RequestInfo;
-typedef Connectrpc__Conformance__V1__ConformancePayload__ConnectGetInfo ConnectGetInfo;
 
 /* ---- stdin/stdout framing ------------------------------------------------ */
 
@@ -94,13 +86,7 @@ static int write_response(uint16_t port)
 
 /* ---- building RequestInfo ------------------------------------------------- */
 
-/* Everything allocated for one response, freed together after it is sent. */
-typedef struct arena {
-    void **p;
-    size_t n, cap;
-} arena;
-
-static void *arena_alloc(arena *a, size_t size)
+void *arena_alloc(arena *a, size_t size)
 {
     if (a->n == a->cap) {
         a->cap = a->cap ? a->cap * 2 : 32;
@@ -109,7 +95,7 @@ static void *arena_alloc(arena *a, size_t size)
     return a->p[a->n++] = xcalloc(1, size);
 }
 
-static void arena_free(arena *a)
+void arena_free(arena *a)
 {
     for (size_t i = 0; i < a->n; i++)
         free(a->p[i]);
@@ -140,7 +126,7 @@ static size_t group_headers(arena *a, const http_header *in, size_t n, Header **
     return ng;
 }
 
-static Google__Protobuf__Any *pack_any(arena *a, const ProtobufCMessage *msg)
+Google__Protobuf__Any *pack_any(arena *a, const ProtobufCMessage *msg)
 {
     Google__Protobuf__Any *any = arena_alloc(a, sizeof(*any));
     google__protobuf__any__init(any);
@@ -153,7 +139,7 @@ static Google__Protobuf__Any *pack_any(arena *a, const ProtobufCMessage *msg)
     return any;
 }
 
-static RequestInfo *request_info(arena *a, rpc_call *call, const ProtobufCMessage *request)
+RequestInfo *request_info(arena *a, rpc_call *call, Google__Protobuf__Any **reqs, size_t n_reqs)
 {
     const http_request *req = rpc_call_http(call);
     RequestInfo *info = arena_alloc(a, sizeof(*info));
@@ -165,9 +151,8 @@ static RequestInfo *request_info(arena *a, rpc_call *call, const ProtobufCMessag
             CONNECTRPC__CONFORMANCE__V1__CONFORMANCE_PAYLOAD__REQUEST_INFO___TIMEOUT_MS_TIMEOUT_MS;
         info->timeout_ms = rpc_call_timeout_ms(call);
     }
-    info->requests = arena_alloc(a, sizeof(*info->requests));
-    info->requests[0] = pack_any(a, request);
-    info->n_requests = 1;
+    info->requests = reqs;
+    info->n_requests = n_reqs;
     const http_header *q;
     size_t nq = rpc_call_query(call, &q);
     if (nq) {
@@ -207,7 +192,9 @@ static void answer(pending *p)
 {
     arena a = {0};
     rpc_call *call = p->call;
-    RequestInfo *info = request_info(&a, call, p->request);
+    Google__Protobuf__Any **one = arena_alloc(&a, sizeof(*one));
+    one[0] = pack_any(&a, p->request);
+    RequestInfo *info = request_info(&a, call, one, 1);
     const ResponseDefinition *def = p->def;
     if (def && def->response_case ==
                    CONNECTRPC__CONFORMANCE__V1__UNARY_RESPONSE_DEFINITION__RESPONSE_ERROR) {
@@ -260,7 +247,7 @@ static void on_cancel(rpc_call *call, void *ud)
     pending_done(p);
 }
 
-static void add_metadata(rpc_call *call, Header *const *h, size_t n, bool trailers)
+void add_metadata(rpc_call *call, Header *const *h, size_t n, bool trailers)
 {
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < h[i]->n_value; j++) {
@@ -344,6 +331,9 @@ int main(void)
     static const rpc_method_impl impls[] = {
         {"Unary", unary},
         {"IdempotentUnary", idempotent_unary},
+        {"ServerStream", conformance_server_stream},
+        {"ClientStream", conformance_client_stream},
+        {"BidiStream", conformance_bidi_stream},
     };
     chcp_error *err = NULL;
     if (rpc_server_register(rpc, &connectrpc__conformance__v1__conformance_service__descriptor,
@@ -354,6 +344,9 @@ int main(void)
     transport_limits tl;
     transport_limits_default(&tl);
     tp = transport_new(loop, &tl, rpc_server_on_request, rpc_server_on_cancel, rpc);
+    http_stream_hooks hooks;
+    rpc_server_stream_hooks(rpc, &hooks);
+    transport_set_stream_hooks(tp, &hooks);
     if (transport_listen_tcp(tp, "127.0.0.1", 0, &err) < 0) {
         fprintf(stderr, "conformance server: %s\n", err->message);
         return 1;

@@ -44,7 +44,7 @@ static const ProtobufCServiceDescriptor service = {
     method_index,
 };
 static const protometa_method meta_methods[] = {
-    {"test.v1.Svc", "Get", PROTOMETA_NO_SIDE_EFFECTS},
+    {"test.v1.Svc", "Get", PROTOMETA_NO_SIDE_EFFECTS, false, false},
 };
 static const protometa_table meta = {NULL, 0, meta_methods, 1};
 

@@ -30,7 +30,7 @@ static void test_grpc_success(void **state)
     treq_send(&t);
     assert_int_equal(got.status, 200);
     assert_string_equal(HDR("content-type"), "application/grpc");
-    assert_string_equal(HDR("grpc-accept-encoding"), "gzip");
+    assert_string_equal(HDR("grpc-accept-encoding"), "gzip,br,zstd,deflate");
     assert_string_equal(HDR("x-h"), "hv");
     assert_string_equal(TRL("grpc-status"), "0");
     assert_string_equal(TRL("x-t"), "tv");

@@ -13,6 +13,12 @@
 
 #include "rpc/rpc_internal.h"
 
+static int rpc_content_type_parse_u(const char *v, rpc_protocol *p, rpc_codec *c,
+                                    const char **canon)
+{
+    return rpc_content_type_parse(v, false, p, c, canon);
+}
+
 static char *buf_str(chcp_buf *b)
 {
     buf_append_byte(b, 0);
@@ -25,32 +31,32 @@ static void test_content_types(void **state)
     rpc_protocol p;
     rpc_codec c;
     const char *canon;
-    assert_int_equal(rpc_content_type_parse("application/proto", &p, &c, &canon), 0);
+    assert_int_equal(rpc_content_type_parse_u("application/proto", &p, &c, &canon), 0);
     assert_int_equal(p, RPC_PROTOCOL_CONNECT);
     assert_int_equal(c, RPC_CODEC_PROTO);
-    assert_int_equal(rpc_content_type_parse("Application/JSON; Charset=\"UTF-8\"", &p, &c, &canon),
-                     0);
+    assert_int_equal(
+        rpc_content_type_parse_u("Application/JSON; Charset=\"UTF-8\"", &p, &c, &canon), 0);
     assert_string_equal(canon, "application/json; charset=utf-8");
     assert_int_equal(c, RPC_CODEC_JSON);
-    assert_int_equal(rpc_content_type_parse("application/grpc", &p, &c, &canon), 0);
+    assert_int_equal(rpc_content_type_parse_u("application/grpc", &p, &c, &canon), 0);
     assert_int_equal(p, RPC_PROTOCOL_GRPC);
     assert_int_equal(c, RPC_CODEC_PROTO);
-    assert_int_equal(rpc_content_type_parse("application/grpc+json", &p, &c, &canon), 0);
+    assert_int_equal(rpc_content_type_parse_u("application/grpc+json", &p, &c, &canon), 0);
     assert_int_equal(c, RPC_CODEC_JSON);
-    assert_int_equal(rpc_content_type_parse("application/grpc-web+proto", &p, &c, &canon), 0);
+    assert_int_equal(rpc_content_type_parse_u("application/grpc-web+proto", &p, &c, &canon), 0);
     assert_int_equal(p, RPC_PROTOCOL_GRPC_WEB);
     assert_string_equal(canon, "application/grpc-web+proto");
     /* Unsupported: other codecs, streaming Connect, other charsets, junk. */
-    assert_int_equal(rpc_content_type_parse("application/grpc+foo", &p, &c, &canon), -1);
-    assert_int_equal(rpc_content_type_parse("application/connect+proto", &p, &c, &canon), -1);
-    assert_int_equal(rpc_content_type_parse("application/json; charset=latin1", &p, &c, &canon),
+    assert_int_equal(rpc_content_type_parse_u("application/grpc+foo", &p, &c, &canon), -1);
+    assert_int_equal(rpc_content_type_parse_u("application/connect+proto", &p, &c, &canon), -1);
+    assert_int_equal(rpc_content_type_parse_u("application/json; charset=latin1", &p, &c, &canon),
                      -1);
-    assert_int_equal(rpc_content_type_parse("application/proto; charset=utf-8", &p, &c, &canon),
+    assert_int_equal(rpc_content_type_parse_u("application/proto; charset=utf-8", &p, &c, &canon),
                      -1);
-    assert_int_equal(rpc_content_type_parse("image/jpeg", &p, &c, &canon), -1);
-    assert_int_equal(rpc_content_type_parse("", &p, &c, &canon), -1);
-    assert_int_equal(rpc_content_type_parse(";", &p, &c, &canon), -1);
-    assert_int_equal(rpc_content_type_parse(NULL, &p, &c, &canon), -1);
+    assert_int_equal(rpc_content_type_parse_u("image/jpeg", &p, &c, &canon), -1);
+    assert_int_equal(rpc_content_type_parse_u("", &p, &c, &canon), -1);
+    assert_int_equal(rpc_content_type_parse_u(";", &p, &c, &canon), -1);
+    assert_int_equal(rpc_content_type_parse_u(NULL, &p, &c, &canon), -1);
 }
 
 static void test_connect_timeout(void **state)
@@ -274,6 +280,87 @@ static void test_gzip_roundtrip(void **state)
     buf_free(&out);
 }
 
+/* Every algorithm: round trip (twice, so the cached compressor is reused),
+ * the limit, truncated and corrupt input, and a bomb stopped at the limit. */
+/* Connect's streaming types serve only streaming methods, its unary types
+ * only unary ones; gRPC and gRPC-Web types serve both. */
+static void test_stream_content_types(void **state)
+{
+    rpc_protocol p;
+    rpc_codec c;
+    const char *canon;
+    assert_int_equal(rpc_content_type_parse("application/connect+proto", true, &p, &c, &canon), 0);
+    assert_int_equal(p, RPC_PROTOCOL_CONNECT);
+    assert_int_equal(c, RPC_CODEC_PROTO);
+    assert_int_equal(
+        rpc_content_type_parse("Application/Connect+JSON; charset=utf-8", true, &p, &c, &canon), 0);
+    assert_string_equal(canon, "application/connect+json; charset=utf-8");
+    assert_int_equal(c, RPC_CODEC_JSON);
+    assert_int_equal(rpc_content_type_parse("application/proto", true, &p, &c, &canon), -1);
+    assert_int_equal(rpc_content_type_parse("application/connect+proto", false, &p, &c, &canon),
+                     -1);
+    assert_int_equal(rpc_content_type_parse("application/grpc-web+json", true, &p, &c, &canon), 0);
+    assert_int_equal(p, RPC_PROTOCOL_GRPC_WEB);
+    assert_int_equal(rpc_content_type_parse("application/grpc", true, &p, &c, &canon), 0);
+    assert_int_equal(rpc_content_type_parse("application/connect+foo", true, &p, &c, &canon), -1);
+    assert_non_null(strstr(rpc_accept_post_stream, "application/connect+proto"));
+    assert_null(strstr(rpc_accept_post, "connect+"));
+}
+
+static void test_all_compressions(void **state)
+{
+    rpc_server *s = rpc_server_new(uv_default_loop(), NULL);
+    static const rpc_compression algos[] = {RPC_COMPRESSION_GZIP, RPC_COMPRESSION_DEFLATE,
+                                            RPC_COMPRESSION_BROTLI, RPC_COMPRESSION_ZSTD};
+    char msg[5000];
+    for (size_t i = 0; i < sizeof(msg); i++)
+        msg[i] = (char)('a' + i % 7);
+    size_t big = 16u << 20;
+    uint8_t *zeros = xcalloc(big, 1);
+    for (size_t a = 0; a < ARRAY_SIZE(algos); a++) {
+        rpc_compression c = algos[a];
+        chcp_buf z = CHCP_BUF_INIT, out = CHCP_BUF_INIT;
+        chcp_error *err = NULL;
+        for (int round = 0; round < 2; round++) {
+            buf_reset(&z);
+            buf_reset(&out);
+            assert_int_equal(rpc_compress(s, c, (uint8_t *)msg, sizeof(msg), &z, &err), 0);
+            assert_true(z.len < sizeof(msg) / 4);
+            assert_int_equal(rpc_decompress(c, z.data, z.len, sizeof(msg), &out, &err), 0);
+            assert_int_equal(out.len, sizeof(msg));
+            assert_memory_equal(out.data, msg, sizeof(msg));
+        }
+        buf_reset(&out);
+        assert_int_equal(rpc_decompress(c, z.data, z.len, sizeof(msg) - 1, &out, &err), -1);
+        assert_int_equal(err->code, CHCP_RESOURCE_EXHAUSTED);
+        assert_int_equal(out.len, 0);
+        error_free(err);
+        err = NULL;
+        assert_int_equal(rpc_decompress(c, z.data, z.len / 2, 0, &out, &err), -1);
+        assert_int_equal(err->code, CHCP_INVALID_ARGUMENT);
+        error_free(err);
+        err = NULL;
+        uint8_t junk[] = "\xff\xfe not compressed at all, not even close";
+        assert_int_equal(rpc_decompress(c, junk, sizeof(junk), 0, &out, &err), -1);
+        assert_int_equal(err->code, CHCP_INVALID_ARGUMENT);
+        error_free(err);
+        err = NULL;
+        /* 16 MiB of zeros against a 1 MiB limit. */
+        buf_reset(&z);
+        assert_int_equal(rpc_compress(s, c, zeros, big, &z, &err), 0);
+        assert_true(z.len < 1u << 20);
+        buf_free(&out);
+        assert_int_equal(rpc_decompress(c, z.data, z.len, 1u << 20, &out, &err), -1);
+        assert_int_equal(err->code, CHCP_RESOURCE_EXHAUSTED);
+        assert_true(out.cap <= 2u << 20);
+        error_free(err);
+        buf_free(&z);
+        buf_free(&out);
+    }
+    free(zeros);
+    rpc_server_free(s);
+}
+
 static void test_gzip_bomb(void **state)
 {
     /* 64 MiB of zeros compress to ~64 KiB; with a 1 MiB limit decompression
@@ -303,10 +390,20 @@ static void test_negotiation(void **state)
     assert_int_equal(rpc_compression_parse("identity", &c), 0);
     assert_int_equal(rpc_compression_parse("gzip", &c), 0);
     assert_int_equal(c, RPC_COMPRESSION_GZIP);
-    assert_int_equal(rpc_compression_parse("br", &c), -1);
-    assert_int_equal(rpc_compression_negotiate(RPC_COMPRESSION_IDENTITY, "br, gzip"),
-                     RPC_COMPRESSION_GZIP);
-    assert_int_equal(rpc_compression_negotiate(RPC_COMPRESSION_IDENTITY, "br,identity"),
+    assert_int_equal(rpc_compression_parse("br", &c), 0);
+    assert_int_equal(c, RPC_COMPRESSION_BROTLI);
+    assert_int_equal(rpc_compression_parse("zstd", &c), 0);
+    assert_int_equal(c, RPC_COMPRESSION_ZSTD);
+    assert_int_equal(rpc_compression_parse("deflate", &c), 0);
+    assert_int_equal(c, RPC_COMPRESSION_DEFLATE);
+    assert_int_equal(rpc_compression_parse("snappy", &c), -1);
+    assert_int_equal(rpc_compression_parse("Gzip", &c), -1);
+    /* The client's order decides; unknown names are skipped. */
+    assert_int_equal(rpc_compression_negotiate(RPC_COMPRESSION_IDENTITY, "snappy, br, gzip"),
+                     RPC_COMPRESSION_BROTLI);
+    assert_int_equal(rpc_compression_negotiate(RPC_COMPRESSION_IDENTITY, "zstd,gzip"),
+                     RPC_COMPRESSION_ZSTD);
+    assert_int_equal(rpc_compression_negotiate(RPC_COMPRESSION_IDENTITY, "snappy,identity"),
                      RPC_COMPRESSION_IDENTITY);
     assert_int_equal(rpc_compression_negotiate(RPC_COMPRESSION_IDENTITY, "gzipx"),
                      RPC_COMPRESSION_IDENTITY);
@@ -338,7 +435,8 @@ int main(void)
         cmocka_unit_test(test_envelopes),     cmocka_unit_test(test_query),
         cmocka_unit_test(test_error_json),    cmocka_unit_test(test_status_proto),
         cmocka_unit_test(test_web_trailers),  cmocka_unit_test(test_gzip_roundtrip),
-        cmocka_unit_test(test_gzip_bomb),     cmocka_unit_test(test_negotiation),
+        cmocka_unit_test(test_gzip_bomb),     cmocka_unit_test(test_all_compressions),
+        cmocka_unit_test(test_negotiation),   cmocka_unit_test(test_stream_content_types),
         cmocka_unit_test(test_hdrs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
