@@ -60,7 +60,7 @@ $(GEN_STAMP): $(API_PROTOS) $(B)/tools/protometa-gen
 	@if [ -n "$(API_PROTOS)" ]; then protoc --c_out=$(B)/gen -Iproto -I/usr/include $(API_PROTOS); fi
 	protoc --include_imports --descriptor_set_out=$(B)/gen/chcp.fds -Iproto -I/usr/include \
 		$(API_PROTOS) $(WKT_PROTOS)
-	$(B)/tools/protometa-gen --name chcp_protometa $(B)/gen/chcp.fds > $(PROTOMETA_C).tmp
+	$(B)/tools/protometa-gen --name chcp_protometa --files $(B)/gen/chcp.fds > $(PROTOMETA_C).tmp
 	mv $(PROTOMETA_C).tmp $(PROTOMETA_C)
 	@touch $@
 

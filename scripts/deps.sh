@@ -80,6 +80,22 @@ if [ ! -d "$CONF_DIR/proto" ]; then
     mv "$CONF_DIR/proto.tmp" "$CONF_DIR/proto"
 fi
 
+# gRPC tools the integration suite drives the daemon with: grpcurl
+# (reflection) and grpc_health_probe (the gRPC health probe Kubernetes
+# documents), pinned.
+GRPCURL_VERSION=v1.9.4
+if [ ! -x "$GOBIN/grpcurl" ] || [ "$(cat "$TOOLS_DIR/grpcurl.version" 2>/dev/null)" != "$GRPCURL_VERSION" ]; then
+    echo "deps.sh: go install grpcurl@$GRPCURL_VERSION" >&2
+    go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
+    echo "$GRPCURL_VERSION" > "$TOOLS_DIR/grpcurl.version"
+fi
+HEALTH_PROBE_VERSION=v0.4.63
+if [ ! -x "$GOBIN/grpc-health-probe" ] || [ "$(cat "$TOOLS_DIR/grpc-health-probe.version" 2>/dev/null)" != "$HEALTH_PROBE_VERSION" ]; then
+    echo "deps.sh: go install grpc-health-probe@$HEALTH_PROBE_VERSION" >&2
+    go install "github.com/grpc-ecosystem/grpc-health-probe@$HEALTH_PROBE_VERSION"
+    echo "$HEALTH_PROBE_VERSION" > "$TOOLS_DIR/grpc-health-probe.version"
+fi
+
 # buf (for `buf lint`) from npm, pinned.
 BUF_VERSION=1.75.0
 if [ "$(cat "$TOOLS_DIR/buf.version" 2>/dev/null)" != "$BUF_VERSION" ]; then

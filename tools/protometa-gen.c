@@ -9,7 +9,11 @@
  * and prints a C file defining one `const protometa_table <name>` that points
  * at protobuf-c's generated descriptors (see src/rpc/protojson.h).
  *
- * Usage: protometa-gen --name <symbol> <file.fds> > out.c
+ * With --files it also embeds every file of the set (its serialized
+ * FileDescriptorProto, its dependencies and the symbols it defines) for the
+ * server reflection service.
+ *
+ * Usage: protometa-gen --name <symbol> [--files] <file.fds> > out.c
  */
 #include <ctype.h>
 #include <errno.h>
@@ -311,6 +315,112 @@ static void emit_message(gen *g, const MsgProto *m, const char *scope)
         emit_message(g, m->nested_type[i], full);
 }
 
+/* ---- embedded files (reflection) ---------------------------------------- */
+
+typedef struct symlist {
+    char **v;
+    size_t n, cap;
+} symlist;
+
+static void sym_add(symlist *l, const char *prefix, const char *name)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 32;
+        l->v = realloc(l->v, l->cap * sizeof(*l->v));
+        if (!l->v)
+            die("%s", "out of memory");
+    }
+    size_t len = strlen(prefix) + strlen(name) + 2;
+    char *full = xalloc(len);
+    snprintf(full, len, "%s%s%s", prefix, prefix[0] ? "." : "", name);
+    l->v[l->n++] = full;
+}
+
+static void message_symbols(symlist *l, const char *prefix, const MsgProto *m)
+{
+    sym_add(l, prefix, m->name);
+    const char *full = l->v[l->n - 1];
+    for (size_t i = 0; i < m->n_nested_type; i++)
+        message_symbols(l, full, m->nested_type[i]);
+    for (size_t i = 0; i < m->n_enum_type; i++)
+        sym_add(l, full, m->enum_type[i]->name);
+}
+
+static void file_symbols(symlist *l, const FileProto *f)
+{
+    const char *pkg = f->package ? f->package : "";
+    for (size_t i = 0; i < f->n_message_type; i++)
+        message_symbols(l, pkg, f->message_type[i]);
+    for (size_t i = 0; i < f->n_enum_type; i++)
+        sym_add(l, pkg, f->enum_type[i]->name);
+    for (size_t i = 0; i < f->n_service; i++) {
+        sym_add(l, pkg, f->service[i]->name);
+        char *svc = l->v[l->n - 1];
+        for (size_t j = 0; j < f->service[i]->n_method; j++)
+            sym_add(l, svc, f->service[i]->method[j]->name);
+    }
+}
+
+static void emit_strings(FILE *o, const char *name, char *const *v, size_t n)
+{
+    if (!n)
+        return;
+    fprintf(o, "static const char *const %s[] = {\n", name);
+    for (size_t i = 0; i < n; i++) {
+        fputs("    ", o);
+        print_cstr(o, v[i]);
+        fputs(",\n", o);
+    }
+    fputs("};\n", o);
+}
+
+/* Every file of the set: bytes, dependencies, symbols; then the table. */
+static void emit_files(FILE *o, const Google__Protobuf__FileDescriptorSet *set)
+{
+    for (size_t i = 0; i < set->n_file; i++) {
+        const FileProto *f = set->file[i];
+        size_t len = protobuf_c_message_get_packed_size(&f->base);
+        uint8_t *bytes = xalloc(len);
+        protobuf_c_message_pack(&f->base, bytes);
+        fprintf(o, "static const uint8_t pm_file_%zu[] = {", i);
+        for (size_t j = 0; j < len; j++)
+            fprintf(o, "%s0x%02x,", j % 16 ? " " : "\n    ", bytes[j]);
+        fputs("\n};\n", o);
+        free(bytes);
+        char name[64];
+        snprintf(name, sizeof(name), "pm_file_%zu_deps", i);
+        emit_strings(o, name, f->dependency, f->n_dependency);
+        symlist syms = {0};
+        file_symbols(&syms, f);
+        snprintf(name, sizeof(name), "pm_file_%zu_syms", i);
+        emit_strings(o, name, syms.v, syms.n);
+        for (size_t j = 0; j < syms.n; j++)
+            free(syms.v[j]);
+        free(syms.v);
+    }
+    fputs("\nstatic const protometa_file pm_files[] = {\n", o);
+    for (size_t i = 0; i < set->n_file; i++) {
+        const FileProto *f = set->file[i];
+        symlist syms = {0};
+        file_symbols(&syms, f);
+        fputs("    {", o);
+        print_cstr(o, f->name);
+        fprintf(o, ", pm_file_%zu, sizeof(pm_file_%zu), ", i, i);
+        if (f->n_dependency)
+            fprintf(o, "pm_file_%zu_deps, %zu, ", i, f->n_dependency);
+        else
+            fputs("NULL, 0, ", o);
+        if (syms.n)
+            fprintf(o, "pm_file_%zu_syms, %zu},\n", i, syms.n);
+        else
+            fputs("NULL, 0},\n", o);
+        for (size_t j = 0; j < syms.n; j++)
+            free(syms.v[j]);
+        free(syms.v);
+    }
+    fputs("};\n\n", o);
+}
+
 static const char *idempotency_name(const Google__Protobuf__MethodOptions *o)
 {
     if (!o || !o->has_idempotency_level)
@@ -338,16 +448,20 @@ static void emit_header_include(FILE *o, const char *proto_name)
 int main(int argc, char **argv)
 {
     const char *name = NULL, *path = NULL;
+    bool files = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
             name = argv[++i];
+        else if (strcmp(argv[i], "--files") == 0)
+            files = true;
         else if (argv[i][0] != '-' && !path)
             path = argv[i];
         else
-            die("usage: protometa-gen --name <symbol> <file.fds> (bad argument %s)", argv[i]);
+            die("usage: protometa-gen --name <symbol> [--files] <file.fds> (bad argument %s)",
+                argv[i]);
     }
     if (!name || !path)
-        die("%s", "usage: protometa-gen --name <symbol> <file.fds>");
+        die("%s", "usage: protometa-gen --name <symbol> [--files] <file.fds>");
     for (const char *p = name; *p; p++)
         if (!(isalnum((unsigned char)*p) || *p == '_') || isdigit((unsigned char)name[0]))
             die("invalid C symbol %s", name);
@@ -415,9 +529,11 @@ int main(int argc, char **argv)
         }
         fputs("};\n\n", o);
     }
-    fprintf(o, "const protometa_table %s = {%s, %zu, %s, %zu};\n", name,
+    if (files)
+        emit_files(o, set);
+    fprintf(o, "const protometa_table %s = {%s, %zu, %s, %zu, %s, %zu};\n", name,
             g.n_rows ? "pm_messages" : "NULL", g.n_rows, n_methods ? "pm_methods" : "NULL",
-            n_methods);
+            n_methods, files ? "pm_files" : "NULL", files ? set->n_file : 0);
 
     free(g.rows);
     google__protobuf__file_descriptor_set__free_unpacked(set, NULL);

@@ -29,6 +29,7 @@
 #include "cloudhypervisor/v1/vm.pb-c.h"
 #include "rpc/protojson.h"
 #include "rpc/rpc.h"
+#include "daemon/health.h"
 
 /* Generated at build time into $(B)/gen/chcp_protometa.c. */
 extern const protometa_table chcp_protometa;
@@ -49,9 +50,10 @@ typedef struct daemon_state {
     const chcp_config *cfg;
     rpc_server *rpc;
     vm_manager *vms;
-    observe *obs;       /* telemetry, /metrics, /_/health */
-    access_ctl *access; /* authentication and authorization (access.c) */
-    api_service svc;    /* VmService's manager and access hooks */
+    observe *obs;           /* telemetry, /metrics, /_/health */
+    access_ctl *access;     /* authentication and authorization (access.c) */
+    api_service svc;        /* VmService's manager and access hooks */
+    health_service *health; /* grpc.health.v1.Health */
     transport *tp;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain_timer;
@@ -332,6 +334,11 @@ static void begin_shutdown(daemon_state *st, int signum)
              (unsigned long long)st->cfg->shutdown_timeout_ms);
     sd_notify(0, "STOPPING=1");
     transport_stop_accepting(st->tp);
+    /* Streams never end by themselves: health watchers hear NOT_SERVING,
+     * every other stream ends with unavailable, so the drain is not held
+     * up and clients know to come back (event watchers resume by revision). */
+    health_service_stop(st->health);
+    rpc_server_cancel_streams(st->rpc, CHCP_UNAVAILABLE, "the server is shutting down");
     uint64_t timeout_ms = st->cfg->shutdown_timeout_ms;
     uint64_t margin_ms =
         timeout_ms / 2 < VM_RELEASE_MARGIN_MS ? timeout_ms / 2 : VM_RELEASE_MARGIN_MS;
@@ -578,6 +585,10 @@ static int start(daemon_state *st, chcp_error **err)
     st->obs = observe_start(&st->loop, c, st->rpc, st->vms, err);
     if (*err)
         return -1;
+    /* gRPC health (readiness as /readyz has it) and server reflection. */
+    st->health = health_service_start(&st->loop, st->rpc, st->obs, &st->stopping, err);
+    if (!st->health || rpc_server_enable_reflection(st->rpc, err) < 0)
+        return -1;
 
     transport_limits defaults, lim;
     transport_limits_default(&defaults);
@@ -672,6 +683,8 @@ static void teardown(daemon_state *st)
         vm_manager_free(st->vms);
         st->vms = NULL;
     }
+    health_service_free(st->health);
+    st->health = NULL;
     uv_run(&st->loop, UV_RUN_DEFAULT);
     observe_free(st->obs);
     st->obs = NULL;

@@ -20,6 +20,9 @@ observe *observe_start(uv_loop_t *loop, const chcp_config *cfg, rpc_server *rpc,
 /* Serve /metrics, /livez, /readyz, /health and /_/health on the API port
  * (observe_http.c says what each answers); false for other paths. */
 bool observe_serve(observe *o, http_request *req, bool stopping);
+/* Readiness as /readyz reports it (recovery done, VMM backend usable, state
+ * directory healthy, not stopping); `reason` (may be NULL) says why not. */
+bool observe_ready(observe *o, bool stopping, char *reason, size_t len);
 /* Flush spans and metrics (bounded by deadline_ms) and close the handles;
  * `done` runs afterwards. Unhooks from rpc and vms first. */
 void observe_shutdown(observe *o, uint64_t deadline_ms, void (*done)(void *ud), void *ud);

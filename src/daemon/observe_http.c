@@ -115,6 +115,15 @@ static void check_readiness(observe *o, bool stopping, readiness *r)
         r->reason[0] = '\0';
 }
 
+bool observe_ready(observe *o, bool stopping, char *reason, size_t len)
+{
+    readiness r;
+    check_readiness(o, stopping, &r);
+    if (reason && len)
+        snprintf(reason, len, "%s", r.reason);
+    return r.ready;
+}
+
 static void serve_ready(observe *o, http_request *req, bool stopping)
 {
     readiness r;

@@ -44,11 +44,24 @@ typedef struct protometa_method {
     bool server_streaming; /* `stream` on the response */
 } protometa_method;
 
+/* A .proto file as compiled (protometa-gen --files), for server reflection. */
+typedef struct protometa_file {
+    const char *name;          /* "cloudhypervisor/v1/vm.proto" */
+    const uint8_t *descriptor; /* serialized google.protobuf.FileDescriptorProto */
+    size_t descriptor_len;
+    const char *const *deps; /* names of the files it imports */
+    size_t n_deps;
+    const char *const *symbols; /* fully qualified: messages, enums, services, methods */
+    size_t n_symbols;
+} protometa_file;
+
 typedef struct protometa_table {
     const protometa_message *messages;
     size_t n_messages;
     const protometa_method *methods;
     size_t n_methods;
+    const protometa_file *files; /* NULL unless generated with --files */
+    size_t n_files;
 } protometa_table;
 
 /*
@@ -64,6 +77,10 @@ const ProtobufCMessageDescriptor *protometa_find_by_name(const char *full_name);
 protometa_idempotency protometa_method_idempotency(const char *service, const char *method);
 /* The method's generated entry (idempotency, streaming), NULL if unknown. */
 const protometa_method *protometa_find_method(const char *service, const char *method);
+/* Embedded files (reflection): by file name, or by a symbol it defines
+ * (leading '.' allowed). NULL if no registered table has it. */
+const protometa_file *protometa_find_file(const char *name);
+const protometa_file *protometa_find_symbol(const char *symbol);
 
 /*
  * Encode as connect-go's protojson.Marshal does: lowerCamelCase json names,

@@ -157,6 +157,32 @@ const protometa_method *protometa_find_method(const char *service, const char *m
     return NULL;
 }
 
+/* Reflection lookups are rare (a client exploring the API): a scan. */
+const protometa_file *protometa_find_file(const char *name)
+{
+    pthread_once(&builtin_once, register_builtin);
+    for (size_t t = 0; t < reg.n_tables; t++)
+        for (size_t i = 0; i < reg.tables[t]->n_files; i++)
+            if (strcmp(reg.tables[t]->files[i].name, name) == 0)
+                return &reg.tables[t]->files[i];
+    return NULL;
+}
+
+const protometa_file *protometa_find_symbol(const char *symbol)
+{
+    pthread_once(&builtin_once, register_builtin);
+    if (symbol[0] == '.')
+        symbol++;
+    for (size_t t = 0; t < reg.n_tables; t++)
+        for (size_t i = 0; i < reg.tables[t]->n_files; i++) {
+            const protometa_file *f = &reg.tables[t]->files[i];
+            for (size_t j = 0; j < f->n_symbols; j++)
+                if (strcmp(f->symbols[j], symbol) == 0)
+                    return f;
+        }
+    return NULL;
+}
+
 protometa_idempotency protometa_method_idempotency(const char *service, const char *method)
 {
     const protometa_method *m = protometa_find_method(service, method);

@@ -138,6 +138,15 @@ void rpc_server_on_cancel(http_request *req, void *rpc_server_ptr);
 void rpc_server_stream_hooks(rpc_server *s, http_stream_hooks *hooks);
 /* Calls not yet freed: routed, and not both answered and finished. */
 size_t rpc_server_active_calls(const rpc_server *s);
+/* The registered services' full names, in registration order (at most
+ * `max`); returns how many. */
+size_t rpc_server_services(const rpc_server *s, const char **names, size_t max);
+/* Serve gRPC server reflection (grpc.reflection.v1 and v1alpha) over the
+ * descriptors embedded in the registered protometa tables. */
+int rpc_server_enable_reflection(rpc_server *s, chcp_error **err);
+/* End every stream still open with `code` (their handlers' cancel hooks
+ * run): a server that stops must not wait for watches that never end. */
+void rpc_server_cancel_streams(rpc_server *s, chcp_code code, const char *message);
 
 /* ---- what a handler can see and do ------------------------------------ */
 

@@ -111,6 +111,10 @@ struct rpc_server {
     rpc_method *methods; /* open-addressing hash table keyed by path */
     size_t n_methods, cap_methods;
     size_t active_calls;
+    const char **services; /* registered service names, in order */
+    size_t n_services;
+    rpc_call *streams;                        /* streaming calls not yet answered */
+    bool streams_closed;                      /* rpc_server_cancel_streams: no new streams */
     void *compressors[RPC_COMPRESSION_COUNT]; /* reused per algorithm (rpc_compress.c) */
     int fallback_marker;                      /* req->user of requests handed to the fallback */
 };
@@ -149,6 +153,8 @@ struct rpc_call {
     uv_timer_t timer;
 
     /* Streams (rpc_stream.c). */
+    rpc_call *stream_next, *stream_prev; /* server->streams while unanswered */
+    bool in_streams;
     bool streamed_body;  /* the body arrives through on_body (client, bidi) */
     bool resp_started;   /* response headers handed to the transport */
     bool in_end;         /* the client finished sending */

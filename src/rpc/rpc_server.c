@@ -99,6 +99,7 @@ void rpc_server_free(rpc_server *s)
         return;
     for (size_t i = 0; i < s->cap_methods; i++)
         free(s->methods[i].path);
+    free(s->services);
     free(s->methods);
     rpc_compressors_free(s);
     free(s);
@@ -132,6 +133,54 @@ size_t rpc_server_active_calls(const rpc_server *s)
     return s->active_calls;
 }
 
+size_t rpc_server_services(const rpc_server *s, const char **names, size_t max)
+{
+    size_t n = s->n_services < max ? s->n_services : max;
+    for (size_t i = 0; i < n; i++)
+        names[i] = s->services[i];
+    return n;
+}
+
+static void streams_link(rpc_call *call)
+{
+    rpc_server *s = call->server;
+    call->in_streams = true;
+    call->stream_next = s->streams;
+    if (s->streams)
+        s->streams->stream_prev = call;
+    s->streams = call;
+}
+
+static void streams_unlink(rpc_call *call)
+{
+    if (!call->in_streams)
+        return;
+    call->in_streams = false;
+    if (call->stream_prev)
+        call->stream_prev->stream_next = call->stream_next;
+    else
+        call->server->streams = call->stream_next;
+    if (call->stream_next)
+        call->stream_next->stream_prev = call->stream_prev;
+    call->stream_next = call->stream_prev = NULL;
+}
+
+void rpc_server_cancel_streams(rpc_server *s, chcp_code code, const char *message)
+{
+    /* New streams would hold the drain up too: refused from now on. */
+    s->streams_closed = true;
+    rpc_call *c;
+    while ((c = s->streams)) {
+        /* Off the list first: the cancel may free it. */
+        s->streams = c->stream_next;
+        if (s->streams)
+            s->streams->stream_prev = NULL;
+        c->in_streams = false;
+        c->stream_next = NULL;
+        rpc_call_cancel(c, code, message);
+    }
+}
+
 int rpc_server_register(rpc_server *s, const ProtobufCServiceDescriptor *service,
                         const rpc_method_impl *impls, size_t n_impls, void *service_data,
                         chcp_error **err)
@@ -144,6 +193,8 @@ int rpc_server_register(rpc_server *s, const ProtobufCServiceDescriptor *service
             return error_set(err, CHCP_INVALID_ARGUMENT, "%s has no method %s", service->name,
                              impls[i].name);
     }
+    s->services = xrealloc(s->services, (s->n_services + 1) * sizeof(*s->services));
+    s->services[s->n_services++] = service->name;
     for (unsigned j = 0; j < service->n_methods; j++) {
         const ProtobufCMethodDescriptor *md = &service->methods[j];
         cleanup_free char *path = xasprintf("/%s/%s", service->name, md->name);
@@ -215,6 +266,7 @@ void rpc_call_release(rpc_call *call)
 http_request *rpc_call_mark_answered(rpc_call *call, chcp_code code)
 {
     call->answered = true;
+    streams_unlink(call);
     if (call->timer_active)
         uv_timer_stop(&call->timer);
     rpc_server *s = call->server;
@@ -361,8 +413,10 @@ static rpc_call *route(rpc_server *s, http_request *req)
     return call;
 }
 
-/* Decode (if `decode`), check and run the handler; or answer the error. */
-static void run(rpc_call *call, bool decode)
+/* Decode (if `decode`), check and run the handler; or answer the error.
+ * `whole_body`: a streamed call's body is already complete (no stream
+ * hooks): it is delivered right after the handler starts. */
+static void run(rpc_call *call, bool decode, bool whole_body)
 {
     const rpc_method *m = call->method;
     cleanup_error chcp_error *err = NULL;
@@ -380,12 +434,20 @@ static void run(rpc_call *call, bool decode)
         rpc_respond_error(call, CHCP_UNIMPLEMENTED, msg, NULL, 0);
     } else if (call->deadline_ns && time_mono_ns() >= call->deadline_ns) {
         rpc_respond_error(call, CHCP_DEADLINE_EXCEEDED, "deadline exceeded", NULL, 0);
+    } else if (m->stream_type != RPC_STREAM_UNARY && call->server->streams_closed) {
+        rpc_respond_error(call, CHCP_UNAVAILABLE, "the server is shutting down", NULL, 0);
     } else {
         call->finished = false;
         if (call->deadline_ns)
             start_deadline(call);
+        if (m->stream_type != RPC_STREAM_UNARY)
+            streams_link(call);
         call->busy++;
         m->handler(call, call->request, m->service_data);
+        /* Without stream hooks a client or bidi stream's whole body came
+         * in one piece: deliver it now that the handler is set up. */
+        if (whole_body && !call->answered)
+            rpc_stream_on_body(call, call->req->body, call->req->body_len, true);
         call->busy--;
     }
     rpc_call_release(call);
@@ -434,7 +496,7 @@ static http_body_mode on_headers(http_request *req, void *rpc_server_ptr)
     if (!call)
         return HTTP_BODY_DISCARD;
     call->streamed_body = true;
-    run(call, false);
+    run(call, false, false);
     return HTTP_BODY_STREAM;
 }
 
@@ -467,14 +529,8 @@ void rpc_server_on_request(http_request *req, void *rpc_server_ptr)
         return;
     if (call->method->stream_type == RPC_STREAM_CLIENT ||
         call->method->stream_type == RPC_STREAM_BIDI) {
-        /* Without stream hooks the whole body is here: deliver it. */
         call->streamed_body = true;
-        call->busy++;
-        run(call, false);
-        if (!call->answered)
-            rpc_stream_on_body(call, req->body, req->body_len, true);
-        call->busy--;
-        rpc_call_release(call);
+        run(call, false, true);
         return;
     }
     if (call->is_get && req->body_len > 0) {
@@ -484,7 +540,7 @@ void rpc_server_on_request(http_request *req, void *rpc_server_ptr)
         rpc_call_release(call);
         return;
     }
-    run(call, true);
+    run(call, true, false);
 }
 
 /* ---- the handler's view ------------------------------------------------------ */

@@ -38,8 +38,9 @@ static const ProtobufCServiceDescriptor service = {
     methods,
     method_index,
 };
-static const protometa_method meta_methods[] = {{"fuzz.v1.Svc", "Get", PROTOMETA_NO_SIDE_EFFECTS, false, false}};
-static const protometa_table meta = {NULL, 0, meta_methods, 1};
+static const protometa_method meta_methods[] = {
+    {"fuzz.v1.Svc", "Get", PROTOMETA_NO_SIDE_EFFECTS, false, false}};
+static const protometa_table meta = {NULL, 0, meta_methods, 1, NULL, 0};
 
 static int answers;
 

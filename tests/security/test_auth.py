@@ -243,3 +243,68 @@ def test_principal_on_spans(start_tls, tokens):
         assert users == ["", "token:ci"], users  # the refused call has no principal
     finally:
         r.stop()
+
+
+def test_grpc_health_is_open_reflection_is_not(start_tls, tokens):
+    """grpc.health.v1.Health is a probe, like /readyz: it answers without
+    credentials (a Kubernetes gRPC probe sends none). Reflection describes
+    the API and needs what the API needs."""
+    d = token_daemon(start_tls, tokens)
+    _, t = tokens
+    with tls_connect(d.port, d.pki, alpn=["http/1.1"]) as s:
+        status, _, body = h1_exchange(s, "/grpc.health.v1.Health/Check", b"{}")
+    assert (status, json.loads(body)) == (200, {"status": "SERVING"})
+    reflect = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+    # A Connect streaming call: one enveloped JSON message.
+    msg = json.dumps({"listServices": ""}).encode()
+    env = b"\x00" + len(msg).to_bytes(4, "big") + msg
+    for tok, want in ((None, "unauthenticated"), (t["ci"], None)):
+        headers = {"content-type": "application/connect+json"}
+        if tok:
+            headers["authorization"] = "Bearer " + tok
+        with tls_connect(d.port, d.pki, alpn=["http/1.1"]) as s:
+            status, body = h1_stream(s, reflect, env, headers)
+        assert status == 200
+        envelopes = split_envelopes(body)
+        flags, end = envelopes[-1]
+        assert flags & 0x02, envelopes  # the end-stream envelope
+        end = json.loads(end)
+        if want:
+            assert end["error"]["code"] == want, end
+        else:
+            assert "error" not in end, end
+            assert b"cloudhypervisor.v1.VmService" in envelopes[0][1]
+
+
+def h1_stream(sock, path, body, headers):
+    """POST with a body; read a chunked response whole: (status, body)."""
+    head = "POST %s HTTP/1.1\r\nhost: localhost\r\ncontent-length: %d\r\n" % (path, len(body))
+    head += "".join("%s: %s\r\n" % kv for kv in headers.items()) + "\r\n"
+    sock.sendall(head.encode() + body)
+    data = b""
+    while not data.endswith(b"\r\n0\r\n\r\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    assert b"transfer-encoding: chunked" in head.lower(), head
+    out = b""
+    while True:
+        size_line, rest = rest.split(b"\r\n", 1)
+        n = int(size_line, 16)
+        if n == 0:
+            break
+        out += rest[:n]
+        rest = rest[n + 2:]
+    return int(head.split()[1]), out
+
+
+def split_envelopes(body):
+    """[(flags, payload)] of a Connect streaming body."""
+    out, off = [], 0
+    while off + 5 <= len(body):
+        n = int.from_bytes(body[off + 1:off + 5], "big")
+        out.append((body[off], body[off + 5:off + 5 + n]))
+        off += 5 + n
+    return out

@@ -46,7 +46,7 @@ static const ProtobufCServiceDescriptor service = {
 static const protometa_method meta_methods[] = {
     {"test.v1.Svc", "Get", PROTOMETA_NO_SIDE_EFFECTS, false, false},
 };
-static const protometa_table meta = {NULL, 0, meta_methods, 1};
+static const protometa_table meta = {NULL, 0, meta_methods, 1, NULL, 0};
 
 /* What the last response looked like. */
 static struct {
