@@ -69,6 +69,7 @@ export PATH="/usr/local/go/bin:$PATH"
 # versions can share .tools/. The pin lives in tests/conformance/runner-version.
 CONFORMANCE_VERSION=$(cat tests/conformance/runner-version)
 CONF_DIR="$TOOLS_DIR/conformance/$CONFORMANCE_VERSION"
+mkdir -p "$CONF_DIR"
 if [ ! -x "$CONF_DIR/bin/connectconformance" ]; then
     echo "deps.sh: go install connectconformance@$CONFORMANCE_VERSION" >&2
     GOBIN="$CONF_DIR/bin" go install "connectrpc.com/conformance/cmd/connectconformance@$CONFORMANCE_VERSION"
